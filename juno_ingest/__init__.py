@@ -1,0 +1,1 @@
+"""juno_ingest."""
