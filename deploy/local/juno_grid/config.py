@@ -1,0 +1,70 @@
+"""Where the local grid keeps its state and which loopback ports it uses.
+
+Every service of the grid runs inside one network namespace that `juno-grid` makes itself
+(see `netns.py`), and binds 127.0.0.1 there as well: nothing can be reached from outside the
+machine, and the ports below cannot collide with anything on the host.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+ETC = REPO_ROOT / "etc"
+VENV_BIN = Path(os.environ.get("JUNO_VENV_BIN", REPO_ROOT / ".venv" / "bin"))
+# The HTCondor chroot is large and slow to build: it lives outside the checkout, once per machine.
+DEFAULT_CHROOT = Path(os.environ.get("JUNO_CONDOR_CHROOT", "/var/cache/juno-dci/condor-trixie"))
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Ports:
+    postgres: int = 15432
+    rucio: int = 18080
+    fts: int = 18446
+    kafka: int = 19092
+    condor_collector: int = 19618
+    # XRootD: one server per storage, numbered from here in etc/sites.yaml order.
+    xrootd_base: int = 11094
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("JUNO_GRID_DIR", REPO_ROOT / ".grid")))
+    netns: str = field(default_factory=lambda: os.environ.get("JUNO_GRID_NETNS", "juno-grid"))
+    ports: Ports = field(default_factory=Ports)
+    chroot: Path = DEFAULT_CHROOT
+
+    @property
+    def run_dir(self) -> Path:
+        """PID files and sockets."""
+        return self.state_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "log"
+
+    @property
+    def rucio_cfg(self) -> Path:
+        return self.state_dir / "rucio" / "rucio.cfg"
+
+    @property
+    def rucio_url(self) -> str:
+        return f"http://{HOST}:{self.ports.rucio}"
+
+    @property
+    def fts_url(self) -> str:
+        return f"http://{HOST}:{self.ports.fts}"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{HOST}:{self.ports.kafka}"
+
+    def storage_dir(self, rse: str) -> Path:
+        return self.state_dir / "storage" / rse
+
+
+def load() -> GridConfig:
+    return GridConfig()

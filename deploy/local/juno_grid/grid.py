@@ -1,0 +1,186 @@
+"""Bring the whole local grid up and down, in order, and report each component's health."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rucio_policy import topology as topology_mod
+
+from . import kafka, netns, postgres, procs, rucio_server, xrootd
+from .config import REPO_ROOT, VENV_BIN, GridConfig
+
+FTS = "fts"
+DAEMONS = "rucio-daemons"
+
+
+@dataclass(frozen=True)
+class Health:
+    name: str
+    ok: bool
+    address: str
+    pid: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"component": self.name, "ok": self.ok, "address": self.address, "pid": self.pid}
+
+
+def client_env(cfg: GridConfig) -> dict[str, str]:
+    """Environment for anything that talks to the grid: the rucio CLI, our tools, tests."""
+    env = rucio_server.env(cfg)
+    env["JUNO_GRID_DIR"] = str(cfg.state_dir)
+    env["JUNO_GRID_NETNS"] = cfg.netns
+    env["JUNO_KAFKA_BOOTSTRAP"] = cfg.kafka_bootstrap
+    path = os.environ.get("PATH", "")
+    if str(VENV_BIN) not in path.split(os.pathsep):
+        env["PATH"] = os.pathsep.join([str(VENV_BIN), path])
+    try:
+        from . import condor
+
+        env.update(condor.client_env(cfg))
+    except ImportError:
+        pass
+    return env
+
+
+def enter(cfg: GridConfig) -> None:
+    """Join (creating if needed) the grid's network namespace, and point Rucio at the grid's config."""
+    netns.ensure(cfg.netns)
+    netns.enter(cfg.netns)
+    os.environ.update(client_env(cfg))
+
+
+def _start_fts(cfg: GridConfig) -> None:
+    procs.spawn(cfg.run_dir, cfg.log_dir, FTS,
+                [sys.executable, "-m", "juno_grid.fts", "--port", str(cfg.ports.fts),
+                 "--state", str(cfg.state_dir / "fts"), "--workers", "4"])
+    procs.wait_for(lambda: procs.port_open(cfg.ports.fts), "transfer service (FTS3 API)", timeout=30,
+                   log=cfg.log_dir / f"{FTS}.log")
+
+
+def start_daemons(cfg: GridConfig, sleep: float = 2.0) -> None:
+    procs.spawn(cfg.run_dir, cfg.log_dir, DAEMONS,
+                [sys.executable, "-m", "juno_grid.daemons", "--sleep", str(sleep)], env=client_env(cfg))
+
+
+def sync_topology(cfg: GridConfig, log: Callable[[str], None] = print) -> int:
+    """Make the grid's Rucio match etc/sites.yaml (environment `local`)."""
+    from rucio.client import Client
+
+    from rucio_policy import sites_sync
+
+    client = Client()
+    topo = topology_mod.load()
+    changes = sites_sync.plan(client, topo, "local")
+    return sites_sync.apply(changes, on_change=lambda c: log(f"  {c}"))
+
+
+def wanted_file(cfg: GridConfig) -> Path:
+    """Which optional parts `up` started, so `status` only demands those."""
+    return cfg.run_dir / "components.json"
+
+
+def wanted(cfg: GridConfig) -> dict[str, bool]:
+    try:
+        return dict(json.loads(wanted_file(cfg).read_text()))
+    except (OSError, ValueError):
+        return {"daemons": True, "condor": True}
+
+
+def up(cfg: GridConfig, *, daemons: bool = True, condor_pool: bool = True,
+       log: Callable[[str], None] = print) -> None:
+    enter(cfg)
+    for d in (cfg.state_dir, cfg.run_dir, cfg.log_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    topo = topology_mod.load()
+    wanted_file(cfg).write_text(json.dumps({"daemons": daemons, "condor": condor_pool}))
+    log(f"grid state in {cfg.state_dir}, network namespace {cfg.netns}")
+    log("PostgreSQL ...")
+    postgres.start(cfg)
+    log("Rucio server ...")
+    rucio_server.start(cfg)
+    log("XRootD storage ...")
+    xrootd.start(cfg, topo)
+    log("transfer service ...")
+    _start_fts(cfg)
+    log("topology from etc/sites.yaml ...")
+    n = sync_topology(cfg, log)
+    log(f"  {n} change(s)" if n else "  Rucio already matches")
+    log("Kafka broker ...")
+    kafka.start(cfg)
+    if daemons:
+        log("Rucio daemons ...")
+    start_daemons(cfg)
+    if condor_pool:
+        from . import condor
+
+        log("HTCondor pool ...")
+        condor.build_chroot(cfg.chroot, log=log)
+        condor.start(cfg)
+
+
+def down(cfg: GridConfig, log: Callable[[str], None] = print) -> None:
+    if netns.exists(cfg.netns):
+        netns.enter(cfg.netns)
+    topo = topology_mod.load()
+    try:
+        from . import condor
+
+        condor.stop(cfg)
+    except ImportError:
+        pass
+    for name in (DAEMONS, kafka.NAME, FTS, rucio_server.NAME):
+        if procs.stop(cfg.run_dir, name):
+            log(f"stopped {name}")
+    xrootd.stop(cfg, topo)
+    postgres.stop(cfg)
+    leftovers = [p.stem for p in cfg.run_dir.glob("*.pid") if procs.alive(procs.read(cfg.run_dir, p.stem))]
+    if leftovers:
+        raise procs.GridError(f"still running after down: {', '.join(leftovers)}")
+    netns.delete(cfg.netns)
+    log("grid is down")
+
+
+def status(cfg: GridConfig) -> list[Health]:
+    if netns.exists(cfg.netns):
+        enter(cfg)
+    topo = topology_mod.load()
+
+    def pid(name: str) -> int | None:
+        rec = procs.read(cfg.run_dir, name)
+        return rec.pid if procs.alive(rec) else None
+
+    out = []
+    ok, addr = postgres.health(cfg)
+    out.append(Health("postgresql", ok, addr, pid(postgres.NAME)))
+    ok, addr = rucio_server.health(cfg)
+    out.append(Health("rucio-server", ok, addr, pid(rucio_server.NAME)))
+    for rse in topo.rses:
+        ok, addr = xrootd.health_one(cfg, rse)
+        out.append(Health(f"xrootd {rse.name}", ok, addr, pid(xrootd.proc_name(rse.name))))
+    out.append(Health("transfer service", procs.port_open(cfg.ports.fts) and pid(FTS) is not None,
+                      cfg.fts_url, pid(FTS)))
+    ok, addr = kafka.health(cfg)
+    out.append(Health("kafka (tansu)", ok, addr, pid(kafka.NAME)))
+    parts = wanted(cfg)
+    if parts.get("daemons", True):
+        out.append(Health("rucio daemons", pid(DAEMONS) is not None, "in-process loop", pid(DAEMONS)))
+    if not parts.get("condor", True):
+        return out
+    try:
+        from . import condor
+
+        ok, addr = condor.health(cfg)
+        rec = procs.read(cfg.run_dir, "condor")
+        out.append(Health("htcondor pool", ok, addr, rec.pid if procs.alive(rec) else None))
+    except ImportError:
+        pass
+    return out
+
+
+__all__ = ["REPO_ROOT", "Health", "client_env", "down", "enter", "status", "sync_topology", "up"]
