@@ -127,3 +127,19 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def drive_until(done: Callable[[], bool], *, timeout: float = 180.0, names: Iterable[str] = ORDER,
+                pause: float = 0.3) -> int:
+    """Run daemon cycles until `done()` is true; return the number of cycles. TimeoutError otherwise."""
+    names = tuple(names)
+    deadline = time.monotonic() + timeout
+    cycles = 0
+    while True:
+        if done():
+            return cycles
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not reached after {cycles} daemon cycles ({timeout:.0f} s)")
+        run_once(names)
+        cycles += 1
+        time.sleep(pause)

@@ -98,7 +98,9 @@ def up(cfg: GridConfig, *, daemons: bool = True, condor_pool: bool = True,
     for d in (cfg.state_dir, cfg.run_dir, cfg.log_dir):
         d.mkdir(parents=True, exist_ok=True)
     topo = topology_mod.load()
-    wanted_file(cfg).write_text(json.dumps({"daemons": daemons, "condor": condor_pool}))
+    running = {name: procs.alive(procs.read(cfg.run_dir, name)) for name in (DAEMONS, "condor")}
+    wanted_file(cfg).write_text(json.dumps({"daemons": daemons or running[DAEMONS],
+                                            "condor": condor_pool or running["condor"]}))
     log(f"grid state in {cfg.state_dir}, network namespace {cfg.netns}")
     log("PostgreSQL ...")
     postgres.start(cfg)
