@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from juno_grid import grid as grid_mod
-from juno_grid import procs, xrootd
+from juno_grid import xrootd
 from juno_grid.config import GridConfig, load
+
 from rucio_policy.topology import Topology
 from rucio_policy.topology import load as load_topology
 
@@ -24,6 +24,7 @@ CFG = load()
 if os.geteuid() == 0:
     # Before any thread exists and before anything imports Rucio (it reads RUCIO_CONFIG at import).
     grid_mod.enter(CFG)
+_before = grid_mod.running(CFG) if CFG.run_dir.exists() else set()
 
 
 @dataclass
@@ -48,28 +49,12 @@ class Grid:
                       creds={"username": account, "password": local_password(account)})
 
 
-def _running(cfg: GridConfig) -> set[str]:
-    return {p.stem for p in cfg.run_dir.glob("*.pid") if procs.alive(procs.read(cfg.run_dir, p.stem))}
-
-
 @pytest.fixture(scope="session")
 def grid() -> Iterator[Grid]:
     if os.geteuid() != 0:
         pytest.fail("the grid tests need root (network namespace, PostgreSQL as postgres)")
-    before = _running(CFG)
-    # Idempotent: starts only what is not running (the whole grid on a fresh machine).
-    grid_mod.up(CFG, daemons=False, condor_pool=True, log=lambda m: print(m, flush=True))
-    g = Grid(CFG, load_topology())
-    yield g
-    if not before:
-        grid_mod.down(CFG, log=lambda m: print(m, flush=True))
-        left = _running(CFG)
-        assert not left, f"grid processes left after down: {sorted(left)}"
-        return
-    for name in sorted(_running(CFG) - before):
-        if name == "condor":
-            from juno_grid import condor
+    with grid_mod.session(CFG, daemons=False, condor_pool=True, log=lambda m: print(m, flush=True)):
+        yield Grid(CFG, load_topology())
+    left = grid_mod.running(CFG)
+    assert not left or left <= _before, f"grid processes left after the session: {sorted(left)}"
 
-            condor.stop(CFG)
-        else:
-            procs.stop(CFG.run_dir, name)

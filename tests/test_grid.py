@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from juno_grid import storage
 
 pytestmark = pytest.mark.grid

@@ -6,7 +6,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from juno_grid import daemons, storage
 
 pytestmark = pytest.mark.grid

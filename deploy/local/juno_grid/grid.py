@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,33 @@ def down(cfg: GridConfig, log: Callable[[str], None] = print) -> None:
         raise procs.GridError(f"still running after down: {', '.join(leftovers)}")
     netns.delete(cfg.netns)
     log("grid is down")
+
+
+def running(cfg: GridConfig) -> set[str]:
+    """Names of the grid's processes that are alive now."""
+    return {p.stem for p in cfg.run_dir.glob("*.pid") if procs.alive(procs.read(cfg.run_dir, p.stem))}
+
+
+@contextmanager
+def session(cfg: GridConfig, *, daemons: bool = False, condor_pool: bool = False,
+            log: Callable[[str], None] = print) -> Iterator[GridConfig]:
+    """The grid for a test run or a benchmark: reuse what runs, start what is missing, and on exit
+    stop only what this session started (everything, if nothing was running before)."""
+    before = running(cfg) if cfg.run_dir.exists() else set()
+    up(cfg, daemons=daemons, condor_pool=condor_pool, log=log)
+    try:
+        yield cfg
+    finally:
+        if not before:
+            down(cfg, log=log)
+        else:
+            for name in sorted(running(cfg) - before):
+                if name == "condor":
+                    from . import condor
+
+                    condor.stop(cfg)
+                else:
+                    procs.stop(cfg.run_dir, name)
 
 
 def status(cfg: GridConfig) -> list[Health]:
