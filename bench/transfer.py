@@ -25,6 +25,7 @@ from pathlib import Path
 
 from juno_grid import grid
 from juno_grid.config import load
+
 from rucio_policy.topology import load as load_topology
 
 WORKERS = 4  # the transfer service's worker pool in the local grid (grid.py starts it with --workers 4)
@@ -50,12 +51,11 @@ def main() -> int:
 
 
 def run(n_files: int, size: int) -> int:
-    from rucio.client import Client
-    from sqlalchemy import func, select
-
     from juno_grid import daemons, storage
+    from rucio.client import Client
     from rucio.db.sqla import models
     from rucio.db.sqla.session import get_session
+    from sqlalchemy import func, select
 
     client = Client()
     tag = uuid.uuid4().hex[:8]

@@ -24,6 +24,7 @@ files that shares blocks and containers.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -256,28 +257,29 @@ def normalize_did_type(did_type: object) -> str | None:
     return _TYPES.get(text)
 
 
+_RAW_KINDS: dict[str, tuple[str, re.Pattern[str], Callable[[str], object], str]] = {
+    "FILE": ("file", _raw_file, parse_raw_file, RAW_FILE_HELP),
+    "DATASET": ("block", _block, parse_block, BLOCK_HELP),
+    "CONTAINER": ("container", _container, parse_container, CONTAINER_HELP),
+}
+
+
 def raw_name_error(name: str, did_type: str | None) -> str | None:
     """Check a name in the raw scope; did_type None means "any raw DID" (attachments carry no type)."""
-    if did_type == "FILE":
-        checks = [(parse_raw_file, RAW_FILE_HELP)]
-    elif did_type == "DATASET":
-        checks = [(parse_block, BLOCK_HELP)]
-    elif did_type == "CONTAINER":
-        checks = [(parse_container, CONTAINER_HELP)]
-    else:
-        checks = [(parse_raw_file, RAW_FILE_HELP), (parse_block, BLOCK_HELP), (parse_container, CONTAINER_HELP)]
-    problems = []
-    for parse, _ in checks:
-        try:
-            parse(name)
+    kinds = [did_type] if did_type in _RAW_KINDS else list(_RAW_KINDS)
+    for kind in kinds:
+        label, regex, parse, help_ = _RAW_KINDS[kind]
+        if regex.match(name):
+            try:
+                parse(name)
+            except NamingError as err:  # right shape, impossible date
+                return str(err)
             return None
-        except NamingError as err:
-            problems.append(str(err))
-    if len(checks) == 1:
-        return f"raw {did_type.lower() if did_type else 'DID'} name: {problems[0]}"
-    expected = "; ".join(f"{help_}" for _, help_ in checks)
-    return f"{name!r} is not a raw DID name: expected a file {expected.split('; ')[0]}; a block " \
-           f"{expected.split('; ')[1]}; or a container {expected.split('; ')[2]}"
+    if len(kinds) == 1:
+        label, _, _, help_ = _RAW_KINDS[kinds[0]]
+        return f"{name!r} is not a raw {label} name: expected {help_}"
+    expected = "; or ".join(f"a {label} {help_}" for label, _, _, help_ in _RAW_KINDS.values())
+    return f"{name!r} is not a raw DID name: expected {expected}"
 
 
 def did_name_error(scope: str, name: str, did_type: object = None) -> str | None:

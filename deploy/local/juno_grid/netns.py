@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
@@ -44,12 +46,9 @@ def enter(name: str) -> None:
     """Move the calling thread (and so every child it starts) into the namespace."""
     if inside(name):
         return
-    libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path(name), os.O_RDONLY)
     try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into network namespace {name}: {os.strerror(err)}")
+        _setns_fd(fd)
     finally:
         os.close(fd)
 
@@ -57,3 +56,21 @@ def enter(name: str) -> None:
 def delete(name: str) -> None:
     if exists(name):
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _setns_fd(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextmanager
+def returning() -> Iterator[None]:
+    """Whatever namespace the block enters, come back to the current one afterwards."""
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        yield
+    finally:
+        _setns_fd(fd)
+        os.close(fd)

@@ -1,0 +1,50 @@
+"""`juno-grid up` / `down` on a second, throw-away grid: down leaves no process and no namespace.
+
+The second grid has its own state directory and network namespace, so it runs beside the session's
+grid on the same port numbers without touching it. It leaves out the HTCondor pool (shared chroot);
+the session fixture checks the full grid, pool included, when it stops it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from juno_grid import grid, netns, procs
+from juno_grid.config import GridConfig
+
+pytestmark = pytest.mark.grid
+
+
+def _pids_of_tree(cfg: GridConfig) -> set[int]:
+    return {procs.read(cfg.run_dir, p.stem).pid for p in cfg.run_dir.glob("*.pid")}  # type: ignore[union-attr]
+
+
+def test_up_status_down_leaves_nothing(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root")
+    cfg = GridConfig(state_dir=tmp_path / "grid", netns=f"juno-life-{os.getpid()}")
+    # grid.up moves this thread into the new grid's namespace: come back for the tests that follow.
+    with netns.returning():
+        try:
+            grid.up(cfg, daemons=True, condor_pool=False, log=lambda m: None)
+            rows = grid.status(cfg)
+            assert rows and all(r.ok for r in rows), [r for r in rows if not r.ok]
+            pids = _pids_of_tree(cfg)
+            assert len(pids) >= 10  # postgres, rucio, 6 xrootd, fts, kafka, daemons
+            grid.down(cfg, log=lambda m: None)
+            for pid in pids:
+                assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"process {pid} survived down"
+            assert not netns.exists(cfg.netns)
+            assert not list(cfg.run_dir.glob("*.pid"))
+        finally:
+            if netns.exists(cfg.netns):
+                grid.down(cfg, log=lambda m: None)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
