@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         cnaf = storage.remote_adler32(rep["rses"]["CNAF-DISK"][0])
         good = rep["adler32"] == ihep == cnaf
         ok &= good
-        say(f"   {rep['name']:<66} {rep['adler32']:<9} {ihep or '-':<9} {cnaf or '-':<9} {'ok' if good else 'MISMATCH'}")
+        verdict = "ok" if good else "MISMATCH"
+        say(f"   {rep['name']:<66} {rep['adler32']:<9} {ihep or '-':<9} {cnaf or '-':<9} {verdict}")
     say(f"\n{'All copies verified.' if ok else 'Checksum mismatch: see above.'} "
         f"Try: .venv/bin/juno-grid exec -- rucio rule list --did raw:{block}")
     return 0 if ok else 1
