@@ -28,7 +28,9 @@ Locality convention: slots advertise `JUNO_Site`; jobs carry `MY.DESIRED_Sites`,
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -52,7 +54,22 @@ CHROOT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # --------------------------------------------------------------------------- chroot
 
 
-def _run(argv: list[str], log: Callable[[str], None], *, check: bool = True) -> int:
+def _check_network() -> None:
+    """Fail clearly when called from a loopback-only namespace (e.g. the grid's own).
+
+    The build downloads from the Debian mirror; inside the grid's namespace it would only time out.
+    """
+    interfaces = [line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:]]
+    if all(name == "lo" for name in interfaces):
+        raise GridError(
+            "building the HTCondor chroot needs the network, but this process is in a namespace with "
+            "loopback only: build it before entering the grid's namespace"
+        )
+
+
+def _run(argv: list[str], log: Callable[[str], None], *, check: bool = True, net: bool = False) -> int:
+    if net:
+        _check_network()
     log("+ " + " ".join(argv))
     env = {"PATH": CHROOT_PATH, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive", "HOME": "/root"}
     done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -104,6 +121,7 @@ def build_chroot(chroot: Path, *, log: Callable[[str], None] = print) -> None:
             ],
             log,
             check=False,
+            net=True,
         )
         # A failed configure step still leaves an unpacked system that apt can finish below.
         if rc != 0 and not (chroot / "usr/bin/apt-get").exists():
@@ -115,10 +133,10 @@ def build_chroot(chroot: Path, *, log: Callable[[str], None] = print) -> None:
     policy.chmod(0o755)
     if _unconfigured(chroot) or (chroot / "debootstrap").is_dir():
         _run(["chroot", str(chroot), "dpkg", "--configure", "-a"], log, check=False)
-        _run(["chroot", str(chroot), "apt-get", "update"], log)
-        _run(["chroot", str(chroot), "apt-get", "-y", "-f", "install"], log)
-        _run(["chroot", str(chroot), "apt-get", "-y", "install", *PACKAGES], log)
-        _run(["chroot", str(chroot), "apt-get", "clean"], log)
+        _run(["chroot", str(chroot), "apt-get", "update"], log, net=True)
+        _run(["chroot", str(chroot), "apt-get", "-y", "-f", "install"], log, net=True)
+        _run(["chroot", str(chroot), "apt-get", "-y", "install", *PACKAGES], log, net=True)
+    _run(["chroot", str(chroot), "apt-get", "clean"], log)  # the .deb files: ~40 MB
     left = _unconfigured(chroot)
     if left:
         raise GridError(f"packages still not configured in {chroot}: {' '.join(left)}")
@@ -212,6 +230,10 @@ BIND_ALL_INTERFACES = False
 ENABLE_IPV6 = False
 # One daemon, one port: no condor_shared_port, no socket files to share.
 USE_SHARED_PORT = False
+# No resolver in the namespace (and the chroot's /etc/hosts lacks the host name): without this,
+# every daemon and client retries getaddrinfo(hostname) for a minute at startup.
+NO_DNS = True
+DEFAULT_DOMAIN_NAME = {uid_domain}
 UID_DOMAIN = {uid_domain}
 FILESYSTEM_DOMAIN = {uid_domain}
 SPOOL = {local}/spool
@@ -284,10 +306,14 @@ SHADOW_QUEUE_UPDATE_INTERVAL = 5
 STARTD_JOB_HOOK_KEYWORD =
 RUNBENCHMARKS = False
 
-# The execute side: four static slots, one per JUNO site, always willing to run.
+# The execute side: four static slots (HTCondor 23 would make partitionable ones, whose dynamic
+# children add slot ads), one per JUNO site, always willing to run. Memory is fixed, not
+# measured, so matchmaking on RequestMemory is the same on every machine (it is not enforced).
 NUM_CPUS = 4
 MEMORY = {memory}
-NUM_SLOTS = 4
+SLOT_TYPE_1 = cpus=1, memory={slot_memory}
+SLOT_TYPE_1_PARTITIONABLE = False
+NUM_SLOTS_TYPE_1 = 4
 STARTD_ATTRS = $(STARTD_ATTRS) JUNO_Site
 {slot_sites}
 START = True
@@ -311,13 +337,12 @@ def _pool_config(cfg: GridConfig) -> str:
         slot_sites=slot_sites,
         job_user=JOB_USER,
         memory=SLOT_MEMORY_MB * len(SITES),
+        slot_memory=SLOT_MEMORY_MB,
     )
 
 
 def _client_config(cfg: GridConfig) -> str:
-    common = _COMMON.format(
-        host=HOST, collector=collector_address(cfg), uid_domain=UID_DOMAIN, local=condor_dir(cfg)
-    )
+    common = _COMMON.format(host=HOST, collector=collector_address(cfg), uid_domain=UID_DOMAIN, local=condor_dir(cfg))
     return (
         "# Written by juno_grid.condor: host-side clients (htcondor2) of the local grid's pool.\n"
         + common
@@ -377,17 +402,19 @@ def _mnt_ns_file(cfg: GridConfig) -> Path:
 
 
 def _launch_script(cfg: GridConfig, state: Path) -> str:
-    chroot = cfg.chroot
-    inner = f"{chroot}{state}"
-    env = f"PATH={CHROOT_PATH} LANG=C.UTF-8 HOME=/root CONDOR_CONFIG={pool_config_path(cfg)}"
+    q = shlex.quote
+    chroot = str(cfg.chroot)
+    env = " ".join(
+        q(v) for v in (f"PATH={CHROOT_PATH}", "LANG=C.UTF-8", "HOME=/root", f"CONDOR_CONFIG={pool_config_path(cfg)}")
+    )
     # Runs in a private mount namespace: these mounts exist only for the pool's processes.
     return "\n".join(
         [
             "set -e",
-            f"mount --bind '{state}' '{inner}'",
-            f"mount -t proc proc '{chroot}/proc'",
-            f"mount -t tmpfs -o mode=1777,size=256m tmpfs '{chroot}/dev/shm'",
-            f"exec chroot '{chroot}' /usr/bin/env -i {env} /usr/sbin/condor_master -f",
+            f"mount --bind {q(str(state))} {q(chroot + str(state))}",
+            f"mount -t proc proc {q(chroot + '/proc')}",
+            f"mount -t tmpfs -o mode=1777,size=256m tmpfs {q(chroot + '/dev/shm')}",
+            f"exec chroot {q(chroot)} /usr/bin/env -i {env} /usr/sbin/condor_master -f",
         ]
     )
 
@@ -405,6 +432,8 @@ def start(cfg: GridConfig) -> None:
     # The mount point of the state directory, at the same absolute path inside the chroot.
     (Path(str(cfg.chroot) + str(state))).mkdir(parents=True, exist_ok=True)
     existing = procs.read(cfg.run_dir, PROC_NAME)
+    if not procs.alive(existing):
+        _kill_leftovers(cfg)  # e.g. daemons of a master that was SIGKILLed: they hold the ports
     rec = procs.spawn(
         cfg.run_dir,
         cfg.log_dir,
@@ -421,9 +450,9 @@ def _ours(cfg: GridConfig) -> list[int]:
     """PIDs of processes in our pool: chrooted in our chroot and in our private mount namespace."""
     try:
         mnt_ns = int(_mnt_ns_file(cfg).read_text())
+        root = os.stat(cfg.chroot)
     except (OSError, ValueError):
         return []
-    root = os.stat(cfg.chroot)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -446,21 +475,46 @@ def stop(cfg: GridConfig) -> None:
         assert rec is not None
         # SIGQUIT = fast shutdown: the master kills jobs and daemons at once instead of waiting.
         try:
-            os.kill(rec.pid, 3)
+            os.kill(rec.pid, signal.SIGQUIT)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and procs.alive(rec):
+        while time.monotonic() < deadline and not _exited(rec.pid):
             time.sleep(0.1)
+        if _exited(rec.pid):
+            # procs.stop would take an unreaped zombie for a live master and wait for it.
+            procs.pidfile(cfg.run_dir, PROC_NAME).unlink(missing_ok=True)
     procs.stop(cfg.run_dir, PROC_NAME)
-    # Daemons and jobs run in sessions of their own: whatever survived its master goes now.
+    _kill_leftovers(cfg)
+    # The (empty) mount point in the chroot; the mount itself went with the pool's namespace.
+    try:
+        Path(str(cfg.chroot) + str(cfg.state_dir.resolve())).rmdir()
+    except OSError:
+        pass
+
+
+def _exited(pid: int) -> bool:
+    """The process is gone or a zombie (reaped here if it is our child, e.g. in a test session)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _kill_leftovers(cfg: GridConfig) -> None:
+    """SIGKILL what is left of a previous pool of this grid (daemons and jobs have their own
+    sessions, so a master killed hard leaves them behind), then forget its mount namespace."""
     for _ in range(50):
         left = _ours(cfg)
         if not left:
             break
         for pid in left:
             try:
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         time.sleep(0.1)
@@ -476,7 +530,11 @@ def health(cfg: GridConfig) -> tuple[bool, str]:
     configure_bindings(cfg)
     try:
         coll = htcondor2.Collector(collector_address(cfg))
-        slots = coll.query(htcondor2.AdTypes.Startd, projection=["Name", "JUNO_Site", "State"])
+        slots = coll.query(
+            htcondor2.AdTypes.Startd,
+            constraint='SlotType =!= "Dynamic"',
+            projection=["Name", "JUNO_Site", "State"],
+        )
         schedds = coll.query(htcondor2.AdTypes.Schedd, projection=["Name"])
     except Exception as exc:  # the bindings raise plain HTCondorException/IOError variants
         return False, f"collector {collector_address(cfg)} does not answer: {exc}"

@@ -1,0 +1,498 @@
+"""Who may do what with JUNO data: the decisions behind rucio_policy.permission, without Rucio.
+
+Roles come from Rucio account attributes (set by `juno-policy sites apply` from etc/sites.yaml):
+
+  root, or attribute `admin` (any value)   everything (same test as Rucio's generic policy)
+  role=ingest       (juno_ingest)  add DIDs in raw, replicas at IHEP RSEs (RSE attribute site=IHEP),
+                                   attach files to raw blocks and blocks to raw containers, close
+                                   blocks, record placement metadata, add the replication policy's
+                                   rules on raw. Nothing else.
+  role=production   (juno_prod)    write rtraw, esd, mc; replicas anywhere; rules anywhere; never
+                                   delete raw (no deleting, reducing or moving rules on raw)
+  role=coordinator                 add, update, delete, approve rules on any scope; record placement
+                                   metadata; otherwise an analyst
+  anyone else (analyst)            read everything; write only in user.<own account> (and group.*
+                                   scopes Rucio says they own); rules only on their own DIDs, on
+                                   disk RSEs, unlocked; change or delete only their own rules
+
+The decisions are pure functions of the request (Rucio's `kwargs`) and a few facts the adapter
+looks up (account attributes, RSE type and site, the rule being changed). Returning
+`Decision(None)` means "no JUNO opinion": Rucio's generic policy decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+from rucio_policy import naming
+from rucio_policy.placement import PLACEMENT_META_PREFIX
+
+ROLE_ATTRIBUTE = "role"
+ADMIN_ATTRIBUTE = "admin"
+SITE_ATTRIBUTE = "site"
+INGEST_SITE = "IHEP"
+
+
+class Role(Enum):
+    ROOT = "root"
+    ADMIN = "admin"
+    INGEST = "ingest"
+    PRODUCTION = "production"
+    COORDINATOR = "coordinator"
+    ANALYST = "analyst"
+
+
+_ROLE_VALUES = {"ingest": Role.INGEST, "production": Role.PRODUCTION, "coordinator": Role.COORDINATOR,
+                "analyst": Role.ANALYST}
+_PRIVILEGED = (Role.ROOT, Role.ADMIN)
+_SERVICE_ROLES = (Role.INGEST, Role.PRODUCTION)
+
+# Rule options production may still change on a rule on raw: none of them removes a replica.
+RAW_RULE_HARMLESS_OPTIONS = frozenset({"priority", "comment", "activity", "boost_rule", "meta",
+                                       "source_replica_expression"})
+# What an analyst may change on their own rules; the rest (account, locked, ...) is for coordinators.
+ANALYST_RULE_OPTIONS = frozenset({"lifetime", "comment"})
+# DID metadata that makes a DID expire (the undertaker then deletes it).
+EXPIRING_META_KEYS = frozenset({"lifetime", "expired_at"})
+
+
+def role_of(account: str, attributes: Mapping[str, Any]) -> Role:
+    """The JUNO role of an account from its Rucio attributes; unknown roles get the least power."""
+    if account == "root":
+        return Role.ROOT
+    if ADMIN_ATTRIBUTE in attributes:  # presence, like rucio.core.permission.generic
+        return Role.ADMIN
+    return _ROLE_VALUES.get(str(attributes.get(ROLE_ATTRIBUTE, "")).strip().lower(), Role.ANALYST)
+
+
+@dataclass(frozen=True)
+class RseFacts:
+    name: str
+    rse_type: str  # "DISK" or "TAPE"
+    site: str | None
+
+    @property
+    def is_tape(self) -> bool:
+        return self.rse_type.upper() == "TAPE"
+
+
+@dataclass(frozen=True)
+class RuleFacts:
+    rule_id: str
+    account: str
+    scope: str
+    name: str
+    rse_expression: str
+    locked: bool
+
+
+class Facts(Protocol):
+    """What a decision may need to know beyond the request; the server answers from its database."""
+
+    def attributes(self, account: str) -> Mapping[str, Any]: ...
+
+    def rse(self, rse_id: str) -> RseFacts | None: ...
+
+    def resolve(self, expression: str) -> list[RseFacts]: ...
+
+    def rule(self, rule_id: str) -> RuleFacts | None: ...
+
+    def owns_scope(self, account: str, scope: str) -> bool: ...
+
+    def did_meta(self, scope: str, name: str, key: str) -> str | None: ...
+
+    def policy_rule_shapes(self, scope: str) -> frozenset[tuple[str, int]] | None:
+        """(rse_expression, copies) of the replication policy's rules for DIDs of `scope`, or None
+        when the server has no policy file configured."""
+        ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool | None  # None: no JUNO opinion, Rucio's generic policy decides
+    message: str = ""
+
+
+ALLOW = Decision(True)
+DEFER = Decision(None)
+
+
+def deny(message: str) -> Decision:
+    return Decision(False, message)
+
+
+def ext(value: Any) -> str:
+    """External name of a Rucio InternalAccount/InternalScope, or the string itself."""
+    return str(getattr(value, "external", value))
+
+
+@dataclass(frozen=True)
+class Context:
+    issuer: str
+    role: Role
+    facts: Facts
+
+    @property
+    def privileged(self) -> bool:
+        return self.role in _PRIVILEGED
+
+
+def decide(issuer: Any, action: str, kwargs: Mapping[str, Any], facts: Facts) -> Decision:
+    """Allow, deny (with a message for the client) or defer one Rucio API call."""
+    handler = _HANDLERS.get(action)
+    if handler is None:
+        return DEFER
+    account = ext(issuer)
+    ctx = Context(issuer=account, role=role_of(account, facts.attributes(account)), facts=facts)
+    return handler(ctx, kwargs)
+
+
+# -- scopes ---------------------------------------------------------------------------------------
+
+
+def write_error(ctx: Context, scope: str) -> str | None:
+    """Why ctx may not create or change DIDs in `scope`, or None if it may."""
+    if ctx.privileged:
+        return None
+    if scope == naming.RAW_SCOPE:
+        if ctx.role is Role.INGEST:
+            return None
+        return "scope raw is written only by the ingest service (account attribute role=ingest)"
+    if ctx.role is Role.INGEST:
+        return f"the ingest service writes only in scope raw, not in {scope}"
+    if scope in naming.PRODUCTION_SCOPES:
+        if ctx.role is Role.PRODUCTION:
+            return None
+        return f"scope {scope} is written only by production (account attribute role=production)"
+    if ctx.role is Role.PRODUCTION:
+        return f"production writes only in rtraw, esd and mc, not in {scope}"
+    if scope == naming.own_scope(ctx.issuer):
+        return None
+    if scope.startswith("group.") and ctx.facts.owns_scope(ctx.issuer, scope):
+        return None
+    return f"{ctx.issuer} writes only in scope {naming.own_scope(ctx.issuer)}, not in {scope}"
+
+
+# -- DIDs -----------------------------------------------------------------------------------------
+
+
+def _did_error(ctx: Context, did: Mapping[str, Any], default_type: str | None) -> str | None:
+    scope, name = ext(did.get("scope")), str(did.get("name", ""))
+    did_type = did.get("type") or did.get("did_type") or default_type
+    problem = naming.did_name_error(scope, name, did_type)
+    if problem:
+        return problem  # naming binds everyone, admins included, like the schema does
+    problem = write_error(ctx, scope)
+    if problem:
+        return f"{scope}:{name}: {problem}"
+    if ctx.privileged:
+        return None
+    owner = did.get("account")
+    if owner is not None and ext(owner) != ctx.issuer:
+        return f"{scope}:{name}: only admins create DIDs owned by another account ({ext(owner)})"
+    if scope == naming.RAW_SCOPE and did.get("lifetime"):
+        return f"{scope}:{name}: raw DIDs never expire: register them without a lifetime"
+    for rule in did.get("rules") or []:
+        problem = rule_add_error(ctx, [{"scope": scope, "name": name}], rule)
+        if problem:
+            return problem
+    content = did.get("dids")
+    if content:
+        return _attach_error(ctx, scope, name, content, did.get("rse_id"))
+    return None
+
+
+def _add_did(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    problem = _did_error(ctx, kwargs, None)
+    return deny(problem) if problem else ALLOW
+
+
+def _add_dids(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    # From add_replicas (new files) the call carries the RSE and file dicts without a type.
+    default_type = "FILE" if "rse_id" in kwargs else None
+    for did in kwargs.get("dids") or []:
+        problem = _did_error(ctx, did, default_type)
+        if problem:
+            return deny(problem)
+    return ALLOW
+
+
+def _replica_rse_error(ctx: Context, rse_id: Any) -> str | None:
+    """Why ctx may not register replicas on this RSE, or None."""
+    if ctx.privileged or ctx.role is Role.PRODUCTION:
+        return None
+    rse = ctx.facts.rse(str(rse_id)) if rse_id else None
+    if rse is None:
+        return None  # Rucio itself reports an unknown RSE
+    if ctx.role is Role.INGEST:
+        if rse.site == INGEST_SITE:
+            return None
+        return (f"the ingest service registers replicas only at {INGEST_SITE} RSEs (RSE attribute "
+                f"{SITE_ATTRIBUTE}={INGEST_SITE}); {rse.name} has {SITE_ATTRIBUTE}={rse.site}")
+    if rse.is_tape:
+        return f"{ctx.issuer} may register replicas on disk RSEs only; {rse.name} is a tape RSE"
+    return None
+
+
+def _add_replicas(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    # Rucio 41 passes only the RSE here; the scopes of new files come in a second check (add_dids).
+    problem = _replica_rse_error(ctx, kwargs.get("rse_id"))
+    return deny(problem) if problem else ALLOW
+
+
+def _attach_error(ctx: Context, scope: str, name: str, children: Iterable[Mapping[str, Any]],
+                  rse_id: Any) -> str | None:
+    children = list(children)
+    if scope == naming.RAW_SCOPE:
+        problem = _raw_structure_error(name, children)
+        if problem:
+            return problem
+    if rse_id:
+        # Attaching with an RSE registers the files and their replicas: their names must be right.
+        for child in children:
+            problem = naming.did_name_error(ext(child.get("scope")), str(child.get("name", "")), "FILE")
+            if problem:
+                return problem
+    if ctx.privileged:
+        return None
+    problem = write_error(ctx, scope)
+    if problem:
+        return f"{scope}:{name}: {problem}"
+    if ctx.role is Role.INGEST:
+        foreign = sorted({ext(c.get("scope")) for c in children} - {naming.RAW_SCOPE})
+        if foreign:
+            return f"the ingest service attaches only raw DIDs, not DIDs of scope {', '.join(foreign)}"
+    if rse_id:
+        problem = _replica_rse_error(ctx, rse_id)
+        if problem:
+            return problem
+        for child_scope in sorted({ext(c.get("scope")) for c in children}):
+            problem = write_error(ctx, child_scope)
+            if problem:
+                return f"registering new files: {problem}"
+    return None
+
+
+def _raw_structure_error(parent: str, children: list[Mapping[str, Any]]) -> str | None:
+    """raw keeps one shape: files in blocks, blocks in month containers, and so on up."""
+    names = [str(c.get("name", "")) for c in children if ext(c.get("scope")) == naming.RAW_SCOPE]
+    try:
+        naming.parse_block(parent)
+        wrong = [n for n in names if naming.raw_name_error(n, "FILE")]
+        if wrong:
+            return f"raw block {parent} holds raw files only; {wrong[0]} is not a raw file name"
+        return None
+    except naming.NamingError:
+        pass
+    try:
+        naming.parse_container(parent)
+    except naming.NamingError:
+        return f"raw:{parent} is not a block or container: expected {naming.BLOCK_HELP} or {naming.CONTAINER_HELP}"
+    wrong = [n for n in names if naming.raw_name_error(n, "DATASET") and naming.raw_name_error(n, "CONTAINER")]
+    if wrong:
+        return f"raw container {parent} holds blocks and containers only; {wrong[0]} is neither"
+    return None
+
+
+def _attach_dids(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    attachment = kwargs.get("attachment") or {}
+    problem = _attach_error(ctx, ext(kwargs.get("scope")), str(kwargs.get("name", "")),
+                            attachment.get("dids") or [], attachment.get("rse_id"))
+    return deny(problem) if problem else ALLOW
+
+
+def _attach_dids_to_dids(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    for attachment in kwargs.get("attachments") or []:
+        problem = _attach_error(ctx, ext(attachment.get("scope")), str(attachment.get("name", "")),
+                                attachment.get("dids") or [], attachment.get("rse_id"))
+        if problem:
+            return deny(problem)
+    return ALLOW
+
+
+def _detach_dids(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    if ctx.privileged:
+        return ALLOW
+    scope = ext(kwargs.get("scope"))
+    if scope == naming.RAW_SCOPE:
+        return deny("raw blocks and containers are never rearranged: ask a Rucio admin")
+    problem = write_error(ctx, scope)
+    return deny(problem) if problem else ALLOW
+
+
+def _scope_write(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    problem = write_error(ctx, ext(kwargs.get("scope")))
+    return deny(problem) if problem else ALLOW
+
+
+def _metadata(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    if ctx.privileged:
+        return ALLOW
+    scope, name = ext(kwargs.get("scope")), str(kwargs.get("name", ""))
+    meta = kwargs.get("meta") if "meta" in kwargs else {kwargs.get("key"): kwargs.get("value")}
+    for key, value in (meta or {}).items():
+        key = str(key)
+        if key.startswith(PLACEMENT_META_PREFIX):
+            if not (ctx.role is Role.COORDINATOR or (ctx.role is Role.INGEST and scope == naming.RAW_SCOPE)):
+                return deny(f"placement metadata ({key}) is recorded only by the ingest service and coordinators")
+            recorded = ctx.facts.did_meta(scope, name, key)
+            if recorded is not None and recorded != str(value):
+                return deny(f"{scope}:{name}: placement decisions are final; {key} is already {recorded!r}")
+            continue
+        if scope == naming.RAW_SCOPE and key in EXPIRING_META_KEYS:
+            return deny(f"raw DIDs never expire: {key} cannot be set on {scope}:{name}")
+        problem = write_error(ctx, scope)
+        if problem:
+            return deny(problem)
+    return ALLOW
+
+
+# -- rules ----------------------------------------------------------------------------------------
+
+
+def rule_add_error(ctx: Context, dids: Iterable[Mapping[str, Any]], rule: Mapping[str, Any]) -> str | None:
+    """Why ctx may not add `rule` (Rucio's add_rule kwargs) on `dids`, or None."""
+    if ctx.privileged:
+        return None
+    dids = list(dids)
+    owner = ext(rule.get("account")) if rule.get("account") is not None else ctx.issuer
+    if owner != ctx.issuer:
+        owner_role = role_of(owner, ctx.facts.attributes(owner))
+        if not (ctx.role is Role.COORDINATOR and owner_role in _SERVICE_ROLES):
+            return (f"rules belong to the account that adds them: {ctx.issuer} cannot add a rule for {owner} "
+                    "(coordinators may, for the ingest and production accounts)")
+    expression = str(rule.get("rse_expression", ""))
+    copies = int(rule.get("copies") or 1)
+    if ctx.role is Role.INGEST:
+        scopes = sorted({ext(d.get("scope")) for d in dids} - {naming.RAW_SCOPE})
+        if scopes:
+            return f"the ingest service adds rules only on raw, not on scope {', '.join(scopes)}"
+        shapes = ctx.facts.policy_rule_shapes(naming.RAW_SCOPE)
+        if shapes is None:
+            return ("the server has no replication policy to check the ingest service's rules against: "
+                    "set [policy] juno_replication_policy in the server's rucio.cfg")
+        if (expression, copies) not in shapes:
+            allowed = ", ".join(f"{e} x{c}" for e, c in sorted(shapes))
+            return (f"the ingest service adds only the replication policy's rules on raw; {expression} x{copies} "
+                    f"is not one of them ({allowed})")
+        return None
+    if ctx.role in (Role.PRODUCTION, Role.COORDINATOR):
+        return None
+    own = naming.own_scope(ctx.issuer)
+    foreign = [f"{ext(d.get('scope'))}:{d.get('name')}" for d in dids if ext(d.get("scope")) != own]
+    if foreign:
+        return f"{ctx.issuer} adds rules only on DIDs of scope {own}; {foreign[0]} is not one of them"
+    if rule.get("locked"):
+        return "analysts' rules cannot be locked: add it unlocked"
+    tape = [r.name for r in ctx.facts.resolve(expression) if r.is_tape]
+    if tape:
+        return f"{ctx.issuer} adds rules on disk RSEs only; {expression} includes tape RSE(s) {', '.join(tape)}"
+    return None
+
+
+def _add_rule(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    problem = rule_add_error(ctx, kwargs.get("dids") or [], kwargs)
+    return deny(problem) if problem else ALLOW
+
+
+def _existing_rule(ctx: Context, kwargs: Mapping[str, Any], verb: str) -> tuple[RuleFacts | None, Decision | None]:
+    """Common part of changing a rule: who may touch which rule at all."""
+    if ctx.privileged or ctx.role is Role.COORDINATOR:
+        return None, ALLOW
+    if ctx.role is Role.INGEST:
+        return None, deny(f"the ingest service never {verb}s rules: ask a computing coordinator")
+    rule = ctx.facts.rule(str(kwargs.get("rule_id")))
+    if rule is None:
+        return None, DEFER  # Rucio reports RuleNotFound
+    if rule.account != ctx.issuer:
+        return rule, deny(f"only the rule's owner ({rule.account}), coordinators and admins may {verb} rule "
+                          f"{rule.rule_id}")
+    return rule, None
+
+
+def _del_rule(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    rule, decision = _existing_rule(ctx, kwargs, "delete")
+    if decision is not None:
+        return decision
+    assert rule is not None
+    if rule.scope == naming.RAW_SCOPE:
+        return deny(f"rules on raw ({rule.scope}:{rule.name}) are deleted only by coordinators and admins")
+    return ALLOW
+
+
+def _reduce_rule(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    rule, decision = _existing_rule(ctx, kwargs, "reduce")
+    if decision is not None:
+        return decision
+    assert rule is not None
+    if rule.scope == naming.RAW_SCOPE:
+        return deny(f"rules on raw ({rule.scope}:{rule.name}) are reduced only by coordinators and admins")
+    return ALLOW
+
+
+def _update_rule(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    rule, decision = _existing_rule(ctx, kwargs, "change")
+    if decision is not None:
+        return decision
+    assert rule is not None
+    options = set((kwargs.get("options") or {}).keys())
+    if ctx.role is Role.PRODUCTION:
+        if "account" in options:
+            return deny("production cannot give its rules to another account: ask a coordinator")
+        if rule.scope == naming.RAW_SCOPE and options - RAW_RULE_HARMLESS_OPTIONS:
+            return deny(f"on rules on raw, production may change only {', '.join(sorted(RAW_RULE_HARMLESS_OPTIONS))}"
+                        f"; not {', '.join(sorted(options - RAW_RULE_HARMLESS_OPTIONS))}")
+        return ALLOW
+    if options - ANALYST_RULE_OPTIONS:
+        return deny(f"analysts may change only {' and '.join(sorted(ANALYST_RULE_OPTIONS))} of their rules; "
+                    f"ask a coordinator for {', '.join(sorted(options - ANALYST_RULE_OPTIONS))}")
+    return ALLOW
+
+
+def _move_rule(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    rule, decision = _existing_rule(ctx, kwargs, "move")
+    if decision is not None:
+        return decision
+    assert rule is not None
+    if rule.scope == naming.RAW_SCOPE:
+        return deny(f"rules on raw ({rule.scope}:{rule.name}) are moved only by coordinators and admins")
+    override = kwargs.get("override") or {}
+    if "account" in override or override.get("locked"):
+        return deny("moving a rule cannot change its owner or lock it: ask a coordinator")
+    if ctx.role is Role.ANALYST:
+        expression = str(kwargs.get("rse_expression", ""))
+        tape = [r.name for r in ctx.facts.resolve(expression) if r.is_tape]
+        if tape:
+            return deny(f"{ctx.issuer} keeps rules on disk RSEs only; {expression} includes tape RSE(s) "
+                        f"{', '.join(tape)}")
+    return ALLOW
+
+
+def _approve_rule(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    return ALLOW if ctx.role is Role.COORDINATOR else DEFER
+
+
+_HANDLERS: dict[str, Callable[[Context, Mapping[str, Any]], Decision]] = {
+    "add_did": _add_did,
+    "add_dids": _add_dids,
+    "add_replicas": _add_replicas,
+    "attach_dids": _attach_dids,
+    "attach_dids_to_dids": _attach_dids_to_dids,
+    "detach_dids": _detach_dids,
+    "set_status": _scope_write,
+    "create_did_sample": _scope_write,
+    "set_metadata": _metadata,
+    "set_metadata_bulk": _metadata,
+    "add_rule": _add_rule,
+    "del_rule": _del_rule,
+    "update_rule": _update_rule,
+    "reduce_rule": _reduce_rule,
+    "move_rule": _move_rule,
+    "approve_rule": _approve_rule,
+}
+
+# Actions JUNO decides; every other action is left to Rucio's generic policy.
+JUNO_ACTIONS = frozenset(_HANDLERS)
