@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install system venv grid-up grid-down grid-status demo test test-unit lint bench clean
+.PHONY: help install system venv chroot grid-up grid-down grid-status demo test test-unit lint bench clean
 
 help:
 	@echo "make demo       install, start the local grid, run the JUNO flow end to end"
@@ -15,7 +15,11 @@ help:
 	@echo "make lint       ruff"
 	@echo "make bench      every benchmark in bench/"
 
-install: system venv
+install: system venv chroot
+
+# The HTCondor mini-pool's chroot: built once per machine, cached under /var/cache/juno-dci.
+chroot: venv
+	@$(VENV)/bin/juno-grid build-chroot
 
 system:
 	@deploy/local/bin/install-system

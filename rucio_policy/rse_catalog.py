@@ -4,10 +4,12 @@ A deliberately small reader (the full topology model belongs to `juno-policy sit
 RSE, the attributes Rucio will have once the topology is applied, so RSE expressions in the
 replication policy can be evaluated offline:
 
-  <RSE name>: True    (Rucio adds it to every RSE)
-  site: <SITE>        country, tier: from the site
-  rse_type: DISK|TAPE (the RSE's type)
-  ...                 every key of the RSE's `attributes`
+  <RSE name>: True       (Rucio adds it to every RSE)
+  site, country, tier    from the site (tier as text, as Rucio stores it)
+  type: disk|tape, istape, storage   as `juno-policy sites apply` sets them
+  rse_type: DISK|TAPE    Rucio's RSE column, also usable in expressions
+  ...                    every key of the RSE's `attributes`
+(tests/test_replication_validate.py checks this against sites_sync.desired_attributes.)
 """
 
 from __future__ import annotations
@@ -79,13 +81,19 @@ def load_catalog(path: Path, display: str | None = None) -> RseCatalog:
                         reader.error(rse_map["type"][1] if "type" in rse_map else key_node, f"{rse_where}.type",
                                      f"RSE type must be disk or tape, found {kind or 'nothing'!r}")
                         continue
+                    storage = reader.scalar(rse_map["storage"][1], f"{rse_where}.storage")[1] \
+                        if "storage" in rse_map else None
                     extra: dict[str, Any] = {}
                     if "attributes" in rse_map:
                         for attr, (_, value_node) in reader.mapping(rse_map["attributes"][1],
                                                                     f"{rse_where}.attributes").items():
                             extra[attr] = reader.scalar(value_node, f"{rse_where}.attributes.{attr}")[1]
-                    attributes = {**{k: v for k, v in site_attrs.items() if v is not None}, "site": site,
-                                  "rse_type": kind, **extra, rse: True}
+                    attributes: dict[str, Any] = {k: str(v) for k, v in site_attrs.items() if v is not None}
+                    attributes.update(site=site, type=kind.lower(), istape=kind == "TAPE", rse_type=kind)
+                    if storage is not None:
+                        attributes["storage"] = str(storage)
+                    attributes.update(extra)
+                    attributes[rse] = True
                     rses[rse] = RseEntry(rse, site, kind, attributes)
     if reader.issues:
         raise CatalogInvalid(reader.issues)

@@ -145,7 +145,8 @@ class Reader:
             if not ok:
                 continue
             if value is None or isinstance(value, bool | dict | list):
-                self.error(item, where, f"expected text, found {kind(item)}", "quote it if YAML reads it as something else")
+                self.error(item, where, f"expected text, found {kind(item)}",
+                           "quote it if YAML reads it as something else")
                 continue
             result.append((item, str(value)))
         if isinstance(node, SequenceNode) and not result and not node.value:

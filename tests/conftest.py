@@ -21,6 +21,8 @@ from rucio_policy.topology import Topology
 from rucio_policy.topology import load as load_topology
 
 CFG = load()
+# The namespace pytest started in (the host's), kept open so tests can look at it from outside the grid.
+HOST_NETNS_FD = os.open("/proc/self/ns/net", os.O_RDONLY)
 if os.geteuid() == 0:
     # Before any thread exists and before anything imports Rucio (it reads RUCIO_CONFIG at import).
     grid_mod.enter(CFG)

@@ -108,7 +108,7 @@ def test_job_runs_at_desired_site_and_reads_cnaf_disk(
 
     ad, job_dir = _run_job(grid, desired, server, path)
 
-    assert job_dir.is_relative_to(grid.cfg.state_dir / "jobs")
+    assert job_dir.is_relative_to(grid.cfg.state_dir.resolve() / "jobs")
     assert ad["JobStatus"] == 4, ad
     assert ad["ExitCode"] == 0, f"{ad}; stderr: {(job_dir / 'job.err').read_text()}"
     assert ad["MachineAttrJUNO_Site0"] in allowed, ad

@@ -59,12 +59,15 @@ def test_no_grid_listener_outside_loopback(grid) -> None:
     for address in local:
         host = address.rsplit(":", 1)[0]
         assert host in {"127.0.0.1", "[::1]", "*", "0.0.0.0", "[::]", "[::ffff:127.0.0.1]"}, address
-    # ... and in the host's namespace no process of the grid listens at all.
-    host_ss = subprocess.run(["nsenter", "--net=/proc/1/ns/net", "ss", "-Hltnp"], capture_output=True, text=True)
-    if host_ss.returncode == 0:
-        grid_pids = {str(p.read_text().split()[0]) for p in grid.cfg.run_dir.glob("*.pid")}
-        for line in host_ss.stdout.splitlines():
-            assert not any(f"pid={pid}," in line for pid in grid_pids), line
+    # ... and in the namespace pytest started in (the host's), no grid port is open at all.
+    from conftest import HOST_NETNS_FD
+
+    host_ss = subprocess.run(["nsenter", f"--net=/proc/self/fd/{HOST_NETNS_FD}", "ss", "-Hltn"],
+                             capture_output=True, text=True, check=True, pass_fds=(HOST_NETNS_FD,))
+    grid_ports = {p.port for p in (r.protocols["local"] for r in grid.topo.rses)} | {
+        grid.cfg.ports.rucio, grid.cfg.ports.postgres, grid.cfg.ports.kafka, grid.cfg.ports.fts}
+    host_ports = {int(line.split()[3].rsplit(":", 1)[1]) for line in host_ss.stdout.splitlines() if line.strip()}
+    assert not grid_ports & host_ports, f"grid ports open in the host namespace: {grid_ports & host_ports}"
 
 
 def test_kafka_produce_consume_with_group_and_committed_offsets(grid) -> None:

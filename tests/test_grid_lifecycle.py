@@ -1,8 +1,8 @@
 """`juno-grid up` / `down` on a second, throw-away grid: down leaves no process and no namespace.
 
 The second grid has its own state directory and network namespace, so it runs beside the session's
-grid on the same port numbers without touching it. It leaves out the HTCondor pool (shared chroot);
-the session fixture checks the full grid, pool included, when it stops it.
+grid on the same port numbers without touching it (the HTCondor pools share the read-only chroot,
+each with its own private mounts).
 """
 
 from __future__ import annotations
@@ -28,15 +28,18 @@ def test_up_status_down_leaves_nothing(tmp_path: Path) -> None:
     # grid.up moves this thread into the new grid's namespace: come back for the tests that follow.
     with netns.returning():
         try:
-            grid.up(cfg, daemons=True, condor_pool=False, log=lambda m: None)
+            grid.up(cfg, daemons=True, condor_pool=True, log=lambda m: None)
             rows = grid.status(cfg)
             assert rows and all(r.ok for r in rows), [r for r in rows if not r.ok]
             pids = _pids_of_tree(cfg)
-            assert len(pids) >= 10  # postgres, rucio, 6 xrootd, fts, kafka, daemons
+            assert len(pids) >= 11  # postgres, rucio, 6 xrootd, fts, kafka, daemons, condor
+            chrooted = _chroot_processes(cfg)
+            assert chrooted, "no HTCondor daemon runs in the chroot?"
             grid.down(cfg, log=lambda m: None)
             for pid in pids:
                 assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"process {pid} survived down"
             assert not netns.exists(cfg.netns)
+            assert not _chroot_processes(cfg) & chrooted, "HTCondor processes survived down"
             assert not list(cfg.run_dir.glob("*.pid"))
         finally:
             if netns.exists(cfg.netns):
@@ -48,3 +51,15 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def _chroot_processes(cfg: GridConfig) -> set[int]:
+    out = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if os.readlink(proc / "root") == str(cfg.chroot):
+                    out.add(int(proc.name))
+            except OSError:
+                continue
+    return out

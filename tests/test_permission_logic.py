@@ -16,7 +16,7 @@ import pytest
 from rucio.common.types import InternalAccount, InternalScope
 
 from rucio_policy import access
-from rucio_policy.access import RseFacts, Role, RuleFacts, decide, role_of
+from rucio_policy.access import Role, RseFacts, RuleFacts, decide, role_of
 from rucio_policy.replication import load_policy
 from rucio_policy.rse_expr import evaluate
 
@@ -139,7 +139,7 @@ MATRIX = [
     # -- ingest: raw only, IHEP only, policy rules only
     ("juno_ingest", "add_did", add_did("raw", BLOCK), True, ""),
     ("juno_ingest", "add_did", add_did("raw", MONTH, "CONTAINER"), True, ""),
-    ("juno_ingest", "add_did", add_did("raw", "block.today"), False, "expected a block name"),
+    ("juno_ingest", "add_did", add_did("raw", "block.today"), False, "not a raw block name: expected block.<detector>"),
     ("juno_ingest", "add_did", add_did("esd", "x"), False, "writes only in scope raw"),
     ("juno_ingest", "add_did", add_did("raw", BLOCK, lifetime=86400), False, "never expire"),
     ("juno_ingest", "add_replicas", {"rse": "IHEP-EOS", "rse_id": "id-ihep-eos"}, True, ""),
@@ -158,7 +158,8 @@ MATRIX = [
         {"scope": "raw", "name": "stream.JUNODAQ.global_trigger.2025", "dids": [{"scope": "raw", "name": MONTH}]}]},
      True, ""),
     ("juno_ingest", "attach_dids_to_dids", {"attachments": [
-        {"scope": "raw", "name": MONTH, "dids": [{"scope": "raw", "name": RAW_FILE}]}]}, False, "blocks and containers"),
+        {"scope": "raw", "name": MONTH, "dids": [{"scope": "raw", "name": RAW_FILE}]}]},
+     False, "blocks and containers"),
     ("juno_ingest", "set_status", {"scope": "raw", "name": BLOCK, "issuer": "juno_ingest"}, True, ""),
     ("juno_ingest", "set_status", {"scope": "esd", "name": "x", "issuer": "juno_ingest"}, False, "only in scope raw"),
     ("juno_ingest", "detach_dids", {"scope": "raw", "name": BLOCK, "dids": []}, False, "never rearranged"),
@@ -248,7 +249,8 @@ MATRIX = [
     ("analyst1", "del_rule", {"rule_id": "r-a1", "purge_replicas": None}, True, ""),
     ("analyst2", "del_rule", {"rule_id": "r-a1", "purge_replicas": None}, False, "only the rule's owner (analyst1)"),
     ("analyst1", "update_rule", {"rule_id": "r-a1", "options": {"lifetime": 3600}}, True, ""),
-    ("analyst1", "update_rule", {"rule_id": "r-a1", "options": {"locked": True}}, False, "ask a coordinator for locked"),
+    ("analyst1", "update_rule", {"rule_id": "r-a1", "options": {"locked": True}}, False,
+     "ask a coordinator for locked"),
     ("analyst2", "update_rule", {"rule_id": "r-a1", "options": {"lifetime": 3600}}, False, "only the rule's owner"),
     ("analyst1", "move_rule", {"rule_id": "r-a1", "rse_expression": "IN2P3-DISK", "override": {}}, True, ""),
     ("analyst1", "move_rule", {"rule_id": "r-a1", "rse_expression": "IHEP-TAPE", "override": {}}, False,
@@ -264,7 +266,7 @@ MATRIX = [
     ("ops", "del_rule", {"rule_id": "r-raw-cnaf", "purge_replicas": None}, True, ""),
     ("ops", "detach_dids", {"scope": "raw", "name": BLOCK, "dids": []}, True, ""),
     ("ops", "add_rule", add_rule([("raw", BLOCK)], "CNAF-TAPE", "juno_prod", locked=True), True, ""),
-    ("root", "add_did", add_did("raw", "my-block"), False, "expected a block name"),
+    ("root", "add_did", add_did("raw", "my-block"), False, "not a raw block name: expected block.<detector>"),
 ]
 
 

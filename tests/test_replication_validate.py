@@ -215,7 +215,8 @@ def test_every_field_checked(tmp_path: Path, sites: Path) -> None:
     assert "unknown grouping 'FILES'" in by_line[(11, "grouping")]
     assert "priority must be a whole number from 1 to 5" in by_line[(12, "priority")]
     assert "locked must be true or false" in by_line[(13, "locked")]
-    assert "3 copies but 'rse_type=TAPE' selects only 2 RSE(s) (CNAF-TAPE, IHEP-TAPE)" in by_line[(15, "rse_expression")]
+    assert "3 copies but 'rse_type=TAPE' selects only 2 RSE(s) (CNAF-TAPE, IHEP-TAPE)" in \
+        by_line[(15, "rse_expression")]
     assert "unknown RSE attribute 'colour'" in by_line[(18, "rse_expression")]
     assert "missing ')'" in by_line[(20, "rse_expression")]
     assert len(found) == 14
@@ -379,3 +380,18 @@ def test_rules_for_a_block(tmp_path: Path, sites: Path) -> None:
 
     nothing = plan_rules(policy, Did("user.jdoe", "my.dataset", "DATASET"))
     assert nothing.class_name is None and not nothing.rules
+
+
+def test_catalog_has_the_attributes_sites_apply_sets() -> None:
+    """RSE expressions are checked offline against what `juno-policy sites apply` will set in Rucio."""
+    from rucio_policy import sites_sync, topology
+
+    topo = topology.load(REPO / "etc" / "sites.yaml")
+    catalog = load_catalog(REPO / "etc" / "sites.yaml")
+    for site in topo.sites:
+        for rse in site.rses:
+            applied = {k: v for k, v in sites_sync.desired_attributes(topo, rse, "local").items() if k != "fts"}
+            ours = catalog.rses[rse.name].attributes
+            for key, value in applied.items():
+                assert key in ours, f"{rse.name}: {key}"
+                assert str(ours[key]).lower() == str(value).lower(), f"{rse.name}: {key}"

@@ -48,6 +48,19 @@ def up(daemons: bool, condor: bool) -> None:
     _print_status(cfg, as_json=False)
 
 
+@main.command(name="build-chroot")
+def build_chroot() -> None:
+    """Build the HTCondor chroot (Debian trixie minicondor) once per machine; needs the network."""
+    from . import condor
+
+    cfg = _cfg()
+    try:
+        condor.build_chroot(cfg.chroot, log=lambda m: click.echo(m, err=True))
+    except procs.GridError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"chroot ready: {cfg.chroot}")
+
+
 @main.command()
 def down() -> None:
     """Stop every process `up` started (by recorded PID) and remove the network namespace."""

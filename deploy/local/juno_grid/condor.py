@@ -5,7 +5,8 @@ debootstrap chroot (`build_chroot`). The pool runs inside that chroot, in the gr
 namespace, bound to 127.0.0.1; host code talks to it with the `htcondor2` bindings of the venv
 (`client_env`, `configure_bindings`).
 
-Layout (everything per grid lives under `<state>/condor`, nothing per grid in the chroot):
+Layout (everything per grid lives under `<state>/condor`; in the shared chroot only the empty
+mount point of the state directory, removed by `stop`):
 
 * `condor_config` - the pool's config, read by the daemons inside the chroot;
 * `client_config` - the config of host-side clients (`CONDOR_CONFIG` of `client_env`);
@@ -18,7 +19,10 @@ Those mounts are invisible to the host and vanish with the last process of the p
 can never leave a mount behind, `rm -rf` of a state directory can never reach through a bind
 mount, and two grids (different state dirs and namespaces) can share one chroot.
 
-Job owner: see `JOB_USER`.
+Job owner: the schedd refuses jobs owned by root ("Setting job owner to "root" is not
+permitted"), so host clients claim to be the unprivileged chroot user `juno` (uid 6401), and
+the shadow writes each job's log and output as that user: make job directories with `job_dir()`
+(or chown them to JOB_UID:JOB_GID), or the job is held with "Permission denied".
 
 Locality convention: slots advertise `JUNO_Site`; jobs carry `MY.DESIRED_Sites`,
 `Requirements = stringListMember(TARGET.JUNO_Site, MY.DESIRED_Sites)` and
@@ -194,7 +198,7 @@ def _ensure_job_user(chroot: Path) -> None:
 
 def job_dir(cfg: GridConfig, name: str) -> Path:
     """`<state>/jobs/<name>`, created and owned by the job user so the pool can write there."""
-    path = cfg.state_dir / "jobs" / name
+    path = cfg.state_dir.resolve() / "jobs" / name
     path.mkdir(parents=True, exist_ok=True)
     os.chown(path, JOB_UID, JOB_GID)
     return path
@@ -204,7 +208,8 @@ def job_dir(cfg: GridConfig, name: str) -> Path:
 
 
 def condor_dir(cfg: GridConfig) -> Path:
-    return cfg.state_dir / "condor"
+    # Resolved: inside the chroot only the real path of the state directory exists.
+    return cfg.state_dir.resolve() / "condor"
 
 
 def pool_config_path(cfg: GridConfig) -> Path:
@@ -303,7 +308,6 @@ UPDATE_INTERVAL = 5
 MASTER_UPDATE_INTERVAL = 5
 STARTER_UPDATE_INTERVAL = 5
 SHADOW_QUEUE_UPDATE_INTERVAL = 5
-STARTD_JOB_HOOK_KEYWORD =
 RUNBENCHMARKS = False
 
 # The execute side: four static slots (HTCondor 23 would make partitionable ones, whose dynamic
@@ -544,3 +548,8 @@ def health(cfg: GridConfig) -> tuple[bool, str]:
     if sites != sorted(SITES):
         return False, f"slots advertised for sites {sites}, want {sorted(SITES)}"
     return True, f"collector {collector_address(cfg)}: schedd up, slots {', '.join(sites)}"
+
+
+def chroot_complete(chroot: Path) -> bool:
+    """The chroot was built to the end (build_chroot's marker is there)."""
+    return (chroot / COMPLETE_MARKER).exists()

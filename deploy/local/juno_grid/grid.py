@@ -95,6 +95,16 @@ def wanted(cfg: GridConfig) -> dict[str, bool]:
 
 def up(cfg: GridConfig, *, daemons: bool = True, condor_pool: bool = True,
        log: Callable[[str], None] = print) -> None:
+    if condor_pool:
+        from . import condor
+
+        # debootstrap needs the network: build the chroot before joining the grid's namespace.
+        if not netns.inside(cfg.netns):
+            condor.build_chroot(cfg.chroot, log=log)
+        elif not condor.chroot_complete(cfg.chroot):
+            raise procs.GridError(f"the HTCondor chroot {cfg.chroot} is not built, and this process is already "
+                                  "inside the grid's network namespace: run `juno-grid build-chroot` (or "
+                                  "`make install`) first")
     enter(cfg)
     for d in (cfg.state_dir, cfg.run_dir, cfg.log_dir):
         d.mkdir(parents=True, exist_ok=True)
@@ -123,7 +133,6 @@ def up(cfg: GridConfig, *, daemons: bool = True, condor_pool: bool = True,
         from . import condor
 
         log("HTCondor pool ...")
-        condor.build_chroot(cfg.chroot, log=log)
         condor.start(cfg)
 
 
@@ -160,8 +169,8 @@ def session(cfg: GridConfig, *, daemons: bool = False, condor_pool: bool = False
     """The grid for a test run or a benchmark: reuse what runs, start what is missing, and on exit
     stop only what this session started (everything, if nothing was running before)."""
     before = running(cfg) if cfg.run_dir.exists() else set()
-    up(cfg, daemons=daemons, condor_pool=condor_pool, log=log)
     try:
+        up(cfg, daemons=daemons, condor_pool=condor_pool, log=log)
         yield cfg
     finally:
         if not before:

@@ -50,8 +50,16 @@ def read(run_dir: Path, name: str) -> Recorded | None:
     return Recorded(name, int(pid_s), started)
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 def alive(rec: Recorded | None) -> bool:
-    return rec is not None and _start_time(rec.pid) == rec.started
+    """The recorded process still runs (a zombie waiting to be reaped does not count)."""
+    return rec is not None and _start_time(rec.pid) == rec.started and not _zombie(rec.pid)
 
 
 def record(run_dir: Path, name: str, pid: int) -> Recorded:
