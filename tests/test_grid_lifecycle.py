@@ -33,13 +33,14 @@ def test_up_status_down_leaves_nothing(tmp_path: Path) -> None:
             assert rows and all(r.ok for r in rows), [r for r in rows if not r.ok]
             pids = _pids_of_tree(cfg)
             assert len(pids) >= 11  # postgres, rucio, 6 xrootd, fts, kafka, daemons, condor
-            chrooted = _chroot_processes(cfg)
-            assert chrooted, "no HTCondor daemon runs in the chroot?"
+            ns_inode = os.stat(netns.path(cfg.netns)).st_ino
+            inside = _processes_in(ns_inode)
+            assert any(_root_of(pid) == str(cfg.chroot) for pid in inside), "no HTCondor daemon in the chroot?"
             grid.down(cfg, log=lambda m: None)
             for pid in pids:
                 assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"process {pid} survived down"
             assert not netns.exists(cfg.netns)
-            assert not _chroot_processes(cfg) & chrooted, "HTCondor processes survived down"
+            assert not _processes_in(ns_inode), "processes still in the grid's namespace after down"
             assert not list(cfg.run_dir.glob("*.pid"))
         finally:
             if netns.exists(cfg.netns):
@@ -53,12 +54,20 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def _chroot_processes(cfg: GridConfig) -> set[int]:
+def _root_of(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/root")
+    except OSError:
+        return ""
+
+
+def _processes_in(ns_inode: int) -> set[int]:
+    """Every process (but this one) whose network namespace is the given one."""
     out = set()
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
+        if proc.name.isdigit() and int(proc.name) != os.getpid() and not _is_zombie(int(proc.name)):
             try:
-                if os.readlink(proc / "root") == str(cfg.chroot):
+                if os.stat(proc / "ns" / "net").st_ino == ns_inode:
                     out.add(int(proc.name))
             except OSError:
                 continue
