@@ -36,6 +36,7 @@ def render_config(cfg: GridConfig) -> None:
     (cfg.log_dir / "rucio" / "trace").mkdir(parents=True, exist_ok=True)
     values = {
         "state": str(cfg.state_dir),
+        "repo": str(REPO_ROOT),
         "venv_rucio": str(VENV_BIN.parent / "rucio"),
         "rucio_url": cfg.rucio_url,
         "root_user": ROOT_USER,

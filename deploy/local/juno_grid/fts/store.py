@@ -214,6 +214,15 @@ class Store:
             row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
+    def jobs_in(self, states: Sequence[JobState], limit: int = 1000) -> list[Job]:
+        marks = ",".join("?" * len(states))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM jobs WHERE job_state IN ({marks}) ORDER BY submit_time DESC LIMIT ?",
+                (*states, limit),
+            ).fetchall()
+        return [_job(r) for r in rows]
+
     def files(self, job_id: str) -> list[File]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM files WHERE job_id = ? ORDER BY file_id", (job_id,)).fetchall()
@@ -336,7 +345,11 @@ class Store:
             ).fetchall()
             for row in rows:
                 file = _file(row)
-                if file.interruptions + 1 > max_interruptions:
+                if file.file_state is FileState.STARTED:
+                    # Staging was only being waited for: ask again, nothing was written.
+                    db.execute("UPDATE files SET file_state = ? WHERE file_id = ?", (FileState.STAGING, file.file_id))
+                    resumed.append(file)
+                elif file.interruptions + 1 > max_interruptions:
                     db.execute(
                         "UPDATE files SET file_state = ?, reason = ?, finish_time = ?,"
                         " interruptions = interruptions + 1 WHERE file_id = ?",
@@ -348,7 +361,7 @@ class Store:
                 else:
                     db.execute(
                         "UPDATE files SET file_state = ?, interruptions = interruptions + 1 WHERE file_id = ?",
-                        (RESUME_FROM[file.file_state], file.file_id),
+                        (FileState.SUBMITTED, file.file_id),
                     )
                     resumed.append(file)
                 self._refresh_job(db, file_id=file.file_id)
@@ -407,7 +420,8 @@ class Store:
             job_id = str(db.execute("SELECT job_id FROM files WHERE file_id = ?", (file_id,)).fetchone()["job_id"])
         job = db.execute("SELECT job_type, job_state FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         rows = db.execute("SELECT file_index, file_state FROM files WHERE job_id = ?", (job_id,)).fetchall()
-        state = derive_job_state(JobType(job["job_type"]), [(r["file_index"], FileState(r["file_state"])) for r in rows])
+        files = [(r["file_index"], FileState(r["file_state"])) for r in rows]
+        state = derive_job_state(JobType(job["job_type"]), files)
         if state != job["job_state"]:
             final = state not in NON_FINAL_JOB_STATES
             db.execute("UPDATE jobs SET job_state = ?, job_finished = ?, reason = ? WHERE job_id = ?",
