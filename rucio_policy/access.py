@@ -129,6 +129,12 @@ def ext(value: Any) -> str:
     return str(getattr(value, "external", value))
 
 
+def account_or_none(value: Any) -> str | None:
+    """An optional account argument: Rucio's gateway wraps a missing one as InternalAccount(None)."""
+    value = getattr(value, "external", value)
+    return None if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class Context:
     issuer: str
@@ -190,9 +196,9 @@ def _did_error(ctx: Context, did: Mapping[str, Any], default_type: str | None) -
         return f"{scope}:{name}: {problem}"
     if ctx.privileged:
         return None
-    owner = did.get("account")
-    if owner is not None and ext(owner) != ctx.issuer:
-        return f"{scope}:{name}: only admins create DIDs owned by another account ({ext(owner)})"
+    owner = account_or_none(did.get("account"))
+    if owner is not None and owner != ctx.issuer:
+        return f"{scope}:{name}: only admins create DIDs owned by another account ({owner})"
     if scope == naming.RAW_SCOPE and did.get("lifetime"):
         return f"{scope}:{name}: raw DIDs never expire: register them without a lifetime"
     for rule in did.get("rules") or []:
@@ -358,7 +364,7 @@ def rule_add_error(ctx: Context, dids: Iterable[Mapping[str, Any]], rule: Mappin
     if ctx.privileged:
         return None
     dids = list(dids)
-    owner = ext(rule.get("account")) if rule.get("account") is not None else ctx.issuer
+    owner = account_or_none(rule.get("account")) or ctx.issuer
     if owner != ctx.issuer:
         owner_role = role_of(owner, ctx.facts.attributes(owner))
         if not (ctx.role is Role.COORDINATOR and owner_role in _SERVICE_ROLES):

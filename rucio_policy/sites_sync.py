@@ -58,13 +58,21 @@ def desired_attributes(topo: Topology, rse: RSE, environment: str) -> dict[str, 
     return attrs
 
 
+def rucio_prefix(scheme: str, prefix: str) -> str:
+    """XRootD URLs need the path after host:port to start with '//' (root://h:p//eos/...); Rucio's
+    xrootd protocol only joins, so the registered prefix carries the extra slash."""
+    if scheme == "root":
+        return "/" + prefix if not prefix.startswith("//") else prefix
+    return prefix
+
+
 def protocol_params(rse: RSE, environment: str) -> dict[str, Any]:
     p = rse.protocols[environment]
     return {
         "scheme": p.scheme,
         "hostname": p.hostname,
         "port": p.port,
-        "prefix": p.prefix,
+        "prefix": rucio_prefix(p.scheme, p.prefix),
         "impl": PROTOCOL_IMPL.get(p.scheme, "rucio.rse.protocols.gfal.Default"),
         "domains": {
             "lan": {"read": 1, "write": 1, "delete": 1},

@@ -35,10 +35,26 @@ def test_rule_to_cnaf_reaches_ok_and_bytes_match(grid, tmp_path: Path) -> None:
     assert back.read_bytes() == local.read_bytes()
 
 
-def test_wrong_adler32_fails_with_checksum_reason_and_is_retried(grid, tmp_path: Path) -> None:
-    from rucio.core.request import get_request_by_did
+def _attempts(name: str, rse: str) -> list[dict]:
+    """Every finished transfer attempt Rucio recorded for name at rse (its request history)."""
+    from rucio.common.types import InternalScope
     from rucio.core.rse import get_rse_id
+    from rucio.db.sqla import models
+    from rucio.db.sqla.session import get_session
+    from sqlalchemy import select
 
+    session = get_session()
+    try:
+        rows = session.execute(select(models.RequestHistory).where(
+            models.RequestHistory.scope == InternalScope(SCOPE),
+            models.RequestHistory.name == name,
+            models.RequestHistory.dest_rse_id == get_rse_id("CNAF-DISK"))).scalars()
+        return [r.to_dict() for r in rows]
+    finally:
+        session.close()
+
+
+def test_wrong_adler32_fails_with_checksum_reason_and_is_retried(grid, tmp_path: Path) -> None:
     client = grid.client()
     local = storage.make_file(tmp_path / "b.bin", 1_000_000)
     real = storage.adler32_file(local)
@@ -46,22 +62,15 @@ def test_wrong_adler32_fails_with_checksum_reason_and_is_retried(grid, tmp_path:
     name = _name("badsum")
     storage.put_replica(client, "IHEP-EOS", SCOPE, name, local, adler32=wrong)
     [rule_id] = client.add_replication_rule([{"scope": SCOPE, "name": name}], 1, "CNAF-DISK")
-    cnaf = get_rse_id("CNAF-DISK")
 
-    def failed_once() -> bool:
-        try:
-            req = get_request_by_did(SCOPE, name, cnaf)
-        except Exception:  # noqa: BLE001 - RequestNotFound between a failure and its retry
-            return False
-        return req["retry_count"] >= 1
-
-    daemons.drive_until(failed_once, timeout=180)
-    req = get_request_by_did(SCOPE, name, cnaf)
-    rule = client.get_replication_rule(rule_id)
-    assert rule["state"] != "OK"
-    reason = (req.get("err_msg") or "") + " " + (rule.get("error") or "")
-    assert "checksum" in reason.lower(), reason
-    # Requeued for another attempt, not marked done; no replica became AVAILABLE at CNAF.
-    assert req["state"] != "DONE"
+    # Two failed attempts: the first failure was retried by Rucio, not taken as done.
+    daemons.drive_until(lambda: len(_attempts(name, "CNAF-DISK")) >= 2, timeout=240)
+    attempts = _attempts(name, "CNAF-DISK")
+    for attempt in attempts:
+        assert str(attempt["state"]).endswith("FAILED"), attempt["state"]
+        assert "checksum" in (attempt["err_msg"] or "").lower(), attempt["err_msg"]
+    assert client.get_replication_rule(rule_id)["state"] != "OK"
     reps = list(client.list_replicas([{"scope": SCOPE, "name": name}], all_states=True))
     assert reps[0]["states"].get("CNAF-DISK") != "AVAILABLE"
+    cnaf_pfn = storage.pfn(client, "CNAF-DISK", SCOPE, name)
+    assert storage.remote_adler32(cnaf_pfn) is None, "the bad copy was left at the destination"

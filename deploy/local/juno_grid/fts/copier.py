@@ -93,7 +93,7 @@ def error_from_output(text: str, default: int = errno.EIO) -> int:
 
 def _clean(text: str) -> str:
     """One line: client messages come with '[ERROR] ' prefixes and trailing blanks."""
-    return " ".join(text.replace("[ERROR]", "").replace("[FATAL]", "").split())
+    return " ".join(text.replace("\x00", " ").replace("[ERROR]", "").replace("[FATAL]", "").split())
 
 
 def checksums_equal(a: str, b: str) -> bool:
@@ -109,11 +109,12 @@ class XRootD:
 
     def __init__(self, op_timeout: float = 60.0) -> None:
         self.op_timeout = op_timeout
-        env = dict(os.environ)
         # The client's defaults retry a dead server for 5 x 120 s before giving up.
-        env.update({"XRD_CONNECTIONRETRY": "1", "XRD_CONNECTIONWINDOW": "10",
-                    "XRD_REQUESTTIMEOUT": str(int(op_timeout)), "XRD_STREAMTIMEOUT": str(int(op_timeout))})
-        self.env = env
+        self.copy_env = {**os.environ, "XRD_CONNECTIONRETRY": "1", "XRD_CONNECTIONWINDOW": "10"}
+        # Metadata requests get a short timeout; a copy does not (a large third-party copy is one
+        # long kXR_sync request): copy() enforces the copy's own timeout instead.
+        self.env = {**self.copy_env, "XRD_REQUESTTIMEOUT": str(int(op_timeout)),
+                    "XRD_STREAMTIMEOUT": str(int(op_timeout))}
         # A copy must not outlive the service (SIGKILL included): the kernel kills it when the
         # thread that started it dies. A restarted service then redoes the copy from scratch.
         setpriv = shutil.which("setpriv")
@@ -174,7 +175,7 @@ class XRootD:
         # Own session: a SIGTERM sent to the service's process group must not kill running copies,
         # the service decides their fate itself (drain, then requeue).
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=self.env, start_new_session=True)
+                                text=True, env=self.copy_env, start_new_session=True)
         if started:
             started(proc)
         try:
