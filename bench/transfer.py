@@ -54,6 +54,7 @@ def run(n_files: int, size: int) -> int:
     from juno_grid import daemons, storage
     from rucio.client import Client
     from rucio.db.sqla import models
+    from rucio.db.sqla.constants import RequestState
     from rucio.db.sqla.session import get_session
     from sqlalchemy import func, select
 
@@ -75,10 +76,11 @@ def run(n_files: int, size: int) -> int:
     print(f"xrdcp --tpc (before): {total / 1e6 / t_before:8.1f} MB/s", file=sys.stderr)
 
     started = time.perf_counter()
-    [rule_id] = client.add_replication_rule([{"scope": SCOPE, "name": n} for n in names], 1, "CNAF-DISK",
-                                            grouping="NONE")
-    cycles = daemons.drive_until(lambda: client.get_replication_rule(rule_id)["state"] == "OK",
-                                 timeout=900, pause=0.2)
+    # One rule per file, as Rucio makes for a list of DIDs; all of them must reach OK.
+    rule_ids = client.add_replication_rule([{"scope": SCOPE, "name": n} for n in names], 1, "CNAF-DISK",
+                                           grouping="NONE")
+    cycles = daemons.drive_until(
+        lambda: all(client.get_replication_rule(r)["state"] == "OK" for r in rule_ids), timeout=900, pause=0.2)
     rule_to_ok = time.perf_counter() - started
 
     t_after = xrdcp_round(storage, pfns, dest + "/b")
@@ -89,7 +91,7 @@ def run(n_files: int, size: int) -> int:
         first, last = session.execute(
             select(func.min(models.RequestHistory.started_at), func.max(models.RequestHistory.transferred_at))
             .where(models.RequestHistory.name.in_(names))
-            .where(models.RequestHistory.state == "DONE")
+            .where(models.RequestHistory.state == RequestState.DONE)
         ).one()
     finally:
         session.close()

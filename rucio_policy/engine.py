@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from rucio_policy import naming
 from rucio_policy.placement import PLACEMENT_META_PREFIX, PlacementRecord, Tally
 from rucio_policy.replication import DataClass, Policy, load_policy
 from rucio_policy.rse_catalog import load_catalog
-from rucio_policy.rule_diff import ADD, DECIDE, DELETE, UPDATE, Action, DidDiff, ExistingRule, diff_did
+from rucio_policy.rule_diff import ADD, DECIDE, DELETE, UPDATE, Action, DidDiff, ExistingRule, diff_did, enum_text
 from rucio_policy.rules import Did, RulePlan, plan_rules, resolve_pending, tallies_from_metas
 from rucio_policy.sites_sync import SCOPE_OWNERS
 
@@ -84,7 +84,7 @@ def rule_owner(scope: str) -> str | None:
 
 def _now() -> datetime:
     # Rucio's dates are naive UTC.
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 # -- one DID --------------------------------------------------------------------------------------
@@ -231,8 +231,9 @@ def placement_tallies(client: Any, policy: Policy, class_name: str | None,
     metas: list[Mapping[str, Any]] = []
     for scope in _class_scopes(client, data_class):
         for key in _placement_keys(data_class):
-            names = [n for n in client.list_dids(scope, [{key: "v*"}], did_type="all")
-                     if (scope, n) != exclude]
+            # Empty blocks are never placed and weigh nothing: leave their records out of the tally.
+            search = [{key: "v*", f"{key}.ne": "*;bytes=0;*"}]
+            names = [n for n in client.list_dids(scope, search, did_type="all") if (scope, n) != exclude]
             for meta in _metadata_bulk(client, scope, names):
                 metas.append({k: v for k, v in meta.items() if k == key})
     return tallies_from_metas(metas)
@@ -285,3 +286,449 @@ def _execute(client: Any, action: Action) -> str | None:
         client.delete_replication_rule(action.rucio_rule, purge_replicas=None)
         return action.rucio_rule
     raise ValueError(f"_execute cannot run a {action.kind!r} action")
+
+
+# -- plan: every difference, in bulk --------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """The difference between the policy and Rucio's rules, over every block and container it covers."""
+
+    policy_source: str
+    scopes: list[str]
+    actions: list[Action] = field(default_factory=list)
+    dids: int = 0  # collections examined (plus DIDs that only appear through a rule)
+    classified: int = 0  # of them, in a data class of the policy
+    rules_listed: int = 0  # Rucio rules read
+    in_sync: int = 0  # the policy's rules Rucio has as the policy wants them
+    others: int = 0  # rules on those DIDs the policy does not manage (no juno-policy tag)
+    pending: int = 0  # open blocks whose fraction placement is decided when they close
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, kind: str) -> int:
+        return sum(1 for a in self.actions if a.kind == kind)
+
+    @property
+    def changes(self) -> list[Action]:
+        """What `apply` does without --prune."""
+        return [a for a in self.actions if a.kind != DELETE]
+
+    @property
+    def deletions(self) -> list[Action]:
+        return [a for a in self.actions if a.kind == DELETE]
+
+    def summary(self) -> str:
+        return (f"{self.dids} DIDs ({self.classified} in a policy class), {self.rules_listed} rules read: "
+                f"{self.in_sync} in sync, {self.count(ADD)} to add, {self.count(UPDATE)} to update, "
+                f"{self.count(DECIDE)} placements to decide, {self.count(DELETE)} not wanted (deleted only with "
+                f"--prune); {self.pending} open blocks await their placement; {self.others} rules of others")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy_source, "scopes": self.scopes, "dids": self.dids,
+                "classified": self.classified, "rules_listed": self.rules_listed, "in_sync": self.in_sync,
+                "others": self.others, "pending": self.pending, "seconds": round(self.seconds, 3),
+                "counts": {k: self.count(k) for k in (ADD, UPDATE, DECIDE, DELETE)},
+                "actions": [a.as_dict() for a in self.actions], "problems": self.problems}
+
+
+def _scopes(client: Any, policy: Policy, scope_filter: str | Iterable[str] | None) -> list[str]:
+    wanted: set[str] = set()
+    for data_class in policy.classes:
+        wanted.update(_class_scopes(client, data_class))
+    if scope_filter is not None:
+        patterns = [scope_filter] if isinstance(scope_filter, str) else list(scope_filter)
+        wanted = {s for s in wanted if any(fnmatchcase(s, p) for p in patterns)}
+    return sorted(wanted)
+
+
+def _meta_by_name(client: Any, policy: Policy, scope: str, name_filter: str | None) -> dict[str, dict[str, Any]]:
+    """The metadata the policy reads (match.meta keys, placement records) for every DID of `scope` that has it.
+
+    One search per key (value) plus bulk reads of the records, instead of a call per DID.
+    """
+    meta: dict[str, dict[str, Any]] = {}
+    classes = [c for c in policy.classes
+               if not c.match.scopes or any(fnmatchcase(scope, p) for p in c.match.scopes)]
+    for data_class in classes:
+        for key, values in data_class.match.meta:
+            for value in values:
+                for name in client.list_dids(scope, [{key: value, **_name_search(name_filter)}], did_type="all"):
+                    meta.setdefault(name, {})[key] = value
+        for key in _placement_keys(data_class):
+            names = list(client.list_dids(scope, [{key: "v*", **_name_search(name_filter)}], did_type="all"))
+            for row in _metadata_bulk(client, scope, names):
+                if row.get(key) is not None:
+                    meta.setdefault(str(row["name"]), {})[key] = row[key]
+    return meta
+
+
+def _name_search(name_filter: str | None) -> dict[str, str]:
+    return {"name": name_filter} if name_filter else {}
+
+
+def plan(client: Any, policy: Policy, *, scope_filter: str | Iterable[str] | None = None,
+         name_filter: str | None = None, progress: Progress | None = None) -> Plan:
+    """Compare Rucio with the policy: per scope, one listing of its rules, one of its collections and a
+    few metadata searches, then the same per-DID diff the ingester uses.
+
+    scope_filter: scope name(s) or glob(s); name_filter: a DID name glob (e.g. one stream's blocks,
+    "block.JUNODAQ.global_trigger.*"). Without them: every DID of every scope the policy covers.
+    """
+    import time
+
+    started = time.perf_counter()
+    scopes = _scopes(client, policy, scope_filter)
+    result = Plan(policy_source=policy.source, scopes=scopes)
+    now = _now()
+    for index, scope in enumerate(scopes):
+        rules_by_name: dict[str, list[ExistingRule]] = {}
+        types_from_rules: dict[str, str] = {}
+        for row in client.list_replication_rules({"scope": scope}):
+            if name_filter and not fnmatchcase(str(row["name"]), name_filter):
+                continue
+            rule = ExistingRule.from_rucio(row)
+            rules_by_name.setdefault(rule.name, []).append(rule)
+            types_from_rules[rule.name] = rule.did_type
+            result.rules_listed += 1
+        listed = {str(d["name"]): d for d in client.list_dids(scope, [_name_search(name_filter)],
+                                                              did_type="collection", long=True)}
+        meta = _meta_by_name(client, policy, scope, name_filter)
+        names = list(listed) + [n for n in rules_by_name if n not in listed]
+        dids: list[Did] = []
+        for name in names:
+            row = listed.get(name)
+            did_type = naming.normalize_did_type(row["did_type"]) if row else types_from_rules.get(name, "FILE")
+            dids.append(Did(scope, name, did_type or "FILE", bytes=row.get("bytes") if row else None,
+                            is_open=None, meta=meta.get(name, {})))
+        dids = _with_open_state(client, policy, dids)
+        owner = rule_owner(scope)
+        for did in dids:
+            rules = rules_by_name.get(did.name, ())
+            if not rules and policy.class_for(did.scope, did.name, did.did_type, did.meta) is None:
+                continue  # no class, no rules: nothing to say (most user data)
+            diff = diff_did(policy, did, rules, owner=owner, now=now)
+            result.dids += 1
+            result.classified += diff.plan.class_name is not None
+            result.in_sync += diff.in_sync
+            result.others += len(diff.others)
+            result.pending += bool(diff.plan.pending) and did.is_open is not False
+            result.actions.extend(diff.actions)
+            result.problems.extend(f"{did.scope}:{did.name}: {p}" for p in diff.plan.problems)
+        if progress:
+            progress(index + 1, len(scopes))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _with_open_state(client: Any, policy: Policy, dids: list[Did]) -> list[Did]:
+    """Fill in is_open (and the size) for the DIDs that have an undecided fraction rule: only then does
+    it matter (a closed one is decided now), and Rucio's DID listings do not say it."""
+    undecided = [d for d in dids if plan_rules(policy, d).pending]
+    if not undecided:
+        return dids
+    state: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for start in range(0, len(undecided), _META_CHUNK):
+        chunk = [{"scope": d.scope, "name": d.name} for d in undecided[start:start + _META_CHUNK]]
+        for row in client.get_metadata_bulk(chunk, plugin="DID_COLUMN"):
+            state[(str(row["scope"]), str(row["name"]))] = row
+    out = []
+    for did in dids:
+        row = state.get((did.scope, did.name))
+        if row is not None:
+            did = replace(did, is_open=bool(row.get("is_open")),
+                          bytes=row.get("bytes") if row.get("bytes") is not None else did.bytes)
+        out.append(did)
+    return out
+
+
+# -- apply ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ApplyResult:
+    dry_run: bool = False
+    added: list[str] = field(default_factory=list)  # new rule ids (dry run: nothing)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    decided: dict[str, dict[str, str]] = field(default_factory=dict)  # DID → placement metadata recorded
+    existing: int = 0  # adds Rucio already had (DuplicateRule)
+    kept: list[Action] = field(default_factory=list)  # rules not wanted, kept (no --prune)
+    failed: list[tuple[Action, str]] = field(default_factory=list)
+    would: list[Action] = field(default_factory=list)  # dry run: what would be sent
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.deleted or self.decided)
+
+    def summary(self) -> str:
+        if self.dry_run:
+            return (f"dry run: would send {len(self.would)} change(s); nothing sent"
+                    + (f"; {len(self.kept)} rule(s) not wanted kept (--prune deletes them)" if self.kept else ""))
+        if not self.changed and not self.failed:
+            text = "no change: Rucio already matches the policy"
+        else:
+            text = (f"added {len(self.added)}, updated {len(self.updated)}, deleted {len(self.deleted)} rule(s), "
+                    f"decided {len(self.decided)} placement(s)")
+        if self.existing:
+            text += f"; {self.existing} already existed"
+        if self.kept:
+            text += f"; kept {len(self.kept)} rule(s) the policy does not want (delete them with --prune)"
+        if self.failed:
+            text += f"; {len(self.failed)} FAILED"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "changed": self.changed, "added": self.added, "updated": self.updated,
+                "deleted": self.deleted, "decided": self.decided, "existing": self.existing,
+                "kept": [a.as_dict() for a in self.kept],
+                "failed": [{**a.as_dict(), "error": e} for a, e in self.failed],
+                "would": [a.as_dict() for a in self.would]}
+
+
+_ADD_BATCH = 200  # DIDs per add_replication_rule call (one rule per DID, one transaction)
+
+
+def apply(client: Any, plan: Plan, *, prune: bool = False, dry_run: bool = False,
+          progress: Progress | None = None, policy: Policy | None = None) -> ApplyResult:
+    """Make Rucio match the plan: decide pending placements, add missing rules, fix deviating ones;
+    delete rules the policy does not want only with `prune`. Each failure is recorded and the rest
+    goes on (a cron run fixes what it can). `dry_run` sends nothing and lists what would be sent."""
+    result = ApplyResult(dry_run=dry_run)
+    deletions = [a for a in plan.actions if a.kind == DELETE]
+    if not prune:
+        result.kept = deletions
+        deletions = []
+    decides = [a for a in plan.actions if a.kind == DECIDE]
+    adds = [a for a in plan.actions if a.kind == ADD]
+    updates = [a for a in plan.actions if a.kind == UPDATE]
+    total = len(decides) + len(adds) + len(updates) + len(deletions)
+    done = 0
+
+    def tick(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
+    if dry_run:
+        result.would = decides + adds + updates + deletions
+        return result
+    if decides:
+        policy = policy or load_default_policy(Path(plan.policy_source))
+        brought = _decide_all(client, policy, decides, result, tick)
+        adds += brought
+        total += len(brought)
+    _add_all(client, adds, result, tick)
+    for action in updates + deletions:
+        try:
+            _execute(client, action)
+        except Exception as err:  # noqa: BLE001 - recorded per action and reported; the others go on
+            result.failed.append((action, _error_text(err)))
+        else:
+            (result.updated if action.kind == UPDATE else result.deleted).append(action.rucio_rule or "")
+        tick()
+    return result
+
+
+def _error_text(err: Exception) -> str:
+    text = str(err).replace("Details: ", "").replace("\n", " ").strip()
+    return f"{type(err).__name__}: {text}"
+
+
+def _add_all(client: Any, adds: list[Action], result: ApplyResult, tick: Callable[[int], None]) -> None:
+    """Adds with the same rule options go out together (one rule per DID, up to _ADD_BATCH per call)."""
+    groups: dict[tuple[Any, ...], list[Action]] = {}
+    for action in adds:
+        assert action.add_kwargs is not None
+        key = tuple(sorted((k, repr(v)) for k, v in action.add_kwargs.items() if k != "dids"))
+        groups.setdefault(key, []).append(action)
+    for actions in groups.values():
+        for start in range(0, len(actions), _ADD_BATCH):
+            batch = actions[start:start + _ADD_BATCH]
+            kwargs = dict(batch[0].add_kwargs or {})
+            kwargs["dids"] = [d for a in batch for d in (a.add_kwargs or {})["dids"]]
+            try:
+                ids = client.add_replication_rule(**kwargs)
+            except Exception:  # noqa: BLE001 - the batch is one transaction: retry one by one to find the culprit
+                for action in batch:
+                    try:
+                        rule_id = _execute(client, action)
+                    except Exception as err:  # noqa: BLE001 - recorded per action
+                        result.failed.append((action, _error_text(err)))
+                    else:
+                        if rule_id is None:
+                            result.existing += 1
+                        else:
+                            result.added.append(rule_id)
+            else:
+                result.added.extend(str(i) for i in ids)
+            tick(len(batch))
+
+
+def _block_order(action: Action) -> tuple[str, str]:
+    """Decisions are taken in the blocks' order (receiving day, then name), as placement.replay assumes."""
+    try:
+        day = naming.parse_block(action.name).day.isoformat()
+    except naming.NamingError:
+        day = ""
+    return day, action.name
+
+
+def _decide_all(client: Any, policy: Policy, decides: list[Action], result: ApplyResult,
+                tick: Callable[[int], None]) -> list[Action]:
+    """Decide the pending placements of closed blocks (the finalize_block path); return the adds they bring."""
+    new_adds: list[Action] = []
+    tallies: dict[str | None, dict[str, Tally]] = {}
+    seen: set[tuple[str, str]] = set()
+    for action in sorted(decides, key=_block_order):
+        tick()
+        if (action.scope, action.name) in seen:
+            continue  # one block with several fraction rules: decided together
+        seen.add((action.scope, action.name))
+        try:
+            state = fetch_did(client, action.scope, action.name)
+            block_plan = plan_rules(policy, state.did)
+            if not block_plan.pending or state.did.is_open:
+                continue
+            if block_plan.class_name not in tallies:
+                tallies[block_plan.class_name] = placement_tallies(client, policy, block_plan.class_name)
+            class_tallies = tallies[block_plan.class_name]
+            recorded = _decide(client, policy, state, block_plan, class_tallies)
+            state = fetch_did(client, action.scope, action.name)
+        except Exception as err:  # noqa: BLE001 - recorded per block
+            result.failed.append((action, _error_text(err)))
+            continue
+        if recorded:
+            result.decided[action.did] = recorded
+        for item in block_plan.pending:  # count the stored decision (ours or a concurrent one) from now on
+            stored = state.did.meta.get(item.meta_key)
+            if stored is not None:
+                record = PlacementRecord.from_meta(str(stored))
+                class_tallies[item.meta_key] = class_tallies.get(item.meta_key, Tally()).add(record.block_bytes,
+                                                                                             record.placed)
+        new_adds += [a for a in _diff(policy, state).actions if a.kind == ADD]
+    return new_adds
+
+
+# -- explain --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Explanation:
+    did: str
+    did_type: str
+    bytes: int | None
+    is_open: bool | None
+    class_name: str | None
+    reason: str
+    rules: list[dict[str, Any]]  # the policy's rules for it: wanted, and whether Rucio has them
+    placement: list[dict[str, Any]]  # fraction rules: placed / not placed / pending, and why
+    not_wanted: list[dict[str, Any]]  # the policy's tagged rules it should not have
+    others: list[dict[str, Any]]  # rules the policy does not manage
+    replicas: dict[str, dict[str, int]]  # RSE → replica state → files
+    actions: list[Action]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"did": self.did, "did_type": self.did_type, "bytes": self.bytes, "open": self.is_open,
+                "class": self.class_name, "reason": self.reason, "rules": self.rules, "placement": self.placement,
+                "not_wanted": self.not_wanted, "others": self.others, "replicas": self.replicas,
+                "actions": [a.as_dict() for a in self.actions]}
+
+    def text(self) -> str:
+        size = "size unknown" if self.bytes is None else f"{self.bytes} bytes"
+        state = "" if self.is_open is None else (", open" if self.is_open else ", closed")
+        lines = [f"{self.did} ({self.did_type}, {size}{state})", f"  {self.reason}"]
+        if self.rules:
+            lines.append("rules the policy wants:")
+            for r in self.rules:
+                have = f"rule {r['rucio_rule']} {r['state']}" if r["rucio_rule"] else "MISSING"
+                dev = f"; deviates: {'; '.join(r['deviations'])}" if r["deviations"] else ""
+                lines.append(f"  {r['rule']:<14} {r['rse_expression']} x{r['copies']}: {have}{dev}")
+                lines.append(f"  {'':<14} {r['reason']}")
+        if self.placement:
+            lines.append("placement (fraction rules):")
+            lines += [f"  {p['rule']:<14} {p['status']}: {p['why']}" for p in self.placement]
+        if self.not_wanted:
+            lines.append("rules the policy does not want (juno-policy apply --prune deletes them):")
+            lines += [f"  {r['rucio_rule']} {r['rse_expression']}: {r['reason']}" for r in self.not_wanted]
+        if self.others:
+            lines.append("other rules (not managed by the policy):")
+            lines += [f"  {r['id']} {r['account']} {r['rse_expression']} x{r['copies']} {r['state']}"
+                      for r in self.others]
+        lines.append("replicas per RSE (files by state):" if self.replicas else "replicas: none")
+        for rse, states in sorted(self.replicas.items()):
+            lines.append(f"  {rse:<12} " + ", ".join(f"{state} {n}" for state, n in sorted(states.items())))
+        if self.actions:
+            lines.append("to do (juno-policy apply):")
+            lines += [f"  {a}" for a in self.actions]
+        return "\n".join(lines)
+
+
+def parse_did(text: str) -> tuple[str, str]:
+    """scope:name, or a bare JUNO name (its scope follows from the name, as in the rucio CLI)."""
+    scope, name = naming.extract_scope_juno(text)
+    if not scope or not name:
+        raise EngineError(f"{text!r} is not a DID: write it as <scope>:<name>")
+    return scope, name
+
+
+def explain(client: Any, did: str, policy: Policy) -> Explanation:
+    """Why a DID has the rules it has: its class, the rules it should have and has, its placement
+    decisions, and where its files are (replica states per RSE)."""
+    scope, name = parse_did(did)
+    state = fetch_did(client, scope, name)
+    diff = _diff(policy, state)
+    rules = []
+    for match in diff.matches:
+        d = match.desired
+        rules.append({"rule": d.rule_id, "rse_expression": d.rse_expression, "copies": d.copies,
+                      "reason": d.reason, "rucio_rule": match.rule.id if match.rule else None,
+                      "state": match.rule.state if match.rule else None, "deviations": list(match.deviations)})
+    placement = []
+    for item in diff.plan.rules:
+        key = next((k for k in state.did.meta if k.endswith(f"_{item.rule_id}")
+                    and k.startswith(PLACEMENT_META_PREFIX)), None)
+        if key is not None:
+            placement.append({"rule": item.rule_id, "key": key, "status": "placed", "record": state.did.meta[key],
+                              "why": PlacementRecord.from_meta(str(state.did.meta[key])).explain()})
+    for item in diff.plan.skipped:
+        placement.append({"rule": item.rule_id, "key": item.meta_key, "status": "not placed",
+                          "record": state.did.meta.get(item.meta_key), "why": item.reason})
+    for item in diff.plan.pending:
+        placement.append({"rule": item.rule_id, "key": item.meta_key, "status": "pending", "record": None,
+                          "why": item.reason})
+    not_wanted = [a.as_dict() for a in diff.actions if a.kind == DELETE]
+    return Explanation(did=f"{scope}:{name}", did_type=state.did.did_type, bytes=state.did.bytes,
+                       is_open=state.did.is_open, class_name=diff.plan.class_name, reason=diff.plan.reason,
+                       rules=rules, placement=placement, not_wanted=not_wanted,
+                       others=[r.as_dict() for r in diff.others], replicas=replica_states(client, state.did),
+                       actions=list(diff.actions))
+
+
+def replica_states(client: Any, did: Did) -> dict[str, dict[str, int]]:
+    """RSE → replica state → number of files. Datasets and files: from their file replicas; containers:
+    per dataset summaries (Rucio's dataset replica table), so a stream container stays cheap."""
+    counts: dict[str, dict[str, int]] = {}
+    if did.did_type == "CONTAINER":
+        for child in client.list_content(did.scope, did.name):
+            if naming.normalize_did_type(child.get("type")) == "CONTAINER":
+                sub = replica_states(client, Did(str(child["scope"]), str(child["name"]), "CONTAINER"))
+                for rse, states in sub.items():
+                    for replica_state, n in states.items():
+                        counts.setdefault(rse, {})[replica_state] = counts.get(rse, {}).get(replica_state, 0) + n
+                continue
+            for row in client.list_dataset_replicas(str(child["scope"]), str(child["name"])):
+                states = counts.setdefault(str(row["rse"]), {})
+                available = int(row.get("available_length") or 0)
+                states["AVAILABLE"] = states.get("AVAILABLE", 0) + available
+                missing = int(row.get("length") or 0) - available
+                if missing > 0:
+                    states["NOT AVAILABLE"] = states.get("NOT AVAILABLE", 0) + missing
+        return counts
+    for replica in client.list_replicas([{"scope": did.scope, "name": did.name}], all_states=True):
+        for rse, replica_state in (replica.get("states") or {}).items():
+            text = enum_text(replica_state)
+            counts.setdefault(str(rse), {})[text] = counts.setdefault(str(rse), {}).get(text, 0) + 1
+    return counts

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from rucio_policy.rules import DesiredRule, Did, RulePlan, parse_rule_comment, plan_rules
 from rucio_policy.replication import Policy
+from rucio_policy.rules import DesiredRule, Did, RulePlan, parse_rule_comment, plan_rules
 
 # Rucio stores a rule's lifetime as expires_at, set from the server's clock when the rule is made or
 # its lifetime changed: compare lifetimes with this much slack (policy lifetimes are hours to weeks).
@@ -62,12 +62,12 @@ class ExistingRule:
     @classmethod
     def from_rucio(cls, row: Mapping[str, Any]) -> ExistingRule:
         return cls(id=str(row["id"]), account=str(row["account"]), scope=str(row["scope"]), name=str(row["name"]),
-                   did_type=_enum_text(row.get("did_type")), rse_expression=str(row["rse_expression"]),
-                   copies=int(row.get("copies") or 1), grouping=_enum_text(row.get("grouping")),
+                   did_type=enum_text(row.get("did_type")), rse_expression=str(row["rse_expression"]),
+                   copies=int(row.get("copies") or 1), grouping=enum_text(row.get("grouping")),
                    activity=str(row.get("activity") or ""), priority=int(row.get("priority") or 3),
                    locked=bool(row.get("locked")), comment=str(row.get("comments") or row.get("comment") or ""),
                    created_at=_when(row.get("created_at")), expires_at=_when(row.get("expires_at")),
-                   state=_enum_text(row.get("state")))
+                   state=enum_text(row.get("state")))
 
     def lifetime(self) -> timedelta | None:
         if self.expires_at is None:
@@ -81,7 +81,7 @@ class ExistingRule:
                 "expires_at": self.expires_at.isoformat() if self.expires_at else None}
 
 
-def _enum_text(value: Any) -> str:
+def enum_text(value: Any) -> str:
     return str(getattr(value, "name", value) or "")
 
 
@@ -162,7 +162,8 @@ def _desired_lifetime(desired: DesiredRule) -> timedelta | None:
     return None if desired.lifetime is None else timedelta(seconds=desired.lifetime)
 
 
-def deviations(desired: DesiredRule, rule: ExistingRule, owner: str | None) -> tuple[list[str], dict[str, Any], list[str]]:
+def deviations(desired: DesiredRule, rule: ExistingRule, owner: str | None
+               ) -> tuple[list[str], dict[str, Any], list[str]]:
     """(what differs in words, update options that fix it in place, what only a new rule can fix)."""
     words: list[str] = []
     options: dict[str, Any] = {}

@@ -444,16 +444,20 @@ def test_sigkill_mid_job_then_restart_finishes_the_job(storage: Storage, tmp_pat
             service.stop()
 
 
-def test_sigterm_drains_then_restart_resumes(storage: Storage, tmp_path: Path) -> None:
-    service = Fts(tmp_path / "state", workers=1)
+@pytest.mark.parametrize("drain", ["5", "0"])
+def test_sigterm_drains_or_requeues_then_restart_resumes(storage: Storage, tmp_path: Path, drain: str) -> None:
+    service = Fts(tmp_path / "state", workers=1, extra=("--drain-timeout", drain))
     service.start()
     try:
-        payloads = {f"drain/d{i}": storage.put(f"drain/d{i}", 1_000_000) for i in range(3)}
+        payloads = {f"drain{drain}/d{i}": storage.put(f"drain{drain}/d{i}", 1_000_000) for i in range(3)}
         job_id = service.submit([entry(n, n, data=p) for n, p in payloads.items()])
         _wait(lambda: service.job(job_id)["job_state"] == "ACTIVE", "copying", timeout=10)
         assert service.stop(signal.SIGTERM) == 0
         events = [line["event"] for line in service.log_lines()]
         assert "transfer service stopped" in events
+        # With time to drain the running copy ends normally; with none it is stopped and requeued.
+        assert ("copy requeued" in events) == (drain == "0")
+        assert ("copy finished" in events) == (drain != "0")
         service.start()
         assert service.wait(job_id, timeout=60)["job_state"] == "FINISHED"
         for name, payload in payloads.items():

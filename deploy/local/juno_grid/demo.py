@@ -59,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
 
     say("\n== 2. A rule asks for a copy at CNAF; Rucio's daemons and the transfer service move the bytes")
     dids = [{"scope": "raw", "name": n} for n in names]
-    [rule_id] = client.add_replication_rule(dids, 1, "CNAF-DISK", grouping="NONE",
-                                            comment="juno-dci demo: raw to CNAF")
-    say(f"   rule {rule_id} -> CNAF-DISK")
+    # One rule on the day's block: it covers every file attached to it.
+    [rule_id] = client.add_replication_rule([{"scope": "raw", "name": block}], 1, "CNAF-DISK", grouping="DATASET",
+                                            comment="juno-dci demo: raw block to CNAF")
+    say(f"   rule {rule_id}: raw:{block} -> CNAF-DISK")
     started = time.monotonic()
     state = ""
     while time.monotonic() - started < args.timeout:
