@@ -24,11 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from juno_grid import grid
+from juno_grid.config import FTS_WORKERS as WORKERS
 from juno_grid.config import load
 
 from rucio_policy.topology import load as load_topology
 
-WORKERS = 4  # the transfer service's worker pool in the local grid (grid.py starts it with --workers 4)
 SCOPE = "user.jcoord"
 
 

@@ -17,6 +17,9 @@ VENV_BIN = Path(os.environ.get("JUNO_VENV_BIN", REPO_ROOT / ".venv" / "bin"))
 # The HTCondor chroot is large and slow to build: it lives outside the checkout, once per machine.
 DEFAULT_CHROOT = Path(os.environ.get("JUNO_CONDOR_CHROOT", "/var/cache/juno-dci/condor-trixie"))
 HOST = "127.0.0.1"
+# Copy workers of the grid's transfer service: each XRootD third-party copy has a ~2.5 s floor
+# (the client's polling), so throughput grows almost linearly with parallel copies.
+FTS_WORKERS = 8
 
 
 @dataclass(frozen=True)

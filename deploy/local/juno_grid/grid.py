@@ -14,7 +14,7 @@ from typing import Any
 from rucio_policy import topology as topology_mod
 
 from . import kafka, netns, postgres, procs, rucio_server, xrootd
-from .config import REPO_ROOT, VENV_BIN, GridConfig
+from .config import FTS_WORKERS, REPO_ROOT, VENV_BIN, GridConfig
 
 FTS = "fts"
 DAEMONS = "rucio-daemons"
@@ -59,7 +59,7 @@ def enter(cfg: GridConfig) -> None:
 def _start_fts(cfg: GridConfig) -> None:
     procs.spawn(cfg.run_dir, cfg.log_dir, FTS,
                 [sys.executable, "-m", "juno_grid.fts", "--port", str(cfg.ports.fts),
-                 "--state", str(cfg.state_dir / "fts"), "--workers", "4"])
+                 "--state", str(cfg.state_dir / "fts"), "--workers", str(FTS_WORKERS)])
     procs.wait_for(lambda: procs.port_open(cfg.ports.fts), "transfer service (FTS3 API)", timeout=30,
                    log=cfg.log_dir / f"{FTS}.log")
 

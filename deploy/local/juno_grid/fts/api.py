@@ -248,11 +248,11 @@ class Handler(BaseHTTPRequestHandler):
             priority = params.get("priority") if isinstance(params, dict) else None
             if not isinstance(priority, int) or isinstance(priority, bool):
                 raise BadRequest('expected {"params": {"priority": N}} with an integer N')
-            job = self.service.set_priority(segments[1], priority)
-            if job is None:
+            updated = self.service.set_priority(segments[1], priority)
+            if updated is None:
                 self._send(HTTPStatus.NOT_FOUND, not_found(segments[1]))
             else:
-                self._send(HTTPStatus.OK, render_job(job))
+                self._send(HTTPStatus.OK, render_job(updated))
         else:
             self._error(HTTPStatus.NOT_FOUND, f"no such resource: {self.path}")
 

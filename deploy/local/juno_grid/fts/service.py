@@ -115,7 +115,8 @@ class Service:
             procs = [self._procs[f] for f in active if f in self._procs]
         for proc in procs:
             copier.kill(proc)
-        log(logging.INFO, "job canceled", job_id=job_id, running_copies_stopped=len(procs))
+        # Copies still in their pre-checks have no process yet: _started() stops them when they do.
+        log(logging.INFO, "job canceled", job_id=job_id, active_files=len(active), copies_killed=len(procs))
         return self.store.job(job_id)
 
     def set_priority(self, job_id: str, priority: int) -> Job | None:

@@ -28,9 +28,9 @@ class Checksum:
     @classmethod
     def parse(cls, text: str) -> Checksum:
         """FTS3's 'ALGORITHM:value' (Rucio sends 'ADLER32:0a1b2c3d'); a bare 'ADLER32' is allowed too."""
-        algorithm, _, value = text.partition(":")
-        algorithm = algorithm.strip().lower()
-        value = value.strip().lower() or None
+        name, _, raw = text.partition(":")
+        algorithm = name.strip().lower()
+        value = raw.strip().lower() or None
         if not algorithm:
             raise BadRequest(f"checksum {text!r}: expected 'ALGORITHM:value', e.g. 'ADLER32:0a1b2c3d'")
         if value is not None:
