@@ -8,6 +8,9 @@ each with its own private mounts).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,10 +24,21 @@ def _pids_of_tree(cfg: GridConfig) -> set[int]:
     return {procs.read(cfg.run_dir, p.stem).pid for p in cfg.run_dir.glob("*.pid")}  # type: ignore[union-attr]
 
 
-def test_up_status_down_leaves_nothing(tmp_path: Path) -> None:
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    # Not pytest's tmp_path: that is private (0700) and the grid's unprivileged users must reach it.
+    base = Path("/var/lib/juno-dci")
+    base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="lifecycle-", dir=base))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_up_status_down_leaves_nothing(state_dir: Path) -> None:
     if os.geteuid() != 0:
         pytest.fail("needs root")
-    cfg = GridConfig(state_dir=tmp_path / "grid", netns=f"juno-life-{os.getpid()}")
+    cfg = GridConfig(state_dir=state_dir, netns=f"juno-life-{os.getpid()}")
     # grid.up moves this thread into the new grid's namespace: come back for the tests that follow.
     with netns.returning():
         try:

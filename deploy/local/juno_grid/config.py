@@ -7,7 +7,9 @@ machine, and the ports below cannot collide with anything on the host.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,9 +35,35 @@ class Ports:
     xrootd_base: int = 11094
 
 
+def _traversable_by_all(path: Path) -> bool:
+    """PostgreSQL, XRootD and HTCondor jobs run as unprivileged users: they must reach the state dir."""
+    for parent in (path, *path.parents):
+        try:
+            if not parent.stat().st_mode & stat.S_IXOTH:
+                return False
+        except FileNotFoundError:
+            continue
+    return True
+
+
+def default_state_dir() -> Path:
+    """`.grid/` in the checkout; where the checkout sits in a private directory (e.g. a 0700 temp
+    dir), the state goes to /var/lib/juno-dci/grid-<hash> and `.grid` becomes a link to it."""
+    if "JUNO_GRID_DIR" in os.environ:
+        return Path(os.environ["JUNO_GRID_DIR"]).resolve()
+    local = REPO_ROOT / ".grid"
+    if local.is_symlink() or _traversable_by_all(REPO_ROOT):
+        return local.resolve()
+    elsewhere = Path("/var/lib/juno-dci") / f"grid-{hashlib.sha1(str(REPO_ROOT).encode()).hexdigest()[:10]}"
+    elsewhere.mkdir(parents=True, exist_ok=True)
+    if not local.exists():
+        local.symlink_to(elsewhere)
+    return elsewhere
+
+
 @dataclass(frozen=True)
 class GridConfig:
-    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("JUNO_GRID_DIR", REPO_ROOT / ".grid")))
+    state_dir: Path = field(default_factory=default_state_dir)
     netns: str = field(default_factory=lambda: os.environ.get("JUNO_GRID_NETNS", "juno-grid"))
     ports: Ports = field(default_factory=Ports)
     chroot: Path = DEFAULT_CHROOT
