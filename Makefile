@@ -43,7 +43,7 @@ grid-status:
 
 demo: install
 	$(VENV)/bin/juno-grid up
-	$(VENV)/bin/juno-grid exec -- $(PY) -m juno_grid.demo
+	@$(VENV)/bin/juno-grid exec -- $(PY) -m juno_grid.demo
 
 # The session fixture (tests/conftest.py) starts the grid if it is not running and stops what it started.
 test: install

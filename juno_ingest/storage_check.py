@@ -46,32 +46,38 @@ def _norm(path: str) -> str:
 
 
 def parse_stat_output(text: str, paths: Sequence[str]) -> dict[str, int | None]:
-    """Sizes from `xrdfs` interactive output for `stat` of each path; None for files not there.
+    """Sizes from `xrdfs` interactive output (stdout and stderr) for `stat` of each path.
 
-    Raises StorageUnavailable for any error that is not "not found".
+    None for a path that is not there (or is a directory). Raises StorageUnavailable for any other
+    error, and when fewer answers than questions came back (xrdfs prints "[FATAL] Connection error"
+    on stderr and nothing per path when the server is down: silence must not read as "missing").
     """
     sizes: dict[str, int | None] = {_norm(p): None for p in paths}
+    answers = 0
     current: str | None = None
-    is_file = True
     for line in text.splitlines():
-        if "[ERROR]" in line:
-            if not _NOT_FOUND.search(line):
+        if "[ERROR]" in line or "[FATAL]" in line:
+            if "[FATAL]" in line or not _NOT_FOUND.search(line):
                 raise StorageUnavailable(f"xrdfs: {line.strip()}")
+            answers += 1
             current = None
             continue
         m = _PATH.match(line)
         if m:
-            current, is_file = _norm(m.group(1)), True
+            answers += 1
+            current = _norm(m.group(1))
             continue
-        m = _FLAGS.match(line)
-        if m and current is not None and "IsDir" in m.group(1):
-            is_file = False
-            sizes[current] = None if current in sizes else sizes.get(current)
+        if current is None or current not in sizes:
             continue
         m = _SIZE.match(line)
-        if m and current is not None and current in sizes and is_file:
+        if m:
             sizes[current] = int(m.group(1))
-    # Flags come after Size in xrdfs output: drop directories seen with a size.
+            continue
+        m = _FLAGS.match(line)
+        if m and "IsDir" in m.group(1):  # Flags come after Size: a directory is not the file
+            sizes[current] = None
+    if answers < len(sizes):
+        raise StorageUnavailable(f"xrdfs answered {answers} of {len(sizes)} stat requests")
     return sizes
 
 

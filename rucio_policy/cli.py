@@ -1,71 +1,507 @@
-"""`juno-policy`: the replication policy and site topology as code.
+"""`juno-policy`: the replication policy and the site topology as code, against Rucio.
 
-Exit codes: 0 success / valid, 1 the file is invalid (every problem listed), 2 usage error.
+Every command validates its files first: nothing is sent to Rucio when the policy (or sites file)
+is invalid. Exit codes (the same for every command, so cron and scripts can rely on them):
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import click
 
-from rucio_policy.replication import validate_file
+from rucio_policy.replication import Policy, PolicyInvalid, validate_file
 from rucio_policy.rse_catalog import CatalogInvalid, RseCatalog, load_catalog
 from rucio_policy.yaml_lines import Issue
 
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
+EXIT_OK = 0  # done; plan / --dry-run: Rucio already matches
+EXIT_INVALID = 1  # the policy or sites file is invalid: every problem listed, nothing sent to Rucio
+EXIT_USAGE = 2  # bad command line (click's own code)
+EXIT_CHANGES = 3  # plan / --dry-run: Rucio differs from the files (apply would change something)
+EXIT_DENIED = 4  # Rucio refused (permissions): run it as a coordinator or root
+EXIT_RUCIO = 5  # Rucio unreachable, login failed, or another Rucio error
+EXIT_PARTIAL = 6  # apply: some changes failed (listed); the others were made
+EXIT_ABORTED = 7  # apply --prune: the deletions were not confirmed; nothing was changed
+EXIT_NOT_FOUND = 8  # explain: no such DID
+
+EXIT_CODES = {
+    EXIT_OK: "done; plan/--dry-run: Rucio already matches",
+    EXIT_INVALID: "the policy or sites file is invalid (every problem listed); nothing sent to Rucio",
+    EXIT_USAGE: "bad command line",
+    EXIT_CHANGES: "plan/--dry-run: there are changes to make",
+    EXIT_DENIED: "Rucio refused the request (permissions)",
+    EXIT_RUCIO: "Rucio unreachable, login failed, or another Rucio error",
+    EXIT_PARTIAL: "apply: some changes failed (listed), the others were made",
+    EXIT_ABORTED: "apply --prune: deletions not confirmed, nothing changed",
+    EXIT_NOT_FOUND: "explain: the DID does not exist",
+}
+__doc__ = (__doc__ or "") + "\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+
+F = TypeVar("F", bound=Callable[..., Any])
+_MAX_LINES = 50  # actions printed without -v
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@dataclass
+class Output:
+    """The shared options: output format and verbosity (globus-cli's command state)."""
+
+    as_json: bool = False
+    verbose: int = 0
+    quiet: bool = False
+
+    def say(self, text: str = "") -> None:
+        """Results for people (stdout); nothing in --json or --quiet mode."""
+        if not self.as_json and not self.quiet:
+            click.echo(text)
+
+    def note(self, text: str) -> None:
+        """Side remarks (stderr), so stdout stays clean for pipes."""
+        if not self.quiet:
+            click.echo(text, err=True)
+
+    def json(self, data: Any) -> None:
+        click.echo(json.dumps(data, indent=2, default=str))
+
+    @property
+    def interactive(self) -> bool:
+        return not self.quiet and not self.as_json and sys.stderr.isatty()
+
+
+class Failure(Exception):
+    """An error for the person at the terminal: what went wrong, where, and what to do; and its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _fail(out: Output, message: str, code: int) -> NoReturn:
+    click.echo(f"juno-policy: {message}", err=True)
+    if out.as_json:
+        out.json({"error": message, "exit_code": code})
+    sys.exit(code)
+
+
+def _translate(err: Exception) -> Failure | None:
+    """The one place that maps errors to exit codes."""
+    from rucio.common import exception as rucio_errors
+
+    from rucio_policy.engine import EngineError
+
+    if isinstance(err, Failure):
+        return err
+    if isinstance(err, PolicyInvalid):
+        return Failure(f"{err}\nnothing sent to Rucio", EXIT_INVALID)
+    if isinstance(err, rucio_errors.AccessDenied):
+        return Failure(f"Rucio refused: {_rucio_text(err)}\n  run it as a computing coordinator or root "
+                       "(RUCIO_ACCOUNT / the client config's account)", EXIT_DENIED)
+    if isinstance(err, rucio_errors.DataIdentifierNotFound):
+        return Failure(f"{_rucio_text(err)}: check the DID (scope:name)", EXIT_NOT_FOUND)
+    if isinstance(err, EngineError):
+        code = EXIT_NOT_FOUND if "does not exist" in str(err) else EXIT_RUCIO
+        return Failure(str(err), code)
+    if isinstance(err, rucio_errors.CannotAuthenticate):
+        return Failure(f"cannot log in to Rucio: {_rucio_text(err)}; check the client config "
+                       f"({os.environ.get('RUCIO_CONFIG', 'RUCIO_CONFIG not set')})", EXIT_RUCIO)
+    if isinstance(err, rucio_errors.RucioException):
+        return Failure(f"Rucio error: {type(err).__name__}: {_rucio_text(err)}", EXIT_RUCIO)
+    if isinstance(err, OSError | ConnectionError) or type(err).__module__.startswith(("requests", "urllib3")):
+        return Failure(f"cannot reach Rucio: {err}; is the server up (juno-grid status) and RUCIO_CONFIG right?",
+                       EXIT_RUCIO)
+    return None
+
+
+def _rucio_text(err: Exception) -> str:
+    return " ".join(str(err).replace("Details: ", "").split())
+
+
+def _output() -> Output:
+    return click.get_current_context().meta.setdefault("juno_output", Output())
+
+
+def shared_options(func: F) -> F:
+    """--json, -v, --quiet on every command, gathered into `out`; and the one error handler."""
+
+    def build(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        state = ctx.meta.setdefault("juno_output", Output())
+        setattr(state, param.name or "", value)
+        return value
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        out = kwargs["out"] = _output()
+        try:
+            return func(*args, **kwargs)
+        except Exception as err:
+            failure = _translate(err)
+            if failure is None:
+                raise
+            _fail(out, str(failure), failure.code)
+
+    command: Any = wrapper
+    command = click.option("--json", "as_json", is_flag=True, expose_value=False, callback=build, is_eager=True,
+                           help="Print the result as JSON on stdout (errors: {\"error\", \"exit_code\"}).")(command)
+    command = click.option("-v", "--verbose", count=True, expose_value=False, callback=build, is_eager=True,
+                           help="Say more (every action, with its full reason).")(command)
+    command = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=build, is_eager=True,
+                           help="Print nothing but errors; the exit code tells the outcome.")(command)
+    return command  # type: ignore[no-any-return]
+
+
+def _policy_option(func: F) -> F:
+    func = click.option("--sites", "sites_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                        help="Site topology with the known RSEs [default: sites.yaml next to the policy].")(func)
+    return click.option("--policy", "policy_file", type=click.Path(dir_okay=False, path_type=Path),
+                        envvar="JUNO_REPLICATION_POLICY", show_envvar=True,
+                        help="The replication policy [default: etc/replication.yaml].")(func)
+
+
+def _selection_options(func: F) -> F:
+    func = click.option("--name", "name_filter", metavar="GLOB",
+                        help="Only DIDs whose name matches, e.g. 'block.JUNODAQ.global_trigger.2025*'.")(func)
+    return click.option("--scope", "scopes", multiple=True, metavar="SCOPE",
+                        help="Only this scope (repeat for several; globs allowed) [default: every scope "
+                             "the policy covers].")(func)
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT, epilog="Exit codes:\n\n\b\n" + "\n".join(
+    f"  {code}  {text}" for code, text in EXIT_CODES.items()))
 def main() -> None:
-    """JUNO's replication policy and site topology as code."""
+    """JUNO's replication policy and site topology as code.
+
+    \b
+    The replication policy (etc/replication.yaml) says which copies each kind of
+    data gets; the ingester applies it to every new block. This tool checks the
+    file and keeps Rucio in line with it:
+      juno-policy validate                 check the file (every problem as FILE:LINE)
+      juno-policy plan                     what differs between the policy and Rucio
+      juno-policy apply                    add missing rules, fix deviating ones
+      juno-policy apply --prune            ... and delete rules the policy does not want
+      juno-policy explain raw:block.JUNODAQ.global_trigger.20251009
+                                           why a DID has (or lacks) its rules
+      juno-policy sites plan|apply         make Rucio's RSEs, accounts... match etc/sites.yaml
+
+    Rucio is reached as the rucio CLI does (RUCIO_CONFIG, RUCIO_ACCOUNT); plan and
+    explain only read, apply needs a computing coordinator or root. On the local
+    grid: .venv/bin/juno-grid exec -- juno-policy plan
+    """
 
 
-def _default_sites(policy_file: Path) -> Path | None:
+# -- validate -------------------------------------------------------------------------------------
+
+
+def _sites_for(policy_file: Path, sites_file: Path | None) -> Path:
+    if sites_file is not None:
+        return sites_file
     candidate = policy_file.parent / "sites.yaml"
-    return candidate if candidate.is_file() else None
+    if candidate.is_file():
+        return candidate
+    raise click.UsageError(f"no sites.yaml next to {policy_file}: give the site topology with --sites PATH")
 
 
-def _report(file: str, issues: list[Issue], as_json: bool, summary: str) -> None:
-    if as_json:
-        click.echo(json.dumps({"file": file, "valid": not issues, "errors": [i.as_dict() for i in issues]}, indent=2))
+def _report(out: Output, file: str, issues: list[Issue], summary: str) -> None:
+    if out.as_json:
+        out.json({"file": file, "valid": not issues, "errors": [i.as_dict() for i in issues]})
         return
     for issue in issues:
-        click.echo(str(issue), err=False)
-    click.echo(summary, err=True)
+        click.echo(str(issue))  # the problems are the result: shown even with --quiet
+    out.note(summary)
+
+
+def _load(out: Output, policy_file: Path | None, sites_file: Path | None) -> tuple[Policy, Path]:
+    """The policy, validated against its sites file; exits 1 listing every problem if it is not valid."""
+    from rucio_policy.engine import policy_path
+
+    path = policy_file or policy_path()
+    if not path.is_file():
+        raise click.UsageError(f"no replication policy at {path}: give it with --policy PATH "
+                               "(or JUNO_REPLICATION_POLICY)")
+    sites = _sites_for(path, sites_file)
+    try:
+        catalog: RseCatalog = load_catalog(sites, str(sites))
+    except CatalogInvalid as err:
+        _report(out, str(sites), err.issues, f"{sites}: {len(err.issues)} problem(s); cannot check {path} "
+                                             "without its RSEs; nothing sent to Rucio")
+        sys.exit(EXIT_INVALID)
+    policy, issues = validate_file(path, catalog, str(path))
+    if issues or policy is None:
+        _report(out, str(path), issues, f"{path}: {len(issues)} problem(s), nothing sent to Rucio")
+        sys.exit(EXIT_INVALID)
+    return policy, sites
 
 
 @main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--sites", "sites_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Site topology with the known RSEs [default: sites.yaml next to FILE].")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def validate(file: Path, sites_file: Path | None, as_json: bool) -> None:
+@shared_options
+def validate(file: Path | None, sites_file: Path | None, out: Output) -> None:
     """Check a replication policy file; list every problem as FILE:LINE: what (how to fix).
 
+    FILE defaults to --policy's default (JUNO_REPLICATION_POLICY or etc/replication.yaml).
     RSE names and expressions are checked against the sites file. Nothing is sent to Rucio.
     """
-    sites_file = sites_file or _default_sites(file)
-    if sites_file is None:
-        raise click.UsageError(f"no sites.yaml next to {file}: give the site topology with --sites PATH")
-    try:
-        catalog: RseCatalog = load_catalog(sites_file, str(sites_file))
-    except CatalogInvalid as err:
-        _report(str(sites_file), err.issues, as_json,
-                f"{sites_file}: {len(err.issues)} problem(s); cannot check {file} without its RSEs")
-        sys.exit(EXIT_INVALID)
-    policy, issues = validate_file(file, catalog, str(file))
-    if issues or policy is None:
-        _report(str(file), issues, as_json, f"{file}: {len(issues)} problem(s), nothing applied")
-        sys.exit(EXIT_INVALID)
+    policy, sites = _load(out, file, sites_file)
     rules = sum(len(c.rules) for c in policy.classes)
-    _report(str(file), [], as_json, f"{file}: valid ({len(policy.classes)} classes, {rules} rules, "
-                                    f"RSEs from {sites_file})")
-    sys.exit(EXIT_OK)
+    _report(out, policy.source, [], f"{policy.source}: valid ({len(policy.classes)} classes, {rules} rules, "
+                                    f"RSEs from {sites})")
+
+
+# -- plan / apply / explain -----------------------------------------------------------------------
+
+
+def _client() -> Any:
+    from rucio.client import Client
+
+    return Client()
+
+
+@contextmanager
+def _progress(out: Output, label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for long work (only on a terminal: stdout stays clean for pipes)."""
+    if not out.interactive:
+        yield None
+        return
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=max(total, 1), label=label, file=sys.stderr, show_pos=True)
+            bar.__enter__()
+        bar.length = max(total, 1)
+        bar.update(done - bar.pos)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
+def _print_actions(out: Output, actions: list[Any]) -> None:
+    limit = None if out.verbose else _MAX_LINES
+    for action in actions[:limit]:
+        out.say(str(action))
+    if limit is not None and len(actions) > limit:
+        out.say(f"... and {len(actions) - limit} more (-v lists them all, --json gives them to programs)")
+
+
+def _plan(out: Output, policy: Policy, scopes: tuple[str, ...], name_filter: str | None) -> tuple[Any, Any]:
+    from rucio_policy import engine
+
+    client = _client()
+    if out.interactive:
+        click.echo(f"reading Rucio as {client.account} ...", err=True)
+    with _progress(out, "scopes") as progress:
+        result = engine.plan(client, policy, scope_filter=scopes or None, name_filter=name_filter, progress=progress)
+    return client, result
+
+
+@main.command()
+@_policy_option
+@_selection_options
+@shared_options
+def plan(policy_file: Path | None, sites_file: Path | None, scopes: tuple[str, ...], name_filter: str | None,
+         out: Output) -> None:
+    """Show what differs between the replication policy and Rucio's rules.
+
+    Over every block and container the policy covers: missing rules (+), rules
+    that deviate from the policy (~: copies, RSE expression, lifetime, activity,
+    priority, lock, owner), closed blocks whose placement is still to decide (?),
+    and rules the policy does not want (-). Only reads Rucio. Exit 0 when Rucio
+    matches, 3 when apply would change something.
+
+    \b
+    Example:
+      juno-policy plan --name 'block.JUNODAQ.global_trigger.202510*'
+    """
+    policy, _ = _load(out, policy_file, sites_file)
+    _, result = _plan(out, policy, scopes, name_filter)
+    if out.as_json:
+        out.json(result.as_dict())
+    else:
+        _print_actions(out, result.actions)
+        for problem in result.problems:
+            click.echo(f"problem: {problem}", err=True)
+        out.say(result.summary())
+    sys.exit(EXIT_CHANGES if result.actions else EXIT_OK)
+
+
+def _confirm_prune(out: Output, deletions: list[Any], yes: bool) -> None:
+    if not deletions or yes:
+        return
+    if out.as_json or not sys.stdin.isatty():
+        raise Failure(f"--prune would delete {len(deletions)} rule(s) and there is no terminal to confirm it: "
+                      "check them with `juno-policy plan`, then add --yes. Nothing was changed.", EXIT_ABORTED)
+    click.echo(f"--prune deletes these {len(deletions)} rule(s) (their replicas may then be deleted):", err=True)
+    for action in deletions[: None if out.verbose else _MAX_LINES]:
+        click.echo(f"  {action}", err=True)
+    if not click.confirm("Delete them?", default=False, err=True):
+        raise Failure("deletions not confirmed: nothing was changed", EXIT_ABORTED)
+
+
+@main.command()
+@_policy_option
+@_selection_options
+@click.option("--prune", is_flag=True, help="Also delete the rules the policy does not want (asks first).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting (for cron, with --prune).")
+@click.option("--dry-run", is_flag=True, help="Send nothing; print exactly what would be sent.")
+@shared_options
+def apply(policy_file: Path | None, sites_file: Path | None, scopes: tuple[str, ...], name_filter: str | None,
+          prune: bool, yes: bool, dry_run: bool, out: Output) -> None:
+    """Make Rucio's rules match the replication policy.
+
+    Decides the placement of closed blocks that have none yet (recorded on the
+    block, never changed afterwards), adds missing rules and fixes deviating ones,
+    exactly as the ingester does. Rules the policy does not want are only listed,
+    unless --prune: then they are deleted after a confirmation (--yes to skip it).
+    Idempotent: a second run changes nothing. Safe from cron:
+
+    \b
+      juno-policy apply --quiet || mail -s "juno-policy apply: exit $?" ...
+
+    Needs a computing coordinator or root: the rules belong to the data's service
+    account (raw: juno_ingest; rtraw, esd, mc: juno_prod).
+    """
+    from rucio_policy import engine
+
+    policy, _ = _load(out, policy_file, sites_file)
+    client, result_plan = _plan(out, policy, scopes, name_filter)
+    if prune and not dry_run:
+        _confirm_prune(out, result_plan.deletions, yes)
+    with _progress(out, "applying") as progress:
+        result = engine.apply(client, result_plan, prune=prune, dry_run=dry_run, progress=progress, policy=policy)
+    if out.as_json:
+        out.json({"plan": {k: v for k, v in result_plan.as_dict().items() if k != "actions"},
+                  **result.as_dict()})
+    else:
+        if dry_run:
+            _print_actions(out, result.would)
+        elif out.verbose:
+            _print_actions(out, result_plan.actions)
+        for action, error in result.failed:
+            click.echo(f"FAILED {action}\n  {error}", err=True)
+        out.say(result.summary())
+    if result.failed:
+        sys.exit(EXIT_PARTIAL)
+    sys.exit(EXIT_CHANGES if dry_run and result.would else EXIT_OK)
+
+
+@main.command()
+@click.argument("did")
+@_policy_option
+@shared_options
+def explain(did: str, policy_file: Path | None, sites_file: Path | None, out: Output) -> None:
+    """Why DID has (or lacks) its rules.
+
+    The data class it matched, the rules it should have and the ones Rucio has
+    (with their state), why IN2P3 holds it or not (the placement recorded on the
+    block), other accounts' rules, and its replicas per RSE and state.
+
+    \b
+    Example:
+      juno-policy explain raw:block.JUNODAQ.global_trigger.20251009
+      juno-policy explain block.JUNODAQ.global_trigger.20251009     (scope from the name)
+    """
+    from rucio_policy import engine
+
+    policy, _ = _load(out, policy_file, sites_file)
+    result = engine.explain(_client(), did, policy)
+    if out.as_json:
+        out.json(result.as_dict())
+    else:
+        out.say(result.text())
+
+
+# -- sites ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def sites() -> None:
+    """Make Rucio's RSEs, attributes, protocols, distances, accounts and limits match etc/sites.yaml.
+
+    Nothing is ever deleted: what Rucio has and the file does not name is listed as
+    extra (?), for a person to decide.
+    """
+
+
+def _sites_options(func: F) -> F:
+    func = click.option("--env", "environment", type=click.Choice(["local", "production"]), default="local",
+                        show_default=True, help="Which protocols and accounts of the file to use.")(func)
+    return click.option("--sites", "sites_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                        help="The topology file [default: etc/sites.yaml].")(func)
+
+
+def _sites_plan(sites_file: Path | None, environment: str) -> tuple[Any, list[Any]]:
+    from rucio_policy import sites_sync, topology
+
+    try:
+        topo = topology.load(sites_file or topology.DEFAULT_SITES)
+    except topology.TopologyError as err:
+        raise Failure(f"{err}\nnothing sent to Rucio", EXIT_INVALID) from None
+    client = _client()
+    return client, sites_sync.plan(client, topo, environment)
+
+
+@sites.command(name="plan")
+@_sites_options
+@shared_options
+def sites_plan(sites_file: Path | None, environment: str, out: Output) -> None:
+    """Show what differs between etc/sites.yaml and Rucio. Exit 3 if apply would change something."""
+    _, changes = _sites_plan(sites_file, environment)
+    todo = [c for c in changes if c.kind != "extra"]
+    if out.as_json:
+        out.json({"environment": environment, "changes": [c.as_dict() for c in changes]})
+    else:
+        for change in changes:
+            out.say(str(change))
+        out.say(f"{len(todo)} change(s) to apply, {len(changes) - len(todo)} extra in Rucio (never deleted)")
+    sys.exit(EXIT_CHANGES if todo else EXIT_OK)
+
+
+@sites.command(name="apply")
+@_sites_options
+@click.option("--dry-run", is_flag=True, help="Send nothing; print what would be sent.")
+@shared_options
+def sites_apply(sites_file: Path | None, environment: str, dry_run: bool, out: Output) -> None:
+    """Make Rucio match etc/sites.yaml (adds and updates only; needs root)."""
+    from rucio_policy import sites_sync
+
+    _, changes = _sites_plan(sites_file, environment)
+    todo = [c for c in changes if c.kind != "extra"]
+    if dry_run:
+        if out.as_json:
+            out.json({"environment": environment, "dry_run": True, "would": [c.as_dict() for c in todo]})
+        else:
+            for change in todo:
+                out.say(str(change))
+            out.say(f"dry run: would apply {len(todo)} change(s); nothing sent")
+        sys.exit(EXIT_CHANGES if todo else EXIT_OK)
+    done: list[Any] = []
+    try:
+        sites_sync.apply(changes, on_change=done.append)
+    except RuntimeError as err:
+        cause = err.__cause__ if isinstance(err.__cause__, Exception) else err
+        failure = _translate(cause) or Failure(str(err), EXIT_RUCIO)
+        raise Failure(f"{err}; {len(done)} change(s) applied before it", failure.code) from None
+    if out.as_json:
+        out.json({"environment": environment, "applied": [c.as_dict() for c in done]})
+    else:
+        for change in done:
+            out.say(str(change))
+        out.say(f"applied {len(done)} change(s)" if done else "no change: Rucio already matches the sites file")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@ Runs inside the grid (`juno-grid exec -- python -m juno_grid.demo`) with the bac
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import time
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mb", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args(argv)
+    # Rucio's client logs a VO warning on every start; the demo's own lines say what happens.
+    logging.basicConfig(level=logging.ERROR)
 
     from rucio.client import Client
     from rucio.common.exception import DataIdentifierAlreadyExists
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     say("\n== 3. Where the bytes are, and their adler32 as each storage computes it")
-    say(f"   {'file':<66} {'Rucio':<9} {'IHEP-EOS':<9} {'CNAF-DISK':<9}")
+    say(f"   {'file':<70} {'Rucio':<9} {'IHEP-EOS':<9} {'CNAF-DISK':<9}")
     ok = True
     for rep in client.list_replicas(dids, schemes=["root"]):
         ihep = storage.remote_adler32(rep["rses"]["IHEP-EOS"][0])
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         good = rep["adler32"] == ihep == cnaf
         ok &= good
         verdict = "ok" if good else "MISMATCH"
-        say(f"   {rep['name']:<66} {rep['adler32']:<9} {ihep or '-':<9} {cnaf or '-':<9} {verdict}")
+        say(f"   {rep['name']:<70} {rep['adler32']:<9} {ihep or '-':<9} {cnaf or '-':<9} {verdict}")
     say(f"\n{'All copies verified.' if ok else 'Checksum mismatch: see above.'} "
         f"Try: .venv/bin/juno-grid exec -- rucio rule list --did raw:{block}")
     return 0 if ok else 1

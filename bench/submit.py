@@ -1,0 +1,143 @@
+"""Benchmark: juno-submit plans and submits a task of 10,000 jobs over 100,000 files held at 4 sites.
+
+The input is a dedicated year container of raw files, registered once in Rucio and reused by later
+runs: `raw:stream.JUNODAQ.bench_submit.2025` (two month containers, 40 daily blocks of 2,500 files).
+Every file has an IHEP-TAPE replica, as the replication policy gives raw data, and disk replicas at one
+or two sites, varying by block, so the files fall into 8 groups of sites. The files have no bytes on
+storage (the jobs never run), only catalogue entries with sizes and adler32.
+
+Figures, all measured in this run:
+  plan_s     resolve the container in Rucio, group by sites, split into jobs, write the job specs
+  submit_s   write the items file, submit one cluster (late materialization) and record the task
+  total_s    plan_s + submit_s                                          (target < 10 s)
+  rucio_s    the time spent in Rucio queries alone (part of plan_s)
+  ratio      total_s / rucio_s: what juno-submit adds on top of the catalogue
+  status_s   `juno-submit status` for the 10,000 jobs: event log read, state updated, summary  (< 1 s)
+
+The jobs are submitted **on hold** (`hold = True`), so the 4-slot pool never runs them, and are
+removed from the schedd at the end (also on failure).
+
+Run from the repository root (as root; joins the grid's namespace, starting the grid if needed):
+    .venv/bin/python bench/submit.py [--jobs 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from juno_grid import grid
+from juno_grid.config import load
+
+STREAM = "JUNODAQ.bench_submit"
+YEAR_CONTAINER = f"stream.{STREAM}.2025"
+N_BLOCKS = 40
+FILES_PER_BLOCK = 2500
+FILES = N_BLOCKS * FILES_PER_BLOCK
+FIRST_DAY = date(2025, 1, 1)
+BATCH = 1000  # the generic schema caps every bulk call at 1000 items
+# Disk copies per block (block index mod 8): every site alone, then pairs.
+PLACEMENT = [
+    ("IHEP-EOS",), ("CNAF-DISK",), ("JINR-DISK",), ("IN2P3-DISK",),
+    ("IHEP-EOS", "CNAF-DISK"), ("CNAF-DISK", "JINR-DISK"), ("JINR-DISK", "IN2P3-DISK"), ("IHEP-EOS", "IN2P3-DISK"),
+]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _block_day(i: int) -> date:
+    return FIRST_DAY + timedelta(days=i)
+
+
+def _files_of_block(i: int) -> list[dict[str, Any]]:
+    day = _block_day(i)
+    rng = random.Random(i)  # the same sizes and checksums on every run
+    return [
+        {"scope": "raw",
+         "name": f"RUN.{900000 + i}.JUNODAQ.Physics.ds-2.bench_submit.{day:%Y%m%d}120000.{seq:05d}.dat",
+         "bytes": rng.randrange(500_000_000, 2_000_000_000), "adler32": f"{rng.getrandbits(32):08x}"}
+        for seq in range(1, FILES_PER_BLOCK + 1)
+    ]
+
+
+def ensure_input(main_client: Any) -> None:
+    """Register the benchmark's container once; later runs find it complete and reuse it."""
+    client = main_client
+    from rucio.common.exception import DataIdentifierAlreadyExists, DataIdentifierNotFound
+
+    try:
+        did = client.get_did("raw", YEAR_CONTAINER, dynamic_depth="FILE")
+        if did.get("length") == FILES:
+            log(f"input raw:{YEAR_CONTAINER} already registered ({FILES} files): reused")
+            return
+    except DataIdentifierNotFound:
+        pass
+    log(f"registering raw:{YEAR_CONTAINER}: {N_BLOCKS} blocks x {FILES_PER_BLOCK} files (once) ...")
+    started = time.perf_counter()
+    months = sorted({f"stream.{STREAM}.{_block_day(i):%Y%m}" for i in range(N_BLOCKS)})
+    for name in [YEAR_CONTAINER, *months]:
+        try:
+            client.add_container("raw", name)
+        except DataIdentifierAlreadyExists:
+            pass
+    for month in months:
+        try:
+            client.attach_dids("raw", YEAR_CONTAINER, [{"scope": "raw", "name": month}])
+        except Exception as exc:  # noqa: BLE001 - already attached on a re-run of an interrupted registration
+            if "already" not in str(exc).lower():
+                raise
+
+    def one_block(i: int) -> None:
+        client = type(main_client)()  # one client per thread: requests sessions are not shared safely
+        block = f"block.{STREAM}.{_block_day(i):%Y%m%d}"
+        files = _files_of_block(i)
+        try:
+            client.add_dataset("raw", block)
+        except DataIdentifierAlreadyExists:
+            pass
+        present = {f["name"] for f in client.list_files("raw", block)}
+        todo = [f for f in files if f["name"] not in present]
+        for k in range(0, len(todo), BATCH):
+            client.attach_dids("raw", block, todo[k:k + BATCH], rse="IHEP-TAPE")
+        for rse in PLACEMENT[i % len(PLACEMENT)]:
+            for k in range(0, len(files), BATCH):
+                client.add_replicas(rse=rse, files=files[k:k + BATCH])  # existing ones are skipped
+        try:
+            client.attach_dids("raw", f"stream.{STREAM}.{_block_day(i):%Y%m}", [{"scope": "raw", "name": block}])
+        except Exception as exc:  # noqa: BLE001 - already attached
+            if "already" not in str(exc).lower():
+                raise
+        log(f"  {block}: {len(files)} files at IHEP-TAPE + {', '.join(PLACEMENT[i % len(PLACEMENT)])}")
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one_block, range(N_BLOCKS)))
+    log(f"registered in {time.perf_counter() - started:.0f} s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--register-only", action="store_true", help="register the input and stop")
+    args = parser.parse_args()
+    cfg = load()
+    with grid.session(cfg, daemons=False, condor_pool=True, log=log):
+        from rucio.client import Client
+
+        ensure_input(Client())
+        if args.register_only:
+            return 0
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

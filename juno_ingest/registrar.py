@@ -1,0 +1,349 @@
+"""The Rucio adapter: the only module that calls Rucio (plus the policy engine it hands a client to).
+
+Every call is a bulk call of at most `bulk_size` (≤ 1000, Rucio's cap) items. Files are registered and
+attached in one call, `attach_dids(scope, block, files, rse=IHEP)`: one transaction per chunk (DESIGN.md
+measured it faster than add_replicas + attach). Chunks run `parallel` at a time, each thread with its
+own client.
+
+Idempotency (DESIGN.md): `add_replicas` silently keeps an existing file even with another checksum, and
+attaching a file that exists in another block would give it two parents, so the caller looks names up
+first (`existing_files`) and registers only new ones. Rucio's own signals back that up:
+DataIdentifierAlreadyExists and DuplicateRule are success; FileAlreadyExists and
+FileConsistencyMismatch on a chunk (someone else registered a name in between) make the caller look
+again (`Recheck`).
+
+Errors are sorted into three kinds the consumer acts on:
+  RucioUnavailable   server down, timeouts, 5xx, database trouble: retry the batch later, commit nothing;
+  RucioRefused       permission, unknown RSE/scope/account, bad credentials: stop with the server's
+                     message and what to check (retrying would not help);
+  per-file problems  (a name the server rejects, a closed block) come back as results, not exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import requests
+from rucio.common import exception as rex
+
+from juno_ingest.batching import Known
+from juno_ingest.mapping import SCOPE, BlockPlan
+from juno_ingest.storage_check import Endpoint
+
+log = logging.getLogger("juno_ingest.registrar")
+
+MAX_BULK = 1000  # Rucio's generic schema caps every bulk call here
+
+
+class RucioUnavailable(Exception):
+    """Rucio could not do it now (unreachable, overloaded, restarting): retry later."""
+
+
+class RucioRefused(Exception):
+    """Rucio refused for a reason retrying will not fix; the message says what to check."""
+
+
+# Exceptions that mean "the server or the path to it had a problem", not "the request was wrong".
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    rex.ServerConnectionException, rex.ServiceUnavailable, rex.DatabaseException,
+    requests.exceptions.RequestException, ConnectionError, TimeoutError,
+)
+_REFUSED: tuple[type[BaseException], ...] = (
+    rex.AccessDenied, rex.CannotAuthenticate, rex.RSENotFound, rex.ScopeNotFound, rex.AccountNotFound,
+    rex.RSEWriteBlocked, rex.InvalidRSEExpression, rex.MissingClientParameter, rex.ConfigNotFound,
+)
+
+
+def _text(err: BaseException) -> str:
+    return " ".join(str(err).replace("Details:", "").split()) or type(err).__name__
+
+
+@contextmanager
+def rucio_errors(what: str, *, refused_hint: str = "") -> Iterator[None]:
+    """Translate transient and configuration errors of a Rucio call; let the rest through."""
+    try:
+        yield
+    except _REFUSED as err:
+        hint = refused_hint or ("check the ingest account (rucio.account, its role attribute), the RSE name and "
+                                "the server's policy (rucio_policy/access.py)")
+        raise RucioRefused(f"Rucio refused {what}: {type(err).__name__}: {_text(err)}; {hint}") from err
+    except _TRANSIENT as err:
+        raise RucioUnavailable(f"Rucio unavailable during {what}: {type(err).__name__}: {_text(err)}") from err
+    except rex.RucioException as err:
+        # The bare base class is what the client raises for an HTTP error without Rucio's headers
+        # (a proxy's 502, gunicorn restarting): transient. Specific subclasses go to the caller.
+        if type(err) is rex.RucioException:
+            raise RucioUnavailable(f"Rucio unavailable during {what}: {_text(err)}") from err
+        raise
+    except OSError as err:
+        raise RucioUnavailable(f"Rucio unavailable during {what}: {type(err).__name__}: {_text(err)}") from err
+
+
+class BlockRules(Protocol):
+    """The replication policy, applied per block (rucio_policy.engine behind it)."""
+
+    def ensure(self, client: Any, scope: str, name: str) -> Any: ...
+
+    def finalize(self, client: Any, scope: str, name: str) -> Any: ...
+
+
+class NoRules:
+    """rules.apply: false — blocks get no rules (for a grid without a replication policy)."""
+
+    def ensure(self, client: Any, scope: str, name: str) -> None:
+        return None
+
+    def finalize(self, client: Any, scope: str, name: str) -> None:
+        return None
+
+
+class PolicyRules:
+    """rucio_policy.engine: ensure_block_rules after creating a block, finalize_block after closing it."""
+
+    def __init__(self, policy_file: str | None = None) -> None:
+        from rucio_policy import engine
+
+        self._engine = engine
+        try:
+            self._policy = engine.load_default_policy(policy_file) if policy_file else engine.load_default_policy()
+        except engine.EngineError as err:
+            raise RucioRefused(str(err)) from None
+        except Exception as err:  # noqa: BLE001 - replication.PolicyInvalid and YAML errors: say which file
+            raise RucioRefused(f"the replication policy ({policy_file or engine.policy_path()}) is not valid: "
+                               f"{err}; check it with `juno-policy validate`") from None
+
+    def ensure(self, client: Any, scope: str, name: str) -> Any:
+        return self._wrap(lambda: self._engine.ensure_block_rules(client, scope, name, policy=self._policy))
+
+    def finalize(self, client: Any, scope: str, name: str) -> Any:
+        return self._wrap(lambda: self._engine.finalize_block(client, scope, name, policy=self._policy))
+
+    def _wrap(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except self._engine.EngineError as err:
+            raise RucioRefused(f"replication policy engine: {err}") from None
+
+
+@dataclass(frozen=True)
+class BlockState:
+    exists: bool
+    is_open: bool = True
+    closed_at: datetime | None = None
+
+
+@dataclass
+class RegisterResult:
+    """What became of one block's new files."""
+
+    registered: list[str] = field(default_factory=list)
+    recheck: list[str] = field(default_factory=list)  # someone registered them meanwhile: look again
+    closed: list[str] = field(default_factory=list)  # the block was closed: these files are late
+    rejected: dict[str, str] = field(default_factory=dict)  # name → the server's reason
+
+
+class Registrar:
+    """Registers JUNO raw files in Rucio as the ingest account."""
+
+    def __init__(self, client_factory: Callable[[], Any], *, rse: str, bulk_size: int = 500, parallel: int = 2,
+                 rules: BlockRules | None = None) -> None:
+        if not 1 <= bulk_size <= MAX_BULK:
+            raise ValueError(f"bulk_size must be 1..{MAX_BULK}, got {bulk_size}")
+        self.rse = rse
+        self.bulk_size = bulk_size
+        self.parallel = max(1, parallel)
+        self.rules: BlockRules = rules or NoRules()
+        self._factory = client_factory
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="rucio")
+        self._main: Any | None = None
+
+    # -- clients ----------------------------------------------------------------------------------
+
+    def connect(self) -> str:
+        """Authenticate and check the RSE; the account name. Bad credentials are RucioRefused at once."""
+        with rucio_errors("authentication", refused_hint="check rucio.account / rucio.auth_type and the "
+                                                         "credentials (rucio.cfg, or rucio.username/password)"):
+            self._main = self._factory()
+            who = self._main.whoami()
+        with rucio_errors(f"looking up RSE {self.rse}", refused_hint="check rucio.rse in the ingest configuration"):
+            self._main.get_rse(self.rse)
+        return str(who.get("account"))
+
+    @property
+    def client(self) -> Any:
+        if self._main is None:
+            with rucio_errors("authentication"):
+                self._main = self._factory()
+        return self._main
+
+    def _thread_client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            with rucio_errors("authentication"):
+                client = self._local.client = self._factory()
+        return client
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def storage_endpoint(self, scheme: str = "root") -> Endpoint:
+        """The RSE's `scheme` protocol (host:port, prefix), as Rucio has it."""
+        with rucio_errors(f"reading the protocols of {self.rse}"):
+            protocols = self.client.get_protocols(self.rse)
+        for proto in protocols:
+            if proto.get("scheme") == scheme:
+                return Endpoint(f"{proto['hostname']}:{proto['port']}", str(proto.get("prefix") or ""))
+        schemes = ", ".join(sorted({str(p.get("scheme")) for p in protocols})) or "none"
+        raise RucioRefused(f"RSE {self.rse} has no {scheme}:// protocol (it has: {schemes}); the storage check "
+                           "needs one: set storage_check.scheme, or storage_check.enabled: false")
+
+    def _map(self, fn: Callable[[Any, Any], Any], items: Sequence[Any]) -> list[Any]:
+        """fn(client, item) for each item, `parallel` at a time, results in order."""
+        if len(items) <= 1 or self.parallel == 1:
+            return [fn(self.client, item) for item in items]
+        return list(self._pool.map(lambda item: fn(self._thread_client(), item), items))
+
+    def _chunks(self, items: Sequence[Any]) -> list[Sequence[Any]]:
+        return [items[i:i + self.bulk_size] for i in range(0, len(items), self.bulk_size)]
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def existing_files(self, names: Sequence[str]) -> dict[str, Known]:
+        """name → (size, adler32) for the names Rucio already has in raw."""
+        def lookup(client: Any, chunk: Sequence[str]) -> list[dict[str, Any]]:
+            with rucio_errors("looking up existing files"):
+                return list(client.get_metadata_bulk([{"scope": SCOPE, "name": n} for n in chunk]))
+
+        out: dict[str, Known] = {}
+        for rows in self._map(lookup, self._chunks(list(dict.fromkeys(names)))):
+            for row in rows:
+                out[str(row["name"])] = Known(row.get("bytes"), row.get("adler32"))
+        return out
+
+    def block_states(self, names: Sequence[str]) -> dict[str, BlockState]:
+        """State of blocks (or containers) by name; missing ones have exists=False."""
+        out = {n: BlockState(exists=False) for n in names}
+        for chunk in self._chunks(list(dict.fromkeys(names))):
+            with rucio_errors("looking up blocks"):
+                rows = list(self.client.get_metadata_bulk([{"scope": SCOPE, "name": n} for n in chunk]))
+            for row in rows:
+                out[str(row["name"])] = BlockState(exists=True, is_open=bool(row.get("is_open", True)),
+                                                   closed_at=row.get("closed_at"))
+        return out
+
+    def list_blocks(self, streams: Sequence[str], created_after: datetime) -> dict[str, BlockState]:
+        """Blocks of these streams (all streams if empty) created after a date, with their state."""
+        patterns = [f"block.{s}.*" for s in streams] or ["block.*"]
+        names: list[str] = []
+        for pattern in patterns:
+            with rucio_errors("listing blocks"):
+                names += list(self.client.list_dids(SCOPE, {"name": pattern,
+                                                            "created_after": created_after.strftime("%Y-%m-%dT%H:%M:%S.000Z")},
+                                                    did_type="dataset"))
+        return self.block_states(sorted(set(names))) if names else {}
+
+    # -- blocks -----------------------------------------------------------------------------------
+
+    def create_block(self, plan: BlockPlan) -> bool:
+        """The block, its containers and their attachments (idempotent). True if the block was new."""
+        names = [plan.name, *plan.containers]
+        states = self.block_states(names)
+        missing = [n for n in names if not states[n].exists]
+        if missing:
+            dids = []
+            for name in missing:
+                kind = "DATASET" if name == plan.name else "CONTAINER"
+                meta = plan.meta if name == plan.name else plan.container_meta()
+                dids.append({"scope": SCOPE, "name": name, "type": kind, "meta": meta})
+            try:
+                with rucio_errors(f"creating block {plan.name}"):
+                    self.client.add_dids(dids)
+            except rex.DataIdentifierAlreadyExists:
+                # Someone made one of them in between: the bulk call is one transaction, make each alone.
+                for did in dids:
+                    try:
+                        with rucio_errors(f"creating {did['name']}"):
+                            self.client.add_dids([did])
+                    except rex.DataIdentifierAlreadyExists:
+                        pass
+        attachments = [{"scope": SCOPE, "name": parent, "dids": [{"scope": SCOPE, "name": child}]}
+                       for parent, child in plan.attachments()]
+        with rucio_errors(f"attaching block {plan.name} to its containers"):
+            self.client.attach_dids_to_dids(attachments, ignore_duplicate=True)
+        return plan.name in missing
+
+    def ensure_rules(self, block: str) -> Any:
+        with rucio_errors(f"adding the policy's rules to {block}"):
+            return self.rules.ensure(self.client, SCOPE, block)
+
+    def close_block(self, block: str) -> Any:
+        """Close the block, then let the policy decide what depends on its final size."""
+        try:
+            with rucio_errors(f"closing {block}"):
+                self.client.set_status(SCOPE, block, open=False)
+        except rex.UnsupportedOperation:
+            pass  # already closed (a crash after closing, or another ingester): finalize is idempotent
+        with rucio_errors(f"finalizing the rules of {block}"):
+            return self.rules.finalize(self.client, SCOPE, block)
+
+    def finalize(self, block: str) -> Any:
+        with rucio_errors(f"finalizing the rules of {block}"):
+            return self.rules.finalize(self.client, SCOPE, block)
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def register(self, block: str, files: Sequence[Mapping[str, Any]]) -> RegisterResult:
+        """Register replicas at the RSE and attach them to `block`, in parallel chunks."""
+        result = RegisterResult()
+        for part in self._map(lambda client, chunk: self._register_chunk(client, block, chunk), self._chunks(files)):
+            result.registered += part.registered
+            result.recheck += part.recheck
+            result.closed += part.closed
+            result.rejected.update(part.rejected)
+        return result
+
+    def _register_chunk(self, client: Any, block: str, chunk: Sequence[Mapping[str, Any]]) -> RegisterResult:
+        names = [str(f["name"]) for f in chunk]
+        try:
+            with rucio_errors(f"registering {len(chunk)} files in {block}"):
+                client.attach_dids(SCOPE, block, list(chunk), rse=self.rse)
+            return RegisterResult(registered=names)
+        except (rex.FileAlreadyExists, rex.FileConsistencyMismatch, rex.DataIdentifierAlreadyExists):
+            return RegisterResult(recheck=names)
+        except rex.UnsupportedOperation as err:
+            if "closed" in str(err):
+                return RegisterResult(closed=names)
+            return self._one_by_one(client, block, chunk)
+        except (rex.InvalidObject, rex.InputValidationError, rex.DataIdentifierNotFound, rex.UnsupportedOperation):
+            return self._one_by_one(client, block, chunk)
+
+    def _one_by_one(self, client: Any, block: str, chunk: Sequence[Mapping[str, Any]]) -> RegisterResult:
+        """A chunk the server refused as a whole: find the file(s) it objects to."""
+        result = RegisterResult()
+        for item in chunk:
+            name = str(item["name"])
+            try:
+                with rucio_errors(f"registering {name} in {block}"):
+                    client.attach_dids(SCOPE, block, [item], rse=self.rse)
+                result.registered.append(name)
+            except (rex.FileAlreadyExists, rex.FileConsistencyMismatch, rex.DataIdentifierAlreadyExists):
+                result.recheck.append(name)
+            except rex.DataIdentifierNotFound as err:
+                # The block itself is gone (deleted by an admin while we ran): nothing per file to blame.
+                raise RucioUnavailable(f"{block} disappeared while registering into it: {_text(err)}") from err
+            except rex.UnsupportedOperation as err:
+                if "closed" in str(err):
+                    result.closed.append(name)
+                else:
+                    result.rejected[name] = f"{type(err).__name__}: {_text(err)}"
+            except (rex.InvalidObject, rex.InputValidationError) as err:
+                result.rejected[name] = f"{type(err).__name__}: {_text(err)}"
+        return result

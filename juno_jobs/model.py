@@ -1,0 +1,164 @@
+"""The typed objects juno-submit passes between its layers: a task as read from YAML, input files with
+their replicas, jobs. Everything past the edges (task file, Rucio, HTCondor) works on these."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Scalar = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class Did:
+    scope: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> Did:
+        scope, _, name = text.partition(":")
+        return cls(scope.strip(), name.strip())
+
+
+@dataclass(frozen=True)
+class Range:
+    """A metadata filter {min, max}; either end may be open."""
+
+    min: Scalar | None = None
+    max: Scalar | None = None
+
+
+FilterValue = Scalar | tuple[Scalar, ...] | Range
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    dids: tuple[Did, ...]
+    filter: Mapping[str, FilterValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobVar:
+    """One JSUB-style job variable: range (first, step, last|count), enumerate (values), list (file)."""
+
+    name: str
+    kind: str
+    group: str = "default"
+    first: float = 1
+    step: float = 1
+    last: float | None = None
+    count: int | None = None
+    values: tuple[Scalar, ...] = ()
+
+
+@dataclass(frozen=True)
+class Splitting:
+    files_per_job: int | None = None
+    jobvars: tuple[JobVar, ...] = ()
+    max_jobs: int | None = None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    dataset: str  # name only; the scope is user.<account>, decided at submission
+    scope: str | None  # if the task file wrote user.<account>:name
+    files: tuple[str, ...]
+    rse: str = "site"  # "site" = a disk RSE at the site where the job ran
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory_mb: int = 2048
+    cpus: int = 1
+    disk_mb: int = 4096
+    wall_s: int = 4 * 3600
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    memory_ladder_mb: tuple[int, ...] = ()
+    exit_codes: frozenset[int] | None = None  # None = any non-zero payload exit code is retried
+
+
+@dataclass(frozen=True)
+class SiteLists:
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+    def permits(self, site: str) -> bool:
+        return (not self.allow or site in self.allow) and site not in self.deny
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    source: Path  # the task file
+    executable: Path | None  # shipped with the jobs (relative path in the task file) ...
+    site_executable: str | None  # ... or a path that exists at the sites
+    script: str | None
+    arguments: str
+    environment: Mapping[str, str]
+    release: str | None
+    input: InputSpec | None
+    splitting: Splitting
+    output: OutputSpec | None
+    resources: Resources
+    retry: RetryPolicy
+    sites: SiteLists
+    description: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RseInfo:
+    name: str
+    site: str
+    tape: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """A file of the input with its AVAILABLE replicas (RSE → PFN)."""
+
+    scope: str
+    name: str
+    bytes: int
+    adler32: str | None
+    replicas: Mapping[str, str]
+
+    @property
+    def did(self) -> str:
+        return f"{self.scope}:{self.name}"
+
+
+@dataclass(frozen=True)
+class SiteGroup:
+    """Files held (on disk, AVAILABLE) by exactly this set of allowed sites."""
+
+    sites: tuple[str, ...]
+    files: tuple[InputFile, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job of a task: where it may run, what it reads, its arguments."""
+
+    index: int
+    sites: tuple[str, ...]  # empty = anywhere (no input)
+    files: tuple[InputFile, ...]
+    variables: Mapping[str, Scalar]
+    arguments: tuple[str, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
