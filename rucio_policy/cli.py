@@ -504,5 +504,43 @@ def sites_apply(sites_file: Path | None, environment: str, dry_run: bool, out: O
         out.say(f"applied {len(done)} change(s)" if done else "no change: Rucio already matches the sites file")
 
 
+@sites.command(name="client-config")
+@click.argument("accounts", nargs=-1)
+@click.option("--base", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="RUCIO_CONFIG",
+              help="The root client config to start from [default: $RUCIO_CONFIG, the grid's].")
+@click.option("--sites", "sites_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The topology file, for the accounts [default: etc/sites.yaml].")
+@shared_options
+def sites_client_config(accounts: tuple[str, ...], base: Path | None, sites_file: Path | None, out: Output) -> None:
+    """Local grid: write a rucio client config per account (next to the grid's rucio.cfg).
+
+    Without ACCOUNTS: every local account of the sites file. Then act as one with the
+    stock rucio CLI, inside the grid:
+
+    \b
+      juno-grid exec -- juno-policy sites client-config
+      juno-grid exec -- rucio --config .grid/rucio/analyst1.cfg whoami
+    """
+    from rucio_policy import topology
+    from rucio_policy.client_config import write_account_config
+
+    if base is None:
+        raise click.UsageError("no RUCIO_CONFIG: run it inside the grid (juno-grid exec -- ...) or give --base")
+    try:
+        topo = topology.load(sites_file or topology.DEFAULT_SITES)
+    except topology.TopologyError as err:
+        raise Failure(str(err), EXIT_INVALID) from None
+    known = [a.name for a in topo.accounts_for("local")]
+    unknown = [a for a in accounts if a not in known]
+    if unknown:
+        raise click.UsageError(f"unknown account(s) {', '.join(unknown)}: the local grid has {', '.join(known)}")
+    paths = [write_account_config(base, account) for account in (accounts or tuple(known))]
+    if out.as_json:
+        out.json({"written": [str(p) for p in paths]})
+    else:
+        for path in paths:
+            out.say(str(path))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

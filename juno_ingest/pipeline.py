@@ -1,0 +1,270 @@
+"""One batch of Kafka messages → Rucio: every message ends registered, a duplicate, or dead-lettered.
+
+    result = Pipeline(registrar, checker, ...).process(batch)
+
+`process` is idempotent: called again on the same batch (after Rucio was unreachable, after a crash
+and replay) it registers nothing twice, because it looks up what Rucio has before registering. It
+raises RucioUnavailable / StorageUnavailable when it cannot finish; the consumer then waits and
+calls it again with the same batch, committing nothing in between.
+
+Order of work for a batch:
+  1. parse and map each message (pure); reject what is malformed or not for us;
+  2. ask Rucio which names exist (bulk) while xrdfs stats the files at IHEP (in parallel);
+  3. classify each file: new, duplicate (same size and adler32) or conflict (dead-letter; Rucio's file stays);
+  4. new files must be on storage with the announced size;
+  5. blocks seen for the first time in this process: create (with containers) if missing, give them the
+     policy's rules (ensure_block_rules); a closed block takes no new file (dead letter "late");
+  6. register and attach the new files per block (bulk, parallel chunks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+
+from juno_ingest import messages
+from juno_ingest.batching import Kind, Known, Position, classify
+from juno_ingest.mapping import SCOPE, BlockPlan, FilePlan, expected_path, plan_file
+from juno_ingest.registrar import BlockState, Registrar, RucioUnavailable
+from juno_ingest.storage_check import StorageChecker
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A Kafka message as the pipeline sees it."""
+
+    position: Position
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+
+class Fate(Enum):
+    REGISTERED = "registered"
+    DUPLICATE = "duplicate"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    fate: Fate
+    code: str = ""  # dead letters: malformed, conflict, not_on_storage, size_mismatch, late, ...
+    reason: str = ""
+    name: str | None = None
+    block: str | None = None
+
+
+@dataclass
+class BatchResult:
+    outcomes: list[Outcome]
+    open_blocks: dict[str, BlockPlan] = field(default_factory=dict)  # open blocks this batch touched
+    created_blocks: list[str] = field(default_factory=list)
+    rules_added: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def count(self, fate: Fate) -> int:
+        return sum(1 for o in self.outcomes if o.fate is fate)
+
+    @property
+    def dead(self) -> list[tuple[int, Outcome]]:
+        return [(i, o) for i, o in enumerate(self.outcomes) if o.fate is Fate.DEAD]
+
+
+def _dead(code: str, reason: str, plan: FilePlan | None = None) -> Outcome:
+    return Outcome(Fate.DEAD, code, reason, plan.name if plan else None, plan.block.name if plan else None)
+
+
+class Pipeline:
+    def __init__(self, registrar: Registrar, checker: StorageChecker | None, *, prefix: str | None,
+                 streams: frozenset[str] = frozenset(), file_metadata: bool = False) -> None:
+        self.registrar = registrar
+        self.checker = checker
+        self.prefix = prefix  # the RSE's protocol prefix, to check the messages' paths (None: no check)
+        self.streams = streams
+        self.file_metadata = file_metadata
+        # Blocks this process has seen: ensured open ones (created, rules given) and closed ones.
+        self.blocks: dict[str, BlockState] = {}
+        self._side = ThreadPoolExecutor(1, thread_name_prefix="storage")
+
+    def close(self) -> None:
+        self._side.shutdown(wait=False, cancel_futures=True)
+
+    # -- the batch --------------------------------------------------------------------------------
+
+    def process(self, batch: Sequence[Incoming]) -> BatchResult:
+        clock = time.perf_counter()
+        seconds: dict[str, float] = {}
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        plans: dict[int, FilePlan] = {}
+        for i, item in enumerate(batch):
+            parsed = messages.parse(item.value)
+            if isinstance(parsed, messages.InvalidMessage):
+                outcomes[i] = _dead(parsed.code, parsed.reason)
+                continue
+            if self.streams and parsed.stream not in self.streams:
+                outcomes[i] = _dead("unknown_stream", f"stream {parsed.stream} is not one this ingester accepts "
+                                                      f"({', '.join(sorted(self.streams))}): add it to "
+                                                      "blocks.streams in the ingest configuration")
+                continue
+            plan = plan_file(parsed, file_metadata=self.file_metadata)
+            if parsed.path is not None and self.prefix is not None:
+                want = expected_path(self.prefix, plan)
+                if parsed.path != want:
+                    outcomes[i] = _dead("path_mismatch", f"path {parsed.path} is not where Rucio expects "
+                                                         f"raw:{plan.name} at {self.registrar.rse} ({want}): "
+                                                         "SPADE must land raw files at that path", plan)
+                    continue
+            plans[i] = plan
+        seconds["parse"] = time.perf_counter() - clock
+
+        # 2. Rucio lookup and storage stats at the same time: they do not depend on each other.
+        clock = time.perf_counter()
+        names = list(dict.fromkeys(p.name for p in plans.values()))
+        sizes_future: Future[dict[str, int | None]] | None = None
+        if self.checker is not None and self.prefix is not None and names:
+            paths = [expected_path(self.prefix, p) for p in dict((p.name, p) for p in plans.values()).values()]
+            sizes_future = self._side.submit(self.checker.sizes, paths)
+        try:
+            existing = self.registrar.existing_files(names) if names else {}
+        finally:
+            sizes = sizes_future.result() if sizes_future is not None else None
+        seconds["lookup"] = time.perf_counter() - clock
+
+        # 3. + 4. new, duplicate or conflict; new files must be on storage.
+        order = sorted(plans)
+        decisions = classify([(plans[i].name, plans[i].size, plans[i].adler32) for i in order], existing)
+        primary: dict[str, int] = {}  # name → the message of this batch that registers it
+        followers: list[tuple[int, int]] = []  # (message, primary message) for in-batch duplicates
+        new: dict[int, FilePlan] = {}
+        for i, decision in zip(order, decisions, strict=True):
+            plan = plans[i]
+            if decision.kind is Kind.CONFLICT:
+                outcomes[i] = _dead("conflict", decision.reason, plan)
+            elif decision.kind is Kind.DUPLICATE and plan.name in existing:
+                outcomes[i] = Outcome(Fate.DUPLICATE, name=plan.name, block=plan.block.name)
+            elif decision.kind is Kind.DUPLICATE:
+                followers.append((i, primary[plan.name]))
+            else:
+                primary[plan.name] = i
+                problem = self._storage_problem(plan, sizes)
+                if problem is not None:
+                    outcomes[i] = problem
+                else:
+                    new[i] = plan
+
+        # 5. blocks.
+        clock = time.perf_counter()
+        result = BatchResult(outcomes=[])
+        valid_blocks = {p.block.name: p.block for p in plans.values()}
+        self._ensure_blocks(valid_blocks, result)
+        for i, plan in list(new.items()):
+            if not self.blocks[plan.block.name].is_open:
+                outcomes[i] = _dead("late", f"block raw:{plan.block.name} is already closed (its day ended and the "
+                                            f"grace period passed); raw:{plan.name} arrived too late to join it: "
+                                            "a Rucio admin can attach it by hand", plan)
+                del new[i]
+        seconds["blocks"] = time.perf_counter() - clock
+
+        # 6. register, per block.
+        clock = time.perf_counter()
+        for i, outcome in self._register(new).items():
+            outcomes[i] = outcome
+        seconds["register"] = time.perf_counter() - clock
+
+        for i, first in followers:
+            lead = outcomes[first]
+            assert lead is not None
+            plan = plans[i]
+            if lead.fate is Fate.DEAD:
+                outcomes[i] = _dead(lead.code, f"same file as offset {batch[first].position.offset} of this batch, "
+                                               f"which was dead-lettered: {lead.reason}", plan)
+            else:
+                outcomes[i] = Outcome(Fate.DUPLICATE, name=plan.name, block=plan.block.name)
+
+        result.outcomes = [o if o is not None else _dead("internal", "no outcome (bug)") for o in outcomes]
+        result.open_blocks = {n: b for n, b in valid_blocks.items() if self.blocks[n].is_open}
+        result.seconds = seconds
+        return result
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def _storage_problem(self, plan: FilePlan, sizes: dict[str, int | None] | None) -> Outcome | None:
+        if sizes is None or self.prefix is None:
+            return None
+        path = expected_path(self.prefix, plan)
+        size = sizes.get(path)
+        where = f"{self.registrar.rse} ({path})"
+        if size is None:
+            return _dead("not_on_storage", f"raw:{plan.name} is not on {where}: SPADE announced a file that is not "
+                                           "there; nothing was registered", plan)
+        if size != plan.size:
+            return _dead("size_mismatch", f"raw:{plan.name} has {size} bytes on {where} but the message says "
+                                          f"{plan.size}; nothing was registered", plan)
+        return None
+
+    def _ensure_blocks(self, blocks: dict[str, BlockPlan], result: BatchResult) -> None:
+        """Blocks first seen in this process: create them (and their containers) if needed, and give
+        every open one the policy's rules. Both are idempotent, so a crash anywhere here is repaired
+        by the next process that sees the block."""
+        unknown = [n for n in blocks if n not in self.blocks]
+        if not unknown:
+            return
+        states = self.registrar.block_states(unknown)
+        for name in unknown:
+            state = states[name]
+            if state.exists and not state.is_open:
+                self.blocks[name] = state
+                continue
+            if self.registrar.create_block(blocks[name]):
+                result.created_blocks.append(name)
+            rules = self.registrar.ensure_rules(name)
+            result.rules_added += list(getattr(rules, "added", None) or [])
+            self.blocks[name] = BlockState(exists=True, is_open=True)
+
+    def _register(self, new: dict[int, FilePlan]) -> dict[int, Outcome]:
+        out: dict[int, Outcome] = {}
+        by_name = {p.name: i for i, p in new.items()}
+        pending = dict(new)
+        for _attempt in range(3):
+            if not pending:
+                return out
+            per_block: dict[str, list[FilePlan]] = {}
+            for plan in pending.values():
+                per_block.setdefault(plan.block.name, []).append(plan)
+            recheck: list[str] = []
+            for block, plans in per_block.items():
+                res = self.registrar.register(block, [p.rucio_file() for p in plans])
+                for name in res.registered:
+                    out[by_name[name]] = Outcome(Fate.REGISTERED, name=name, block=block)
+                for name in res.closed:
+                    self.blocks[block] = BlockState(exists=True, is_open=False)
+                    out[by_name[name]] = _dead("late", f"block raw:{block} was closed while raw:{name} was being "
+                                                       "attached to it; a Rucio admin can attach it by hand",
+                                               new[by_name[name]])
+                for name, why in res.rejected.items():
+                    out[by_name[name]] = _dead("rejected", f"Rucio rejected raw:{name}: {why}", new[by_name[name]])
+                recheck += res.recheck
+            pending = {}
+            if recheck:
+                # Someone registered some of these names since our lookup: look again and decide again.
+                existing = self.registrar.existing_files(recheck)
+                for name in recheck:
+                    i, plan = by_name[name], new[by_name[name]]
+                    known = existing.get(name)
+                    if known is None:
+                        pending[i] = plan
+                        continue
+                    [decision] = classify([(name, plan.size, plan.adler32)], {name: known})
+                    out[i] = (_dead("conflict", decision.reason, plan) if decision.kind is Kind.CONFLICT
+                              else Outcome(Fate.DUPLICATE, name=name, block=plan.block.name))
+        if pending:
+            names = ", ".join(sorted(p.name for p in pending.values())[:3])
+            raise RucioUnavailable(f"Rucio kept refusing to register {len(pending)} file(s) ({names}, ...) without "
+                                   "saying why; the batch will be retried")
+        return out
+
+
+__all__ = ["SCOPE", "BatchResult", "Fate", "Incoming", "Known", "Outcome", "Pipeline"]
