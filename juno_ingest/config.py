@@ -15,6 +15,7 @@ Errors name the file and line (or the variable) and what is expected.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import typing
 from collections.abc import Mapping
@@ -216,9 +217,11 @@ def load(path: Path | str | None = None, env: Mapping[str, str] | None = None) -
     issues += problems
     if node is not None:
         _read_file(node, str(path), values, issues)
-    _read_env(env, values, issues)
-    if issues:
-        raise ConfigError("the ingest configuration has problems:\n" + "\n".join(f"  {i}" for i in issues))
+    env_issues: list[str] = []
+    _read_env(env, values, env_issues)
+    lines = [str(i) for i in issues] + env_issues
+    if lines:
+        raise ConfigError("the ingest configuration has problems:\n" + "\n".join(f"  {line}" for line in lines))
     sections = {name: kind(**values[name]) for name, kind in SECTIONS.items()}
     return IngestConfig(**sections, source=str(path))
 
@@ -247,7 +250,7 @@ def _read_file(node: Node, file: str, values: dict[str, dict[str, Any]], issues:
             values[section][key] = coerced
 
 
-def _read_env(env: Mapping[str, str], values: dict[str, dict[str, Any]], issues: list[Issue]) -> None:
+def _read_env(env: Mapping[str, str], values: dict[str, dict[str, Any]], issues: list[str]) -> None:
     known: dict[str, tuple[str, str, Any]] = {}
     for section, kind in SECTIONS.items():
         for key, hint in typing.get_type_hints(kind).items():
@@ -262,7 +265,9 @@ def _read_env(env: Mapping[str, str], values: dict[str, dict[str, Any]], issues:
             values["kafka"]["settings"] = settings
             continue
         if var not in known:
-            issues.append(Issue(var, 0, "", "unknown setting", f"known: {', '.join(sorted(known))}"))
+            close = difflib.get_close_matches(var, list(known), n=1)
+            hint = f"did you mean {close[0]}?" if close else f"settings are {ENV_PREFIX}<SECTION>_<KEY>, see etc/ingest.yaml"
+            issues.append(f"environment {var}: unknown setting ({hint})")
             continue
         section, key, hint = known[var]
         try:
@@ -275,11 +280,11 @@ def _read_env(env: Mapping[str, str], values: dict[str, dict[str, Any]], issues:
         if not ok and isinstance(value, int | float) and "text" in expected:
             ok, coerced = True, text
         if not ok:
-            issues.append(Issue(var, 0, "", f"expected {expected}, found {text!r}"))
+            issues.append(f"environment {var}: expected {expected}, found {text!r}")
             continue
         problem = _check_range(section, key, coerced)
         if problem:
-            issues.append(Issue(var, 0, "", problem))
+            issues.append(f"environment {var}: {problem}")
             continue
         values[section][key] = coerced
 

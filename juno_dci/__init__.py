@@ -1,0 +1,1 @@
+"""juno-dci status: what the policy expects where, and what is there."""
