@@ -8,6 +8,7 @@ Tests marked `grid` need it; the others are pure and fast.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,12 @@ class Grid:
 def grid() -> Iterator[Grid]:
     if os.geteuid() != 0:
         pytest.fail("the grid tests need root (network namespace, PostgreSQL as postgres)")
+    started = time.monotonic()
     with grid_mod.session(CFG, daemons=False, condor_pool=True, log=lambda m: print(m, flush=True)):
+        # Printed with -s, and kept in the log below for the record of how long a fresh start takes.
+        took = time.monotonic() - started
+        print(f"\ngrid ready in {took:.1f} s", flush=True)
+        (CFG.log_dir / "last-test-grid-start.txt").write_text(f"{took:.1f}\n")
         yield Grid(CFG, load_topology())
     left = grid_mod.running(CFG)
     assert not left or left <= _before, f"grid processes left after the session: {sorted(left)}"
