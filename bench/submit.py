@@ -24,15 +24,11 @@ Run from the repository root (as root; joins the grid's namespace, starting the 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 from juno_grid import grid

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from rucio_policy.yaml_lines import Issue, Reader, compose, line_of, value_of
 from yaml.nodes import MappingNode, Node
+
+from rucio_policy.yaml_lines import Issue, Reader, compose, line_of, value_of
 
 ENV_PREFIX = "JUNO_INGEST_"
 KAFKA_SETTING_ENV = ENV_PREFIX + "KAFKA_SETTING_"
@@ -147,9 +148,11 @@ SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(IngestConfig)[f.name]
 # Limits checked after loading: (section, key) → (minimum, maximum or None)
 _RANGES: dict[tuple[str, str], tuple[float, float | None]] = {
     ("dlq", "max_ratio"): (0.0, 1.0), ("dlq", "window"): (1, None), ("dlq", "min_messages"): (1, None),
-    ("dlq", "max_consecutive"): (1, None), ("batch", "max_messages"): (1, 100_000), ("batch", "max_wait_s"): (0.0, None),
+    ("dlq", "max_consecutive"): (1, None), ("batch", "max_messages"): (1, 100_000),
+    ("batch", "max_wait_s"): (0.0, None),
     ("rucio", "bulk_size"): (1, 1000), ("rucio", "parallel"): (1, 32), ("rucio", "timeout_s"): (1.0, None),
-    ("rucio", "retry_initial_s"): (0.01, None), ("rucio", "retry_max_s"): (0.01, None), ("blocks", "grace_s"): (0.0, None),
+    ("rucio", "retry_initial_s"): (0.01, None), ("rucio", "retry_max_s"): (0.01, None),
+    ("blocks", "grace_s"): (0.0, None),
     ("blocks", "recover_days"): (0.0, None), ("blocks", "close_check_s"): (0.1, None),
     ("storage_check", "parallel"): (1, 64), ("storage_check", "chunk"): (1, 10_000),
     ("storage_check", "timeout_s"): (1.0, None), ("metrics", "port"): (0, 65535), ("run", "once_idle_s"): (0.1, None),
@@ -266,7 +269,8 @@ def _read_env(env: Mapping[str, str], values: dict[str, dict[str, Any]], issues:
             continue
         if var not in known:
             close = difflib.get_close_matches(var, list(known), n=1)
-            hint = f"did you mean {close[0]}?" if close else f"settings are {ENV_PREFIX}<SECTION>_<KEY>, see etc/ingest.yaml"
+            hint = (f"did you mean {close[0]}?" if close
+                    else f"settings are {ENV_PREFIX}<SECTION>_<KEY>, see etc/ingest.yaml")
             issues.append(f"environment {var}: unknown setting ({hint})")
             continue
         section, key, hint = known[var]
@@ -289,8 +293,19 @@ def _read_env(env: Mapping[str, str], values: dict[str, dict[str, Any]], issues:
         values[section][key] = coerced
 
 
-def kafka_common(cfg: IngestConfig) -> dict[str, Any]:
-    """librdkafka settings shared by the consumer and the producer: bootstrap plus the pass-through."""
+# librdkafka properties only a consumer knows: kept out of the producer's and admin client's settings
+# (librdkafka warns about each one there).
+CONSUMER_ONLY = frozenset({
+    "session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms", "auto.offset.reset", "group.id",
+    "group.instance.id", "group.protocol", "group.remote.assignor", "partition.assignment.strategy",
+    "fetch.min.bytes", "fetch.max.bytes", "fetch.wait.max.ms", "fetch.error.backoff.ms", "max.partition.fetch.bytes",
+    "isolation.level", "auto.commit.interval.ms", "queued.min.messages", "queued.max.messages.kbytes",
+    "check.crcs", "enable.auto.commit", "enable.auto.offset.store", "enable.partition.eof",
+})
+
+
+def kafka_common(cfg: IngestConfig, *, consumer: bool = True) -> dict[str, Any]:
+    """librdkafka settings: bootstrap plus the pass-through (for a producer: without consumer-only ones)."""
     conf: dict[str, Any] = {"bootstrap.servers": cfg.kafka.bootstrap_servers}
-    conf.update(cfg.kafka.settings)
+    conf.update({k: v for k, v in cfg.kafka.settings.items() if consumer or k not in CONSUMER_ONLY})
     return conf

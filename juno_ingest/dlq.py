@@ -52,7 +52,9 @@ class DeadLetter:
 
     @classmethod
     def from_message(cls, msg: Message) -> DeadLetter:
-        headers = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in (msg.headers() or [])}
+        raw = msg.headers() or []
+        pairs = raw.items() if isinstance(raw, dict) else raw
+        headers = {str(k): (v.decode() if isinstance(v, bytes) else str(v)) for k, v in pairs}
         return cls(reason=headers.get(REASON, ""), code=headers.get(CODE, ""), topic=headers.get(TOPIC, ""),
                    partition=int(headers.get(PARTITION, -1)), offset=int(headers.get(OFFSET, -1)),
                    key=msg.key(), value=msg.value())
@@ -63,7 +65,8 @@ class DeadLetter:
                 "value": self.value.decode(errors="replace") if self.value else None}
 
 
-def headers_for(item: Incoming, outcome: Outcome, now: datetime | None = None) -> list[tuple[str, bytes]]:
+def headers_for(item: Incoming, outcome: Outcome, now: datetime | None = None
+                ) -> list[tuple[str, str | bytes | None]]:
     now = now or datetime.now(UTC)
     return [
         (REASON, outcome.reason.encode()), (CODE, outcome.code.encode()),

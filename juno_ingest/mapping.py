@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from rucio_policy import lfn2pfn, naming
-
 from juno_ingest.messages import SpadeMessage, format_time
+from rucio_policy import lfn2pfn, naming
 
 SCOPE = naming.RAW_SCOPE
 DATATYPE = "RAW"

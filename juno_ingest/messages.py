@@ -147,6 +147,9 @@ def from_dict(data: Mapping[str, Any]) -> SpadeMessage | InvalidMessage:
     missing = [key for key in REQUIRED if key not in data]
     if missing:
         return InvalidMessage(f"missing field(s) {', '.join(map(repr, missing))}")
+    nulls = sorted(key for key, value in data.items() if value is None)
+    if nulls:  # null is not "absent": a producer that sends it has a bug worth seeing
+        return InvalidMessage(f"field(s) {', '.join(map(repr, nulls))} are null: leave optional fields out instead")
     if "lfn" not in data and "path" not in data:
         return InvalidMessage("missing 'lfn' and 'path': give the file name (lfn), its path at IHEP, or both")
 
@@ -201,8 +204,8 @@ def _parse_time(value: object) -> datetime | InvalidMessage:
     if not isinstance(value, str) or not _RFC3339.match(value):
         return InvalidMessage(f"'received_at' must be an RFC 3339 time with a zone, e.g. 2025-10-09T14:05:11Z; "
                               f"got {value!r}")
-    text = value
-    # Python 3.11 reads at most 6 fractional digits; RFC 3339 allows more.
+    # Python 3.11 reads neither a lower-case t/z nor more than 6 fractional digits; RFC 3339 allows both.
+    text = value.upper()
     match = re.search(r"\.(\d+)", text)
     if match and len(match.group(1)) > 6:
         text = text[: match.start(1) + 6] + text[match.end(1):]

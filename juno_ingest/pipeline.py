@@ -213,16 +213,17 @@ class Pipeline:
         if not unknown:
             return
         states = self.registrar.block_states(unknown)
+        todo = []
         for name in unknown:
-            state = states[name]
-            if state.exists and not state.is_open:
-                self.blocks[name] = state
-                continue
-            if self.registrar.create_block(blocks[name]):
-                result.created_blocks.append(name)
-            rules = self.registrar.ensure_rules(name)
+            if states[name].exists and not states[name].is_open:
+                self.blocks[name] = states[name]
+            else:
+                todo.append(blocks[name])
+        for plan, (created, rules) in zip(todo, self.registrar.setup_blocks(todo), strict=True):
+            if created:
+                result.created_blocks.append(plan.name)
             result.rules_added += list(getattr(rules, "added", None) or [])
-            self.blocks[name] = BlockState(exists=True, is_open=True)
+            self.blocks[plan.name] = BlockState(exists=True, is_open=True)
 
     def _register(self, new: dict[int, FilePlan]) -> dict[int, Outcome]:
         out: dict[int, Outcome] = {}

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import requests
@@ -112,7 +113,7 @@ class PolicyRules:
 
         self._engine = engine
         try:
-            self._policy = engine.load_default_policy(policy_file) if policy_file else engine.load_default_policy()
+            self._policy = engine.load_default_policy(Path(policy_file) if policy_file else None)
         except engine.EngineError as err:
             raise RucioRefused(str(err)) from None
         except Exception as err:  # noqa: BLE001 - replication.PolicyInvalid and YAML errors: say which file
@@ -228,12 +229,13 @@ class Registrar:
                 out[str(row["name"])] = Known(row.get("bytes"), row.get("adler32"))
         return out
 
-    def block_states(self, names: Sequence[str]) -> dict[str, BlockState]:
+    def block_states(self, names: Sequence[str], client: Any | None = None) -> dict[str, BlockState]:
         """State of blocks (or containers) by name; missing ones have exists=False."""
+        client = client or self.client
         out = {n: BlockState(exists=False) for n in names}
         for chunk in self._chunks(list(dict.fromkeys(names))):
             with rucio_errors("looking up blocks"):
-                rows = list(self.client.get_metadata_bulk([{"scope": SCOPE, "name": n} for n in chunk]))
+                rows = list(client.get_metadata_bulk([{"scope": SCOPE, "name": n} for n in chunk]))
             for row in rows:
                 out[str(row["name"])] = BlockState(exists=True, is_open=bool(row.get("is_open", True)),
                                                    closed_at=row.get("closed_at"))
@@ -245,17 +247,18 @@ class Registrar:
         names: list[str] = []
         for pattern in patterns:
             with rucio_errors("listing blocks"):
-                names += list(self.client.list_dids(SCOPE, {"name": pattern,
-                                                            "created_after": created_after.strftime("%Y-%m-%dT%H:%M:%S.000Z")},
+                since = created_after.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+                names += list(self.client.list_dids(SCOPE, {"name": pattern, "created_after": since},
                                                     did_type="dataset"))
         return self.block_states(sorted(set(names))) if names else {}
 
     # -- blocks -----------------------------------------------------------------------------------
 
-    def create_block(self, plan: BlockPlan) -> bool:
+    def create_block(self, plan: BlockPlan, client: Any | None = None) -> bool:
         """The block, its containers and their attachments (idempotent). True if the block was new."""
+        client = client or self.client
         names = [plan.name, *plan.containers]
-        states = self.block_states(names)
+        states = self.block_states(names, client)
         missing = [n for n in names if not states[n].exists]
         if missing:
             dids = []
@@ -265,24 +268,40 @@ class Registrar:
                 dids.append({"scope": SCOPE, "name": name, "type": kind, "meta": meta})
             try:
                 with rucio_errors(f"creating block {plan.name}"):
-                    self.client.add_dids(dids)
+                    client.add_dids(dids)
             except rex.DataIdentifierAlreadyExists:
                 # Someone made one of them in between: the bulk call is one transaction, make each alone.
                 for did in dids:
                     try:
                         with rucio_errors(f"creating {did['name']}"):
-                            self.client.add_dids([did])
+                            client.add_dids([did])
                     except rex.DataIdentifierAlreadyExists:
                         pass
         attachments = [{"scope": SCOPE, "name": parent, "dids": [{"scope": SCOPE, "name": child}]}
                        for parent, child in plan.attachments()]
-        with rucio_errors(f"attaching block {plan.name} to its containers"):
-            self.client.attach_dids_to_dids(attachments, ignore_duplicate=True)
+        for attempt in (1, 2):
+            try:
+                with rucio_errors(f"attaching block {plan.name} to its containers"):
+                    client.attach_dids_to_dids(attachments, ignore_duplicate=True)
+                break
+            except rex.DuplicateContent:
+                # Another block of the same month attached the month to its year at the same moment:
+                # the second try sees that attachment and skips it.
+                if attempt == 2:
+                    raise RucioUnavailable(f"attaching {plan.name} to its containers kept colliding") from None
         return plan.name in missing
 
-    def ensure_rules(self, block: str) -> Any:
+    def ensure_rules(self, block: str, client: Any | None = None) -> Any:
         with rucio_errors(f"adding the policy's rules to {block}"):
-            return self.rules.ensure(self.client, SCOPE, block)
+            return self.rules.ensure(client or self.client, SCOPE, block)
+
+    def setup_blocks(self, plans: Sequence[BlockPlan]) -> list[tuple[bool, Any]]:
+        """create_block + ensure_rules for each block, `parallel` blocks at a time: (created, rules result)."""
+        def one(client: Any, plan: BlockPlan) -> tuple[bool, Any]:
+            created = self.create_block(plan, client)
+            return created, self.ensure_rules(plan.name, client)
+
+        return self._map(one, plans)
 
     def close_block(self, block: str) -> Any:
         """Close the block, then let the policy decide what depends on its final size."""
@@ -322,7 +341,7 @@ class Registrar:
             if "closed" in str(err):
                 return RegisterResult(closed=names)
             return self._one_by_one(client, block, chunk)
-        except (rex.InvalidObject, rex.InputValidationError, rex.DataIdentifierNotFound, rex.UnsupportedOperation):
+        except (rex.InvalidObject, rex.InputValidationError, rex.DataIdentifierNotFound):
             return self._one_by_one(client, block, chunk)
 
     def _one_by_one(self, client: Any, block: str, chunk: Sequence[Mapping[str, Any]]) -> RegisterResult:

@@ -57,7 +57,7 @@ def site_sets(files: Iterable[InputFile], rses: Mapping[str, RseInfo], sites: Si
     nowhere: list[str] = []
     cache: dict[frozenset[str], tuple[str, ...]] = {}  # many files share their RSEs: decide once per RSE set
     for f in files:
-        key = frozenset(f.replicas)
+        key = frozenset(f.rses)
         held = cache.get(key)
         if held is None:
             held = tuple(sorted({rses[r].site for r in key

@@ -124,13 +124,13 @@ class RseInfo:
 
 @dataclass(frozen=True, slots=True)
 class InputFile:
-    """A file of the input with its AVAILABLE replicas (RSE → PFN)."""
+    """A file of the input and the RSEs holding an AVAILABLE replica of it."""
 
     scope: str
     name: str
     bytes: int
     adler32: str | None
-    replicas: Mapping[str, str]
+    rses: tuple[str, ...]
 
     @property
     def did(self) -> str:

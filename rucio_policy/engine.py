@@ -22,7 +22,9 @@ Placement decisions (IN2P3's third) and concurrency, see finalize_block.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -35,7 +37,18 @@ from rucio_policy import naming
 from rucio_policy.placement import PLACEMENT_META_PREFIX, PlacementRecord, Tally
 from rucio_policy.replication import DataClass, Policy, load_policy
 from rucio_policy.rse_catalog import load_catalog
-from rucio_policy.rule_diff import ADD, DECIDE, DELETE, UPDATE, Action, DidDiff, ExistingRule, diff_did, enum_text
+from rucio_policy.rule_diff import (
+    ACTION_ORDER,
+    ADD,
+    DECIDE,
+    DELETE,
+    UPDATE,
+    Action,
+    DidDiff,
+    ExistingRule,
+    diff_did,
+    enum_text,
+)
 from rucio_policy.rules import Did, RulePlan, plan_rules, resolve_pending, tallies_from_metas
 from rucio_policy.sites_sync import SCOPE_OWNERS
 
@@ -297,6 +310,7 @@ class Plan:
 
     policy_source: str
     scopes: list[str]
+    name_filter: str | None = None
     actions: list[Action] = field(default_factory=list)
     dids: int = 0  # collections examined (plus DIDs that only appear through a rule)
     classified: int = 0  # of them, in a data class of the policy
@@ -326,7 +340,8 @@ class Plan:
                 f"--prune); {self.pending} open blocks await their placement; {self.others} rules of others")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy_source, "scopes": self.scopes, "dids": self.dids,
+        return {"policy": self.policy_source, "scopes": self.scopes, "name_filter": self.name_filter,
+                "dids": self.dids,
                 "classified": self.classified, "rules_listed": self.rules_listed, "in_sync": self.in_sync,
                 "others": self.others, "pending": self.pending, "seconds": round(self.seconds, 3),
                 "counts": {k: self.count(k) for k in (ADD, UPDATE, DECIDE, DELETE)},
@@ -343,12 +358,14 @@ def _scopes(client: Any, policy: Policy, scope_filter: str | Iterable[str] | Non
     return sorted(wanted)
 
 
-def _meta_by_name(client: Any, policy: Policy, scope: str, name_filter: str | None) -> dict[str, dict[str, Any]]:
-    """The metadata the policy reads (match.meta keys, placement records) for every DID of `scope` that has it.
-
-    One search per key (value) plus bulk reads of the records, instead of a call per DID.
-    """
+def _policy_meta(client: Any, policy: Policy, scope: str, name_filter: str | None
+                 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, bool]]]:
+    """What the policy reads from the metadata of every DID of `scope`, with a few searches instead of a
+    call per DID: the values of the keys classes match on, and the verdict of each placement record
+    (Rucio returns names, not values, so one search per value and per verdict; reading every record
+    in bulk costs the server a query per DID)."""
     meta: dict[str, dict[str, Any]] = {}
+    verdicts: dict[str, dict[str, bool]] = {}
     classes = [c for c in policy.classes
                if not c.match.scopes or any(fnmatchcase(scope, p) for p in c.match.scopes)]
     for data_class in classes:
@@ -357,11 +374,22 @@ def _meta_by_name(client: Any, policy: Policy, scope: str, name_filter: str | No
                 for name in client.list_dids(scope, [{key: value, **_name_search(name_filter)}], did_type="all"):
                     meta.setdefault(name, {})[key] = value
         for key in _placement_keys(data_class):
-            names = list(client.list_dids(scope, [{key: "v*", **_name_search(name_filter)}], did_type="all"))
-            for row in _metadata_bulk(client, scope, names):
-                if row.get(key) is not None:
-                    meta.setdefault(str(row["name"]), {})[key] = row[key]
-    return meta
+            for verdict, placed in (("placed", True), ("skipped", False)):
+                search = [{key: f"v*;{verdict};*", **_name_search(name_filter)}]
+                for name in client.list_dids(scope, search, did_type="all"):
+                    verdicts.setdefault(name, {})[key] = placed
+    return meta, verdicts
+
+
+def _collections_and_meta(client: Any, policy: Policy, scope: str, name_filter: str | None
+                          ) -> tuple[dict[str, str], dict[str, dict[str, Any]], dict[str, dict[str, bool]]]:
+    """Name → DATASET|CONTAINER of the scope's collections, and what the policy reads of their metadata."""
+    types: dict[str, str] = {}
+    for did_type in ("dataset", "container"):
+        for name in client.list_dids(scope, [_name_search(name_filter)], did_type=did_type):
+            types[str(name)] = did_type.upper()
+    meta, verdicts = _policy_meta(client, policy, scope, name_filter)
+    return types, meta, verdicts
 
 
 def _name_search(name_filter: str | None) -> dict[str, str]:
@@ -376,69 +404,68 @@ def plan(client: Any, policy: Policy, *, scope_filter: str | Iterable[str] | Non
     scope_filter: scope name(s) or glob(s); name_filter: a DID name glob (e.g. one stream's blocks,
     "block.JUNODAQ.global_trigger.*"). Without them: every DID of every scope the policy covers.
     """
-    import time
-
     started = time.perf_counter()
     scopes = _scopes(client, policy, scope_filter)
-    result = Plan(policy_source=policy.source, scopes=scopes)
+    result = Plan(policy_source=policy.source, scopes=scopes, name_filter=name_filter)
     now = _now()
     for index, scope in enumerate(scopes):
-        rules_by_name: dict[str, list[ExistingRule]] = {}
-        types_from_rules: dict[str, str] = {}
-        for row in client.list_replication_rules({"scope": scope}):
-            if name_filter and not fnmatchcase(str(row["name"]), name_filter):
-                continue
-            rule = ExistingRule.from_rucio(row)
-            rules_by_name.setdefault(rule.name, []).append(rule)
-            types_from_rules[rule.name] = rule.did_type
-            result.rules_listed += 1
-        listed = {str(d["name"]): d for d in client.list_dids(scope, [_name_search(name_filter)],
-                                                              did_type="collection", long=True)}
-        meta = _meta_by_name(client, policy, scope, name_filter)
-        names = list(listed) + [n for n in rules_by_name if n not in listed]
-        dids: list[Did] = []
-        for name in names:
-            row = listed.get(name)
-            did_type = naming.normalize_did_type(row["did_type"]) if row else types_from_rules.get(name, "FILE")
-            dids.append(Did(scope, name, did_type or "FILE", bytes=row.get("bytes") if row else None,
-                            is_open=None, meta=meta.get(name, {})))
-        dids = _with_open_state(client, policy, dids)
+        # The collections and metadata searches run while the rules stream in: the server answers them
+        # in parallel (the client's HTTP session pools connections, so one client may serve both).
+        with ThreadPoolExecutor(1) as pool:
+            listed = pool.submit(_collections_and_meta, client, policy, scope, name_filter)
+            rules_by_name: dict[str, list[ExistingRule]] = {}
+            for row in client.list_replication_rules({"scope": scope}):
+                if name_filter and not fnmatchcase(str(row["name"]), name_filter):
+                    continue
+                rule = ExistingRule.from_rucio(row)
+                rules_by_name.setdefault(rule.name, []).append(rule)
+                result.rules_listed += 1
+            types, meta, verdicts = listed.result()
+        for name, rules in rules_by_name.items():
+            types.setdefault(name, rules[0].did_type or "FILE")
         owner = rule_owner(scope)
-        for did in dids:
-            rules = rules_by_name.get(did.name, ())
-            if not rules and policy.class_for(did.scope, did.name, did.did_type, did.meta) is None:
+        diffs: list[DidDiff] = []
+        undecided: list[Did] = []
+        for name, did_type in types.items():
+            did = Did(scope, name, did_type, meta=meta.get(name, {}))
+            rules = rules_by_name.get(name, ())
+            if not rules and policy.class_for(scope, name, did_type, did.meta) is None:
                 continue  # no class, no rules: nothing to say (most user data)
-            diff = diff_did(policy, did, rules, owner=owner, now=now)
+            diff = diff_did(policy, did, rules, owner=owner, now=now, verdicts=verdicts.get(name))
+            if diff.plan.pending:
+                undecided.append(did)  # open, or closed and to decide: Rucio's listings do not say
+            else:
+                diffs.append(diff)
+        for did in _with_open_state(client, undecided):
+            diffs.append(diff_did(policy, did, rules_by_name.get(did.name, ()), owner=owner, now=now,
+                                  verdicts=verdicts.get(did.name)))
+        for diff in diffs:
             result.dids += 1
             result.classified += diff.plan.class_name is not None
             result.in_sync += diff.in_sync
             result.others += len(diff.others)
-            result.pending += bool(diff.plan.pending) and did.is_open is not False
+            result.pending += bool(diff.plan.pending) and diff.did.is_open is not False
             result.actions.extend(diff.actions)
-            result.problems.extend(f"{did.scope}:{did.name}: {p}" for p in diff.plan.problems)
+            result.problems.extend(f"{diff.did.scope}:{diff.did.name}: {p}" for p in diff.plan.problems)
         if progress:
             progress(index + 1, len(scopes))
+    result.actions.sort(key=lambda a: (a.scope, a.name, ACTION_ORDER[a.kind]))
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _with_open_state(client: Any, policy: Policy, dids: list[Did]) -> list[Did]:
-    """Fill in is_open (and the size) for the DIDs that have an undecided fraction rule: only then does
-    it matter (a closed one is decided now), and Rucio's DID listings do not say it."""
-    undecided = [d for d in dids if plan_rules(policy, d).pending]
-    if not undecided:
-        return dids
+def _with_open_state(client: Any, dids: list[Did]) -> list[Did]:
+    """The DIDs with is_open and bytes filled in from Rucio (DID columns, in bulk)."""
     state: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for start in range(0, len(undecided), _META_CHUNK):
-        chunk = [{"scope": d.scope, "name": d.name} for d in undecided[start:start + _META_CHUNK]]
+    for start in range(0, len(dids), _META_CHUNK):
+        chunk = [{"scope": d.scope, "name": d.name} for d in dids[start:start + _META_CHUNK]]
         for row in client.get_metadata_bulk(chunk, plugin="DID_COLUMN"):
             state[(str(row["scope"]), str(row["name"]))] = row
     out = []
     for did in dids:
         row = state.get((did.scope, did.name))
         if row is not None:
-            did = replace(did, is_open=bool(row.get("is_open")),
-                          bytes=row.get("bytes") if row.get("bytes") is not None else did.bytes)
+            did = replace(did, is_open=bool(row.get("is_open")), bytes=row.get("bytes"))
         out.append(did)
     return out
 

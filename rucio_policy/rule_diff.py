@@ -20,10 +20,12 @@ becomes a rule the policy does not want (`delete`, applied only with --prune).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
+from rucio_policy.placement import PLACEMENT_META_PREFIX
 from rucio_policy.replication import Policy
 from rucio_policy.rules import DesiredRule, Did, RulePlan, parse_rule_comment, plan_rules
 
@@ -35,9 +37,9 @@ ADD, UPDATE, DELETE, DECIDE = "add", "update", "delete", "decide"
 ACTION_ORDER = {DECIDE: 0, ADD: 1, UPDATE: 2, DELETE: 3}
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)  # identity semantics; not frozen: plan builds tens of thousands, frozen init is slower
 class ExistingRule:
-    """The part of a Rucio rule (list_replication_rules, list_did_rules) the engine compares."""
+    """The part of a Rucio rule (list_replication_rules, list_did_rules) the engine compares. Read-only."""
 
     id: str
     account: str
@@ -55,19 +57,22 @@ class ExistingRule:
     expires_at: datetime | None
     state: str
 
-    @property
+    @cached_property
     def tag(self) -> tuple[str, str] | None:
+        # Cached: plan compares every rule's tag several times, over tens of thousands of rules.
         return parse_rule_comment(self.comment)
 
     @classmethod
     def from_rucio(cls, row: Mapping[str, Any]) -> ExistingRule:
-        return cls(id=str(row["id"]), account=str(row["account"]), scope=str(row["scope"]), name=str(row["name"]),
-                   did_type=enum_text(row.get("did_type")), rse_expression=str(row["rse_expression"]),
-                   copies=int(row.get("copies") or 1), grouping=enum_text(row.get("grouping")),
-                   activity=str(row.get("activity") or ""), priority=int(row.get("priority") or 3),
-                   locked=bool(row.get("locked")), comment=str(row.get("comments") or row.get("comment") or ""),
-                   created_at=_when(row.get("created_at")), expires_at=_when(row.get("expires_at")),
-                   state=enum_text(row.get("state")))
+        get = row.get
+        created, expires = get("created_at"), get("expires_at")
+        return cls(str(row["id"]), str(row["account"]), str(row["scope"]), str(row["name"]),
+                   enum_text(get("did_type")), str(row["rse_expression"]), int(get("copies") or 1),
+                   enum_text(get("grouping")), str(get("activity") or ""), int(get("priority") or 3),
+                   bool(get("locked")), str(get("comments") or get("comment") or ""),
+                   created if created is None or isinstance(created, datetime) else _when(created),
+                   expires if expires is None or isinstance(expires, datetime) else _when(expires),
+                   enum_text(get("state")))
 
     def lifetime(self) -> timedelta | None:
         if self.expires_at is None:
@@ -82,6 +87,8 @@ class ExistingRule:
 
 
 def enum_text(value: Any) -> str:
+    if type(value) is str:  # noqa: E721 - the common case, checked first: plan calls this 150,000 times
+        return value
     return str(getattr(value, "name", value) or "")
 
 
@@ -214,11 +221,36 @@ def _duration(value: timedelta | None) -> str:
     return f"{seconds}s"
 
 
+_PLANS: dict[int, tuple[Policy, dict[tuple[Any, ...], RulePlan]]] = {}
+
+
+def _plan(policy: Policy, did: Did, verdicts: Mapping[str, bool] | None) -> RulePlan:
+    """rules.plan_rules, memoised for DIDs whose plan depends only on their class, verdicts and open state
+    (no placement record in their metadata): a bulk plan then builds each class's rules once, not per DID."""
+    if any(str(key).startswith(PLACEMENT_META_PREFIX) for key in did.meta):
+        return plan_rules(policy, did, verdicts)
+    data_class = policy.class_for(did.scope, did.name, did.did_type, did.meta)
+    entry = _PLANS.get(id(policy))
+    if entry is None or entry[0] is not policy:
+        _PLANS.clear()
+        entry = _PLANS[id(policy)] = (policy, {})
+    key = (data_class.name if data_class else None, tuple(sorted((verdicts or {}).items())), did.is_open)
+    template = entry[1].get(key)
+    if template is None:
+        template = entry[1][key] = plan_rules(policy, did, verdicts)
+    return replace(template, did=did)
+
+
 def diff_did(policy: Policy, did: Did, rules: Iterable[ExistingRule], *, owner: str | None,
-             now: datetime) -> DidDiff:
-    """The actions that make `did`'s rules match the policy. `owner`: the account policy rules belong to."""
-    plan = plan_rules(policy, did)
+             now: datetime, verdicts: Mapping[str, bool] | None = None) -> DidDiff:
+    """The actions that make `did`'s rules match the policy. `owner`: the account policy rules belong to;
+    `verdicts`: placement decisions known by their verdict only (see rules.plan_rules)."""
+    plan = _plan(policy, did, verdicts)
     rules = [r for r in rules if r.scope == did.scope and r.name == did.name]
+    if not (plan.pending and did.is_open is False):
+        in_sync = _all_in_sync(plan, rules, owner)
+        if in_sync is not None:
+            return DidDiff(did, plan, (), in_sync)
     tagged = [r for r in rules if r.tag is not None]
     untagged = [r for r in rules if r.tag is None]
     used: set[str] = set()
@@ -253,7 +285,7 @@ def diff_did(policy: Policy, did: Did, rules: Iterable[ExistingRule], *, owner: 
     pending_ids = {(p.class_name, p.rule_id) for p in plan.pending}
     kept = [r for r in tagged if r.id not in used and r.tag in pending_ids]
     for rule in tagged:
-        if rule.id in used or rule in kept:
+        if rule.id in used or any(rule is k for k in kept):
             continue
         actions.append(Action(DELETE, did.scope, did.name, rule.tag[0] if rule.tag else None,
                               rule.tag[1] if rule.tag else None, rule.rse_expression,
@@ -266,6 +298,40 @@ def diff_did(policy: Policy, did: Did, rules: Iterable[ExistingRule], *, owner: 
     others = tuple(r for r in untagged if r.id not in used)
     actions.sort(key=lambda a: ACTION_ORDER[a.kind])
     return DidDiff(did, plan, tuple(actions), tuple(matches), others, tuple(kept))
+
+
+def _all_in_sync(plan: RulePlan, rules: list[ExistingRule], owner: str | None) -> tuple[Match, ...] | None:
+    """The matches when the DID has exactly the plan's rules, tagged and as the policy wants them, and
+    nothing else; None otherwise. The common case of a bulk plan, decided without composing the
+    deviation texts of the general comparison."""
+    if len(rules) != len(plan.rules):
+        return None
+    by_tag: dict[tuple[str, str], ExistingRule] = {}
+    for rule in rules:
+        tag = rule.tag
+        if tag is None or tag in by_tag:
+            return None
+        by_tag[tag] = rule
+    matches = []
+    for desired in plan.rules:
+        rule = by_tag.get((desired.class_name, desired.rule_id))
+        if rule is None or not _identical(desired, rule, owner):
+            return None
+        matches.append(Match(desired, rule))
+    return tuple(matches)
+
+
+def _identical(desired: DesiredRule, rule: ExistingRule, owner: str | None) -> bool:
+    """deviations() finds nothing (kept in step with it: tests/test_rule_diff.py compares both)."""
+    if (rule.rse_expression != desired.rse_expression or rule.copies != desired.copies
+            or rule.grouping.upper() != desired.grouping.upper() or (owner is not None and rule.account != owner)
+            or rule.activity != desired.activity or rule.priority != desired.priority
+            or rule.locked != desired.locked or rule.comment != desired.comment):
+        return False
+    have = rule.lifetime()
+    if desired.lifetime is None or have is None:
+        return desired.lifetime is None and have is None
+    return abs(timedelta(seconds=desired.lifetime) - have) <= LIFETIME_SLACK
 
 
 def _update_action(did: Did, desired: DesiredRule, rule: ExistingRule, words: list[str], options: dict[str, Any],

@@ -120,8 +120,13 @@ def _lifetime_text(seconds: int | None) -> str:
     return f"lifetime {seconds}s"
 
 
-def plan_rules(policy: Policy, did: Did) -> RulePlan:
-    """The rules `did` should have, those it does not get, and those still to decide."""
+def plan_rules(policy: Policy, did: Did, verdicts: Mapping[str, bool] | None = None) -> RulePlan:
+    """The rules `did` should have, those it does not get, and those still to decide.
+
+    `verdicts`: placement key → placed?, for decisions known only by their verdict (the engine's bulk
+    plan finds them with one metadata search per verdict instead of reading every record); a record
+    in `did.meta` takes precedence and gives the full explanation.
+    """
     data_class = policy.class_for(did.scope, did.name, did.did_type, did.meta)
     if data_class is None:
         return RulePlan(did, None, f"no data class of {policy.source} matches it: the policy gives it no rules")
@@ -138,6 +143,15 @@ def plan_rules(policy: Policy, did: Did) -> RulePlan:
             continue
         key = meta_key(data_class.name, rule.id)
         recorded = did.meta.get(key)
+        if recorded is None and verdicts is not None and key in verdicts:
+            text = "placed" if verdicts[key] else "not placed"
+            why = (f"share {rule.fraction} of the bytes on {rule.rse_expression}, {text} (decision recorded on the "
+                   f"block in {key}; `juno-policy explain` shows what it was based on)")
+            if verdicts[key]:
+                rules.append(_desired(data_class, rule, policy.source, why))
+            else:
+                skipped.append(NotApplied(data_class.name, rule.id, rule.rse_expression, key, f"rule {rule.id}: {why}"))
+            continue
         if recorded is None:
             when = "when the block is closed (its size is final)" if did.is_open is not False else "now"
             pending.append(NotApplied(data_class.name, rule.id, rule.rse_expression, key,

@@ -22,6 +22,10 @@ HOST = "127.0.0.1"
 # Copy workers of the grid's transfer service: each XRootD third-party copy has a ~2.5 s floor
 # (the client's polling), so throughput grows almost linearly with parallel copies.
 FTS_WORKERS = 8
+# How the transfer service copies: "tpc" (third-party, as FTS3) or "stream" (through the service,
+# FTS3's fallback). The grid streams: TPC's ~2.5 s floor per file makes thousands of small raw
+# files crawl; bench/transfer.py measures both.
+FTS_COPY_MODE = os.environ.get("JUNO_FTS_COPY_MODE", "stream")
 
 
 @dataclass(frozen=True)

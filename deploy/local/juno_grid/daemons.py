@@ -130,8 +130,9 @@ if __name__ == "__main__":
 
 
 def drive_until(done: Callable[[], bool], *, timeout: float = 180.0, names: Iterable[str] = ORDER,
-                pause: float = 0.3) -> int:
-    """Run daemon cycles until `done()` is true; return the number of cycles. TimeoutError otherwise."""
+                pause: float = 0.3, describe: Callable[[], str] | None = None) -> int:
+    """Run daemon cycles until `done()` is true; return the number of cycles. TimeoutError otherwise,
+    with `describe()` (the state that was waited on) in its message."""
     names = tuple(names)
     deadline = time.monotonic() + timeout
     cycles = 0
@@ -139,7 +140,8 @@ def drive_until(done: Callable[[], bool], *, timeout: float = 180.0, names: Iter
         if done():
             return cycles
         if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not reached after {cycles} daemon cycles ({timeout:.0f} s)")
+            what = f": {describe()}" if describe else ""
+            raise TimeoutError(f"condition not reached after {cycles} daemon cycles ({timeout:.0f} s){what}")
         run_once(names)
         cycles += 1
         time.sleep(pause)

@@ -14,7 +14,7 @@ from typing import Any
 from rucio_policy import topology as topology_mod
 
 from . import kafka, netns, postgres, procs, rucio_server, xrootd
-from .config import FTS_WORKERS, REPO_ROOT, VENV_BIN, GridConfig
+from .config import FTS_COPY_MODE, FTS_WORKERS, REPO_ROOT, VENV_BIN, GridConfig
 
 FTS = "fts"
 DAEMONS = "rucio-daemons"
@@ -56,10 +56,10 @@ def enter(cfg: GridConfig) -> None:
     os.environ.update(client_env(cfg))
 
 
-def _start_fts(cfg: GridConfig) -> None:
+def start_fts(cfg: GridConfig) -> None:
     procs.spawn(cfg.run_dir, cfg.log_dir, FTS,
                 [sys.executable, "-m", "juno_grid.fts", "--port", str(cfg.ports.fts),
-                 "--state", str(cfg.state_dir / "fts"), "--workers", str(FTS_WORKERS)])
+                 "--state", str(cfg.state_dir / "fts"), "--workers", str(FTS_WORKERS), "--copy-mode", FTS_COPY_MODE])
     procs.wait_for(lambda: procs.port_open(cfg.ports.fts), "transfer service (FTS3 API)", timeout=30,
                    log=cfg.log_dir / f"{FTS}.log")
 
@@ -120,7 +120,7 @@ def up(cfg: GridConfig, *, daemons: bool = True, condor_pool: bool = True,
     log("XRootD storage ...")
     xrootd.start(cfg, topo)
     log("transfer service ...")
-    _start_fts(cfg)
+    start_fts(cfg)
     log("topology from etc/sites.yaml ...")
     n = sync_topology(cfg, log)
     log(f"  {n} change(s)" if n else "  Rucio already matches")

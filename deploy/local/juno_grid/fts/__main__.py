@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds allowed per file, plus 1 s per MiB (default 600)")
     parser.add_argument("--drain-timeout", type=float, default=10.0,
                         help="on SIGTERM, seconds running copies get to finish before being requeued (default 10)")
+    parser.add_argument("--copy-mode", default="tpc", choices=["tpc", "stream"],
+                        help="tpc: storage to storage, as FTS3 (default); stream: bytes through this service")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     jsonlog.setup(args.log_level)
     args.state.mkdir(parents=True, exist_ok=True)
     store = Store(args.state / "jobs.sqlite")
-    settings = Settings(workers=args.workers, vo=args.vo, drain_timeout=args.drain_timeout,
+    settings = Settings(workers=args.workers, vo=args.vo, drain_timeout=args.drain_timeout, copy_mode=args.copy_mode,
                         limits=Limits(base_timeout=args.copy_timeout))
     service = Service(store, settings)
 

@@ -34,6 +34,7 @@ class Settings:
     stage_poll: float = 1.0  # seconds between looks at staging files
     drain_timeout: float = 10.0  # on stop, how long running copies may take to finish
     max_interruptions: int = 5  # restarts a copy may live through before it is failed
+    copy_mode: str = "tpc"  # tpc | stream: see copier.XRootD
 
 
 class Stopping(RuntimeError):
@@ -44,7 +45,7 @@ class Service:
     def __init__(self, store: Store, settings: Settings, xrd: XRootD | None = None) -> None:
         self.store = store
         self.settings = settings
-        self.xrd = xrd or XRootD(settings.op_timeout)
+        self.xrd = xrd or XRootD(settings.op_timeout, mode=settings.copy_mode)
         self.base_id = store.base_id()
         self._stopping = threading.Event()
         self._wake = threading.Condition()

@@ -1,0 +1,258 @@
+"""Benchmark: juno-ingest against the raw Rucio bulk API, and its latency at JUNO's nominal rate.
+
+Figures, all measured in this run against the same Rucio server:
+  files_per_s          files registered by the ingester / (last commit - first message read), with messages
+                       already in Kafka: validation, Rucio lookup, storage stat (xrdfs), block and container
+                       creation, the policy's rules (rucio_policy.engine), registration and attachment, dead-letter
+                       checks and offset commits all inside the window
+  ceiling_files_per_s  the raw bulk API on the same number of new files: add_replicas + attach_dids per chunk of
+                       the same size, with the same number of parallel clients, into blocks made beforehand
+                       (no validation, no lookup, no storage check, no rules); measured before and after the
+                       ingester, the mean of the two
+  ratio                files_per_s / ceiling_files_per_s   (target >= 0.8; files_per_s target >= 1,000)
+  latency_median_s     JUNO's nominal rate is about one file a minute; replayed 60x faster (one message a
+                       second, received_at = publication time) into a running ingester: median time from
+                       publishing a message to its file being in Rucio (polled with get_did)   (target < 2 s)
+
+Every test block's rules are deleted at the end, so the grid's daemons do not copy the benchmark's files around.
+
+Run from the repository root (as root; it joins the grid's namespace, starting the grid if needed):
+    .venv/bin/python bench/ingest.py [--files 5000] [--batch 1000] [--bulk 500] [--parallel 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from juno_grid import grid
+from juno_grid.config import load
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=5000, help="files for the throughput run")
+    parser.add_argument("--size", type=int, default=1024, help="bytes per file")
+    parser.add_argument("--batch", type=int, default=1000, help="ingester batch (messages)")
+    parser.add_argument("--bulk", type=int, default=500, help="files per Rucio call, ingester and ceiling")
+    parser.add_argument("--parallel", type=int, default=2, help="Rucio calls in flight, ingester and ceiling")
+    parser.add_argument("--latency-files", type=int, default=40, help="messages for the latency run")
+    parser.add_argument("--latency-rate", type=float, default=1.0,
+                        help="messages per second for the latency run (nominal: 1/60; default 60x faster)")
+    parser.add_argument("--keep-rules", action="store_true", help="leave the test blocks' rules in place")
+    parser.add_argument("-v", "--verbose", action="store_true", help="the ingester's JSON logs on stderr")
+    args = parser.parse_args()
+    if args.verbose:
+        from juno_ingest import logs
+
+        logs.setup("INFO")
+    cfg = load()
+    with grid.session(cfg, daemons=False, condor_pool=False, log=log):
+        return run(args, cfg)
+
+
+def ceiling(client_factory: Any, n: int, bulk: int, parallel: int, size: int) -> float:
+    """add_replicas + attach_dids of n new files in chunks of `bulk`, `parallel` clients: files/s."""
+    from juno_ingest.mapping import SCOPE, plan_block
+
+    tag = uuid.uuid4().hex[:7]
+    stream = f"JUNODAQ.c{tag}"
+    blocks = [plan_block(stream, day).name for day in _days(3)]
+    client = client_factory()
+    client.add_dids([{"scope": SCOPE, "name": b, "type": "DATASET"} for b in blocks])
+    run = 1_000_000 + zlib.crc32(tag.encode()) % 8_000_000
+    files = [{"scope": SCOPE, "name": f"RUN.{run}.JUNODAQ.Physics.ds-2.c{tag}.20251009140223.{i:05d}.dat",
+              "bytes": size, "adler32": f"{zlib.adler32(f'{tag}{i}'.encode()):08x}"} for i in range(n)]
+    # Same shape as the ingester's work: each block gets its share, in chunks of `bulk`.
+    chunks = []
+    for k, block in enumerate(blocks):
+        share = files[k::len(blocks)]
+        chunks += [(block, share[i:i + bulk]) for i in range(0, len(share), bulk)]
+    clients = [client_factory() for _ in range(parallel)]
+    local = threading.local()
+    counter = iter(range(parallel))
+
+    def work(item: tuple[str, list[dict[str, Any]]]) -> None:
+        if not hasattr(local, "client"):
+            local.client = clients[next(counter)]
+        block, chunk = item
+        local.client.add_replicas("IHEP-EOS", chunk)
+        local.client.attach_dids(SCOPE, block, [{"scope": SCOPE, "name": f["name"]} for f in chunk])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(work, chunks))
+    return n / (time.perf_counter() - started)
+
+
+def _days(n: int) -> list[Any]:
+    from datetime import UTC, datetime, timedelta
+
+    today = datetime.now(UTC).date()
+    return [today - timedelta(days=n - 1 - i) for i in range(n)]
+
+
+def run(args: argparse.Namespace, grid_cfg: Any) -> int:
+    from rucio.client import Client
+
+    from juno_ingest import simulate as sim
+    from juno_ingest import verify
+    from juno_ingest.config import DEFAULT_FILE
+    from juno_ingest.config import load as load_config
+    from juno_ingest.consumer import Ingester, default_client_factory
+    from juno_ingest.storage_check import Endpoint
+    from rucio_policy.topology import load as load_topology
+
+    proto = load_topology().rse("IHEP-EOS").protocols["local"]
+    endpoint = Endpoint(f"{proto.hostname}:{proto.port}", "/" + proto.prefix.strip("/"))
+    tag = uuid.uuid4().hex[:7]
+    streams = (f"JUNODAQ.b{tag}", f"JUNODAQ.d{tag}")
+    topic = f"bench-ingest-{tag}"
+    bootstrap = grid_cfg.kafka_bootstrap
+    base = load_config(DEFAULT_FILE, env={})
+    cfg = base.with_overrides(
+        kafka={"bootstrap_servers": bootstrap, "topic": topic, "group_id": f"g-{topic}"},
+        dlq={"topic": f"{topic}.dlq"}, batch={"max_messages": args.batch, "max_wait_s": 0.5},
+        rucio={"bulk_size": args.bulk, "parallel": args.parallel},
+        blocks={"streams": list(streams), "grace_s": 0.0, "close_check_s": 1.0},
+        metrics={"port": 0}, run={"once_idle_s": 2.0})
+    factory = default_client_factory(cfg)
+    root = Client()
+    load_before = os.getloadavg()
+
+    log(f"ceiling (before): add_replicas + attach_dids of {args.files} files, chunks of {args.bulk}, "
+        f"{args.parallel} clients ...")
+    ceiling_before = ceiling(factory, args.files, args.bulk, args.parallel, args.size)
+    log(f"  {ceiling_before:.0f} files/s")
+
+    plan = sim.make_plan(sim.SimSpec(files=args.files, size=args.size, days=3, streams=streams, reorder=20,
+                                     prefix=endpoint.prefix))
+    log(f"SPADE: writing {args.files} files of {args.size} bytes to {endpoint.url}, publishing to {topic} ...")
+    sim.write_files(plan, endpoint)
+    sim.ensure_topic(bootstrap, topic, 3)
+    sim.publish(plan.messages, bootstrap, topic)
+
+    log("ingester: messages already in Kafka -> registered, attached, rules applied ...")
+    summary = Ingester(cfg).run(once=True)
+    if summary.registered != args.files or summary.dead_lettered:
+        log(f"the ingester did not register everything: {summary.as_dict()}")
+        return 1
+    files_per_s = summary.registered / summary.busy_seconds
+    log(f"  {files_per_s:.0f} files/s ({summary.registered} files in {summary.busy_seconds:.2f} s, "
+        f"{summary.batches} batches, {summary.blocks_created} blocks)")
+
+    log("ceiling (after) ...")
+    ceiling_after = ceiling(factory, args.files, args.bulk, args.parallel, args.size)
+    log(f"  {ceiling_after:.0f} files/s")
+    ceiling_mean = (ceiling_before + ceiling_after) / 2
+
+    log("checking Rucio against the plan ...")
+    today = _days(1)[0]
+    problems = verify.check_rucio(root, plan, closed_before=today, open_from=today)
+    if problems:
+        log("Rucio does not hold what it should:\n  " + "\n  ".join(problems))
+        return 1
+
+    log(f"latency: {args.latency_files} messages at {args.latency_rate}/s into a running ingester ...")
+    latencies = latency_run(args, cfg, endpoint, bootstrap, root)
+    median = statistics.median(latencies)
+    p90 = sorted(latencies)[int(0.9 * (len(latencies) - 1))]
+    log(f"  median {median:.2f} s, p90 {p90:.2f} s, max {max(latencies):.2f} s")
+
+    blocks = set(plan.expected_blocks())
+    if not args.keep_rules:
+        deleted = verify.cleanup_rules(root, sorted(blocks | _latency_blocks))
+        log(f"deleted {deleted} rules of the benchmark's blocks")
+    result = {
+        "ratio": round(files_per_s / ceiling_mean, 3),
+        "files_per_s": round(files_per_s, 1),
+        "ceiling_files_per_s": round(ceiling_mean, 1),
+        "ceiling_before_files_per_s": round(ceiling_before, 1),
+        "ceiling_after_files_per_s": round(ceiling_after, 1),
+        "latency_median_s": round(median, 3),
+        "latency_p90_s": round(p90, 3),
+        "latency_rate_per_s": args.latency_rate,
+        "files": summary.registered,
+        "batches": summary.batches,
+        "blocks": summary.blocks_created,
+        "batch": args.batch, "bulk": args.bulk, "parallel": args.parallel,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    print(f"ingester {files_per_s:.0f} files/s vs bulk API {ceiling_mean:.0f} files/s: ratio {result['ratio']}; "
+          f"latency median {median:.2f} s at {args.latency_rate} msg/s")
+    print(json.dumps(result))
+    return 0
+
+
+_latency_blocks: set[str] = set()
+
+
+def latency_run(args: argparse.Namespace, cfg: Any, endpoint: Any, bootstrap: str, root: Any) -> list[float]:
+    from rucio.common.exception import DataIdentifierNotFound
+
+    from juno_ingest import simulate as sim
+    from juno_ingest.consumer import Ingester
+
+    tag = uuid.uuid4().hex[:7]
+    stream = f"JUNODAQ.l{tag}"
+    topic = f"bench-latency-{tag}"
+    plan = sim.make_plan(sim.SimSpec(files=args.latency_files, size=args.size, streams=(stream,),
+                                     prefix=endpoint.prefix))
+    sim.write_files(plan, endpoint)
+    sim.ensure_topic(bootstrap, topic, 3)
+    lcfg = cfg.with_overrides(kafka={"topic": topic, "group_id": f"g-{topic}"}, dlq={"topic": f"{topic}.dlq"},
+                              blocks={"streams": [stream]})
+    ingester = Ingester(lcfg)
+    thread = threading.Thread(target=ingester.run, kwargs={"once": False}, daemon=True)
+    thread.start()
+    # Wait until the consumer has its partitions, so the first message does not count the group join.
+    deadline = time.monotonic() + 60
+    while not ingester._ever_assigned and time.monotonic() < deadline:  # noqa: SLF001 - benchmark probe
+        time.sleep(0.1)
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
+    latencies: list[float] = []
+    started = time.monotonic()
+    try:
+        for k, msg in enumerate(plan.messages):
+            wait = started + k / args.latency_rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            sent = time.monotonic()
+            producer.produce(topic, key=msg.key, value=sim.restamp_value(msg.value))
+            producer.flush(10)
+            assert msg.lfn is not None
+            while True:
+                try:
+                    root.get_did("raw", msg.lfn)
+                    break
+                except DataIdentifierNotFound:
+                    if time.monotonic() - sent > 60:
+                        raise TimeoutError(f"{msg.lfn} not registered within 60 s") from None
+                    time.sleep(0.05)
+            latencies.append(time.monotonic() - sent)
+    finally:
+        ingester.request_stop()
+        thread.join(60)
+    _latency_blocks.update(ingester.closer.open)
+    _latency_blocks.update(n for n in (ingester.pipeline.blocks if ingester.pipeline else {}))
+    return latencies
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The condor backend: htcondor2 against a schedd (the local grid's pool, or a remote one).
+
+Which schedd: JUNO_SUBMIT_SCHEDD names a remote one (located through the collector of CONDOR_CONFIG);
+otherwise the local schedd of CONDOR_CONFIG. Authentication is whatever HTCondor's configuration says:
+CLAIMTOBE on the local grid (loopback only); IDTOKENS or SciTokens in production (README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from juno_jobs import submit as subdesc
+from juno_jobs.backends.base import BackendError
+from juno_jobs.model import Resources
+from juno_jobs.monitor import CondorLog, Event
+from juno_jobs.settings import Settings
+from juno_jobs.submit import Item
+from juno_jobs.taskdir import TaskDir
+
+
+class CondorBackend:
+    name = "condor"
+    keyed_by_round = False
+
+    def __init__(self, cfg: Settings) -> None:
+        self.cfg = cfg
+        self._schedd: Any = None
+
+    def schedd(self) -> Any:
+        import htcondor2
+
+        if self._schedd is None:
+            try:
+                if self.cfg.schedd:
+                    ad = htcondor2.Collector().locate(htcondor2.DaemonType.Schedd, self.cfg.schedd)
+                    self._schedd = htcondor2.Schedd(ad)
+                else:
+                    self._schedd = htcondor2.Schedd()
+            except Exception as err:  # noqa: BLE001 - the bindings raise HTCondorException and plain errors
+                raise BackendError(f"cannot reach the schedd {self.cfg.schedd or '(local)'}: {err}. Is HTCondor "
+                                   "running and CONDOR_CONFIG set (on the local grid: juno-grid exec -- ...)?") from err
+        return self._schedd
+
+    def _description(self, td: TaskDir, *, uuid: str, name: str, task_id: int, resources: Resources,
+                     hold: bool) -> dict[str, str]:
+        return subdesc.description(td, uuid=uuid, name=name, task_id=task_id, resources=resources,
+                                   max_idle=self.cfg.max_idle, hold=hold)
+
+    def describe(self, td: TaskDir, *, uuid: str, name: str, task_id: int, resources: Resources, rnd: int,
+                 hold: bool = False) -> str:
+        desc = self._description(td, uuid=uuid, name=name, task_id=task_id, resources=resources, hold=hold)
+        return subdesc.submit_text(desc, str(td.items(rnd)))
+
+    def submit(self, td: TaskDir, items: Sequence[Item], *, uuid: str, name: str, task_id: int,
+               resources: Resources, rnd: int, hold: bool = False) -> int:
+        import htcondor2
+
+        td.items(rnd).write_text(subdesc.items_text(items))
+        text = self.describe(td, uuid=uuid, name=name, task_id=task_id, resources=resources, rnd=rnd, hold=hold)
+        td.submit_file(rnd).write_text(text)
+        try:
+            result = self.schedd().submit(htcondor2.Submit(text))
+        except BackendError:
+            raise
+        except Exception as err:  # noqa: BLE001 - see schedd()
+            raise BackendError(f"the schedd refused round {rnd} of task {name}: {err}. The submit description "
+                               f"is in {td.submit_file(rnd)}") from err
+        return int(result.cluster())
+
+    def events(self, td: TaskDir) -> list[Event]:
+        return CondorLog(td.events_log, td.events_state).read()
+
+    def remove(self, td: TaskDir, uuid: str, procs: Sequence[tuple[int, int]] | None = None) -> int:
+        import htcondor2
+
+        if procs is not None and not procs:
+            return 0
+        # Always constrained by the task's id: never touches anybody else's jobs.
+        constraint = f'JunoTask == "{uuid}"'
+        if procs is not None:
+            ids = " || ".join(f"(ClusterId == {c} && ProcId == {p})" for c, p in procs)
+            constraint += f" && ({ids})"
+        try:
+            result = self.schedd().act(htcondor2.JobAction.Remove, constraint)
+        except Exception as err:  # noqa: BLE001 - see schedd()
+            raise BackendError(f"the schedd did not remove the jobs: {err}") from err
+        return int(result.get("TotalSuccess", 0)) if result is not None else 0

@@ -1,0 +1,155 @@
+"""The local backend: the same wrapper as local processes, for a laptop without HTCondor.
+
+Each round is run by a detached runner process (`python -m juno_jobs.backends.local`), so the command
+that submitted can exit and any later command can follow the jobs. The runner starts at most one wrapper
+per CPU, pretends to be at one of each job's sites (round-robin over them: the wrapper then reads that
+site's storage, as a grid job would), and appends events to local-events.jsonl with the same meaning as
+an HTCondor user log. Removal is a line in the task's `local-cancel` file, which runners watch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from juno_jobs import submit as subdesc
+from juno_jobs.model import Resources
+from juno_jobs.monitor import Event, LocalLog
+from juno_jobs.settings import Settings
+from juno_jobs.submit import Item
+from juno_jobs.taskdir import TaskDir
+
+CANCEL_FILE = "local-cancel"
+POLL_S = 0.2
+
+
+class LocalBackend:
+    name = "local"
+    keyed_by_round = True
+
+    def __init__(self, cfg: Settings) -> None:
+        self.cfg = cfg
+
+    def describe(self, td: TaskDir, *, uuid: str, name: str, task_id: int, resources: Resources, rnd: int,
+                 hold: bool = False) -> str:
+        return (f"# local backend: {sys.executable} -m juno_jobs.backends.local {td.root} {rnd}\n"
+                f"# runs, for each line 'job attempt memory sites' of {td.items(rnd)}, at most {os.cpu_count()} "
+                "at a time:\n"
+                f"#   JUNO_SITE=<one of sites> {td.wrapper} {td.root} <job> <attempt> <memory>\n")
+
+    def submit(self, td: TaskDir, items: Sequence[Item], *, uuid: str, name: str, task_id: int,
+               resources: Resources, rnd: int, hold: bool = False) -> int:
+        td.items(rnd).write_text(subdesc.items_text(items))
+        td.submit_file(rnd).write_text(self.describe(td, uuid=uuid, name=name, task_id=task_id, resources=resources,
+                                                     rnd=rnd))
+        if hold:
+            return rnd  # nothing runs until released; the local backend has no release: used by no one
+        log = open(td.root / f"local-runner.{rnd:03d}.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            # The launcher forks the runner and exits at once: the runner is nobody's child to reap.
+            subprocess.run([sys.executable, "-m", "juno_jobs.backends.local", str(td.root), str(rnd)],
+                           stdout=log, stderr=log, stdin=subprocess.DEVNULL, check=True, timeout=30)
+        finally:
+            log.close()
+        return rnd
+
+    def events(self, td: TaskDir) -> list[Event]:
+        return LocalLog(td.local_events, td.root / ".local-events.pos").read()
+
+    def remove(self, td: TaskDir, uuid: str, procs: Sequence[tuple[int, int]] | None = None) -> int:
+        lines = ["*"] if procs is None else [f"{r}.{p}" for r, p in procs]
+        with open(td.root / CANCEL_FILE, "a") as fh:
+            fh.write("".join(line + "\n" for line in lines))
+        return len(lines)
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+def _event(fh: IO[str], rnd: int, proc: int, kind: str, **extra: object) -> None:
+    fh.write(json.dumps({"round": rnd, "proc": proc, "kind": kind, "time": time.time(), **extra}) + "\n")
+    fh.flush()
+
+
+def _cancelled(path: Path, rnd: int) -> set[int] | None:
+    """Procs of this round to cancel; None = everything."""
+    try:
+        lines = path.read_text().split()
+    except OSError:
+        return set()
+    if "*" in lines:
+        return None
+    out = set()
+    for line in lines:
+        r, _, p = line.partition(".")
+        if r == str(rnd) and p.isdigit():
+            out.add(int(p))
+    return out
+
+
+def run_round(root: Path, rnd: int) -> None:
+    td = TaskDir(root)
+    items = []
+    for line in td.items(rnd).read_text().splitlines():
+        job, attempt, memory, sites = (line.split(maxsplit=3) + [""])[:4]
+        items.append((int(job), int(attempt), int(memory), [s for s in sites.split(",") if s]))
+    slots = max(1, os.cpu_count() or 1)
+    running: dict[int, subprocess.Popen[bytes]] = {}
+    waiting = list(range(len(items)))
+    with open(td.local_events, "a", encoding="utf-8") as events:
+        for proc in waiting:
+            _event(events, rnd, proc, "submit")
+        while waiting or running:
+            cancel = _cancelled(root / CANCEL_FILE, rnd)
+            for proc in list(waiting):
+                if cancel is None or proc in cancel:
+                    waiting.remove(proc)
+                    _event(events, rnd, proc, "removed")
+            for proc, p in list(running.items()):
+                if cancel is None or proc in cancel:
+                    p.send_signal(signal.SIGTERM)  # the wrapper stops its payload
+                    p.wait()
+                    del running[proc]
+                    _event(events, rnd, proc, "removed")
+                elif p.poll() is not None:
+                    del running[proc]
+                    code = p.returncode
+                    _event(events, rnd, proc, "terminated", exit_code=code if code >= 0 else None,
+                           signal=-code if code < 0 else None)
+            while waiting and len(running) < slots:
+                proc = waiting.pop(0)
+                job, attempt, memory, sites = items[proc]
+                site = sites[job % len(sites)] if sites else "local"
+                env = dict(os.environ, JUNO_SITE=site)
+                out = open(td.stdout(job, attempt), "ab")  # noqa: SIM115 - the child owns them
+                err = open(td.stderr(job, attempt), "ab")  # noqa: SIM115
+                running[proc] = subprocess.Popen(
+                    [sys.executable, str(td.wrapper), str(root), str(job), str(attempt), str(memory)],
+                    stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=root)
+                out.close()
+                err.close()
+                _event(events, rnd, proc, "execute", site=site)
+            time.sleep(POLL_S)
+
+
+def main(argv: list[str]) -> int:
+    root, rnd = Path(argv[1]), int(argv[2])
+    if os.fork() != 0:
+        return 0  # the launcher returns at once
+    os.setsid()
+    try:
+        run_round(root, rnd)
+    finally:
+        os._exit(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,174 @@
+"""A task file and Rucio → the jobs to run: what `juno-submit plan` shows and `submit` submits.
+
+Order matters for the promise "a bad task or a missing input submits nothing": the task file is checked
+first (taskfile.py), then the output dataset and RSE, then the inputs are resolved, grouped by sites and
+split. Only a complete plan is ever handed to submission.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from juno_jobs import locality, splitting
+from juno_jobs.model import InputFile, JobSpec, RseInfo, SiteGroup, Task
+from juno_jobs.pfns import NoReadProtocol, PfnMaker
+from juno_jobs.resolve import InputError, Resolver, rse_infos
+
+
+class PlanError(ValueError):
+    """The task is fine as a file but cannot run as asked (output dataset taken, unknown RSE, ...)."""
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    scope: str
+    name: str  # the dataset's full name
+    rse: str  # "site" or an RSE
+    patterns: tuple[str, ...]
+
+    @property
+    def did(self) -> str:
+        return f"{self.scope}:{self.name}"
+
+    def file_name(self, job: int, file: str) -> str:
+        """The DID name of an output file: unique per task and job, the same for every attempt."""
+        return f"{self.name}.{job:05d}.{file}"
+
+
+@dataclass
+class Plan:
+    task: Task
+    account: str
+    jobs: list[JobSpec]
+    groups: list[SiteGroup]
+    rses: dict[str, RseInfo]
+    output: OutputTarget | None
+    rse_bases: dict[str, dict[str, Any]] = field(default_factory=dict)  # RSE → {"site", "base"}
+    explicit_pfns: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # (scope, name) → {RSE: PFN}
+    job_rses: list[tuple[str, ...]] = field(default_factory=list)  # per job: the RSEs it may read from
+    n_files: int = 0
+    bytes: int = 0
+    resolve_s: float = 0.0
+    rucio_calls: int = 0
+    plan_s: float = 0.0
+
+
+
+def output_target(task: Task, account: str) -> OutputTarget | None:
+    """The output dataset's DID: in user.<account>, its name starting with the scope (so the rucio CLI
+    finds the scope from the name alone)."""
+    if task.output is None:
+        return None
+    scope = task.output.scope or f"user.{account}"
+    if not scope.startswith("user.") and not scope.startswith("group."):
+        raise PlanError(f"output scope {scope}: outputs go to your own scope user.<account>")
+    if account == "root" and task.output.scope is None:
+        raise PlanError("the Rucio account is root, which has no user scope: write the scope in the task file, "
+                        "e.g. output: {dataset: user.analyst1:my-task}, or run as your own account")
+    name = task.output.dataset
+    if not name.startswith(scope + "."):
+        name = f"{scope}.{name}"
+    return OutputTarget(scope=scope, name=name, rse=task.output.rse, patterns=task.output.files)
+
+
+def check_output(client: Any, target: OutputTarget, rses: dict[str, RseInfo], owned: Callable[[str, str], bool]
+                 ) -> None:
+    from rucio.common.exception import DataIdentifierNotFound
+
+    if target.rse != "site":
+        info = rses.get(target.rse)
+        if info is None:
+            raise PlanError(f"output.rse {target.rse} is not an RSE: choose one of "
+                            f"{', '.join(sorted(r for r, i in rses.items() if not i.tape))}, or 'site'")
+        if info.tape:
+            raise PlanError(f"output.rse {target.rse} is a tape RSE: outputs go to disk")
+    try:
+        client.get_did(target.scope, target.name)
+    except DataIdentifierNotFound:
+        return
+    if owned(target.scope, target.name):
+        raise PlanError(f"output dataset {target.did} belongs to an earlier task here: resubmit that task "
+                        "(juno-submit resubmit), or give this one another output.dataset")
+    raise PlanError(f"output dataset {target.did} already exists in Rucio: give output.dataset another name")
+
+
+def _bases(plan: Plan, maker: PfnMaker, log: Callable[[str], None]) -> None:
+    """One base URL per RSE the jobs read from; per-file PFNs where Rucio's paths differ from ours."""
+    samples: dict[str, InputFile] = {}
+    for group in plan.groups:
+        for f in group.files:
+            for r in f.rses:
+                if r not in samples and r in plan.rses and not plan.rses[r].tape \
+                        and plan.rses[r].site in group.sites:
+                    samples[r] = f
+    for rse, sample in sorted(samples.items()):
+        try:
+            base = maker.base(rse, sample)
+        except NoReadProtocol as err:
+            log(f"  warning: {err}; jobs will not read from it")
+            continue
+        plan.rse_bases[rse] = {"site": plan.rses[rse].site, "base": base}
+        if base is None:
+            log(f"  {rse}: Rucio's paths differ from the juno algorithm: listing PFNs file by file")
+            files = [f for g in plan.groups for f in g.files if rse in f.rses]
+            scopes = {f.name: f.scope for f in files}
+            for name, pfn in maker.pfns(rse, files).items():
+                plan.explicit_pfns.setdefault((scopes[name], name), {})[rse] = pfn
+
+
+def make_plan(task: Task, client: Any, *, owned: Callable[[str, str], bool] = lambda s, n: False,
+              log: Callable[[str], None] = lambda m: None, workers: int | None = None) -> Plan:
+    """Resolve, group and split. Raises PlanError, InputError, LocalityError or SplitError; submits nothing."""
+    started = time.perf_counter()
+    account = str(client.account)
+    target = output_target(task, account)
+    resolver = Resolver(client, log=log, **({"workers": workers} if workers else {}))
+    rses = rse_infos(client)
+    if target is not None:
+        check_output(client, target, rses, owned)
+    plan = Plan(task=task, account=account, jobs=[], groups=[], rses=rses, output=target)
+    split = task.splitting
+    if task.input is not None:
+        res = resolver.resolve(task.input.dids, task.input.filter, rses=rses, wanted_site=task.sites.permits)
+        plan.resolve_s, plan.rucio_calls = res.resolve_s, res.calls
+        plan.groups = locality.group_by_sites(res.files, rses, task.sites)
+        assert split.files_per_job is not None
+        plan.jobs = splitting.split_files(plan.groups, split.files_per_job, arguments=task.arguments,
+                                          max_jobs=split.max_jobs)
+        plan.n_files = len(res.files)
+        plan.bytes = sum(g.bytes for g in plan.groups)
+        _bases(plan, PfnMaker(client), log)
+        readable = set(plan.rse_bases)
+        plan.job_rses = [tuple(sorted({r for f in job.files for r in f.rses if r in readable})) for job in plan.jobs]
+    else:
+        sites = task.sites.allow or tuple(sorted({i.site for i in rses.values() if not i.tape}))
+        sites = tuple(s for s in sites if task.sites.permits(s))
+        if not sites:
+            raise PlanError("no site left to run at: check sites.allow and sites.deny")
+        jobs = splitting.split_jobvars(task.splitting.jobvars, arguments=task.arguments, max_jobs=split.max_jobs)
+        plan.jobs = [JobSpec(index=j.index, sites=sites, files=(), variables=j.variables, arguments=j.arguments)
+                     for j in jobs]
+        plan.job_rses = [() for _ in plan.jobs]
+    plan.plan_s = time.perf_counter() - started
+    return plan
+
+
+def site_summary(plan: Plan) -> list[tuple[str, int, int, int]]:
+    """(sites, jobs, files, bytes) per group of sites, in plan order."""
+    rows: dict[tuple[str, ...], list[int]] = {}
+    for job in plan.jobs:
+        row = rows.setdefault(job.sites, [0, 0, 0])
+        row[0] += 1
+        row[1] += len(job.files)
+        row[2] += job.bytes
+    return [(",".join(k) or "(any)", *v) for k, v in rows.items()]  # type: ignore[misc]
+
+
+def jobs_per_site(plan: Plan) -> dict[str, int]:
+    return locality.jobs_per_site(j.sites for j in plan.jobs)
+
+
+__all__ = ["InputError", "OutputTarget", "Plan", "PlanError", "make_plan", "output_target", "site_summary"]

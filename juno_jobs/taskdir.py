@@ -1,0 +1,138 @@
+"""A task's directory: what the jobs read (task.json, jobs.jsonl, wrapper, payload) and what they leave.
+
+    task.yaml               the task file as submitted
+    task.json               payload, outputs, wall time, RSE bases, naming patterns (read by the wrapper)
+    jobs.jsonl              one line per job: sites, RSEs, arguments, variables, inputs
+    wrapper.py              the job wrapper (juno_jobs/wrapper.py)
+    payload/                the executable or script shipped with the jobs
+    events.log              the HTCondor user log of every round (one per task)
+    rounds/NNN.items, .sub  each round's items file and submit description
+    logs/JOB.ATTEMPT.out    stdout and stderr of every attempt (wrapper and payload)
+    logs/JOB.ATTEMPT.err
+    attempts/JOB.ATTEMPT/   result.json, outputs/, work/ (the payload's working directory)
+
+The jobs write to logs/ and attempts/ as the batch system's user: those directories are handed to the
+job owner (settings.give) when juno-submit runs as root.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from juno_jobs import pfns, settings
+from juno_jobs.model import JobSpec, Task
+from juno_jobs.settings import Settings
+
+WRAPPER_SOURCE = Path(__file__).with_name("wrapper.py")
+
+
+@dataclass(frozen=True)
+class TaskDir:
+    root: Path
+
+    @property
+    def task_json(self) -> Path:
+        return self.root / "task.json"
+
+    @property
+    def jobs_jsonl(self) -> Path:
+        return self.root / "jobs.jsonl"
+
+    @property
+    def wrapper(self) -> Path:
+        return self.root / "wrapper.py"
+
+    @property
+    def events_log(self) -> Path:
+        return self.root / "events.log"
+
+    @property
+    def events_state(self) -> Path:
+        return self.root / ".events.pos"
+
+    @property
+    def local_events(self) -> Path:
+        return self.root / "local-events.jsonl"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".sync.lock"
+
+    def items(self, rnd: int) -> Path:
+        return self.root / "rounds" / f"{rnd:03d}.items"
+
+    def submit_file(self, rnd: int) -> Path:
+        return self.root / "rounds" / f"{rnd:03d}.sub"
+
+    def stdout(self, job: int, attempt: int) -> Path:
+        return self.root / "logs" / f"{job}.{attempt}.out"
+
+    def stderr(self, job: int, attempt: int) -> Path:
+        return self.root / "logs" / f"{job}.{attempt}.err"
+
+    def attempt_dir(self, job: int, attempt: int) -> Path:
+        return self.root / "attempts" / f"{job}.{attempt}"
+
+    def result(self, job: int, attempt: int) -> Path:
+        return self.attempt_dir(job, attempt) / "result.json"
+
+    def read_result(self, job: int, attempt: int) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(self.result(job, attempt).read_text()))
+        except (OSError, ValueError):
+            return None
+
+
+def _j(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _input(scope: str, name: str, size: int, adler32: str | None, explicit: dict[str, str] | None) -> str:
+    # Hand-formatted: ~10x faster than json.dumps for 100,000 inputs; Rucio DID names hold no characters
+    # JSON would escape, and anything unexpected goes through json.dumps.
+    if '"' in name or "\\" in name or '"' in scope:
+        return _j([scope, name, size, adler32, explicit] if explicit else [scope, name, size, adler32])
+    a = f'"{adler32}"' if adler32 else "null"
+    tail = f",{_j(explicit)}" if explicit else ""
+    return f'["{scope}","{name}",{size},{a}{tail}]'
+
+
+def write(td: TaskDir, task: Task, *, task_id: int, uuid: str, jobs: Sequence[JobSpec],
+          job_rses: Sequence[Sequence[str]], rse_bases: dict[str, dict[str, Any]],
+          explicit_pfns: dict[tuple[str, str], dict[str, str]], cfg: Settings) -> None:
+    """Everything the jobs need, written before anything is submitted."""
+    settings.make_dir(td.root, cfg)
+    for sub in ("logs", "attempts"):
+        settings.make_dir(td.root / sub, cfg)
+    (td.root / "rounds").mkdir(exist_ok=True)
+    shutil.copy2(task.source, td.root / "task.yaml")
+    shutil.copy2(WRAPPER_SOURCE, td.wrapper)
+    td.wrapper.chmod(0o755)
+    payload: dict[str, str]
+    if task.script is not None:
+        (td.root / "payload").mkdir(exist_ok=True)
+        (td.root / "payload" / "script.sh").write_text(task.script)
+        payload = {"kind": "script", "path": "payload/script.sh"}
+    elif task.executable is not None:
+        (td.root / "payload").mkdir(exist_ok=True)
+        target = td.root / "payload" / task.executable.name
+        shutil.copy2(task.executable, target)
+        target.chmod(0o755)
+        payload = {"kind": "exe", "path": f"payload/{task.executable.name}"}
+    else:
+        payload = {"kind": "site", "path": str(task.site_executable)}
+    spec = {"id": task_id, "uuid": uuid, "name": task.name, "payload": payload, "release": task.release,
+            "environment": dict(task.environment), "outputs": list(task.output.files) if task.output else [],
+            "wall_s": task.resources.wall_s, "rse_bases": rse_bases, "naming": pfns.NAMING}
+    td.task_json.write_text(json.dumps(spec, indent=1))
+    with open(td.jobs_jsonl, "w", encoding="utf-8") as fh:
+        for job, rses in zip(jobs, job_rses, strict=True):
+            inputs = ",".join(_input(f.scope, f.name, f.bytes, f.adler32, explicit_pfns.get((f.scope, f.name)))
+                              for f in job.files)
+            fh.write(f'{{"job":{job.index},"sites":{_j(list(job.sites))},"rses":{_j(list(rses))},'
+                     f'"args":{_j(list(job.arguments))},"vars":{_j(dict(job.variables))},"inputs":[{inputs}]}}\n')

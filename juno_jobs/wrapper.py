@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""juno-submit's job wrapper: read the inputs from this site's storage, run the payload, keep the outputs.
+
+Copied into each task's directory and run by the batch system (or the local backend) as
+    wrapper.py TASK_DIR JOB ATTEMPT REQUEST_MEMORY_MB
+with plain python3 and the standard library only: it runs on worker nodes (the local grid's pool chroot)
+where neither the project's venv nor Rucio exists. It reads TASK_DIR/task.json (the payload, outputs,
+storage bases per RSE) and line JOB of TASK_DIR/jobs.jsonl (this job's inputs and arguments), works in
+TASK_DIR/attempts/JOB.ATTEMPT/ and ends by writing result.json there, which juno-submit reads.
+
+Site: $JUNO_SITE (the submit file sets it from the slot's JUNO_Site), else the machine ad's JUNO_Site.
+
+Failures the wrapper detects, with its exit codes (the payload's own exit codes pass through):
+  201 input     no input replica at this site could be read, or it arrived with the wrong adler32
+  202 memory    the payload's resident set (all its processes) went over the memory request: the wrapper
+                measures it every 0.2 s and stops the payload, as a batch system with cgroups would;
+                the local pool enforces no limit, so this is what makes memory failures visible
+  203 walltime  the payload ran past the task's wall time
+  204 outputs   the payload succeeded but a declared output pattern matched nothing
+  205 release   the release directory or the site executable is missing here
+  209 wrapper   anything else that broke in the wrapper
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+EXIT = {"input": 201, "memory": 202, "walltime": 203, "outputs": 204, "release": 205, "wrapper": 209}
+POLL_S = 0.2
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def log(msg: str) -> None:
+    print(f"[juno-wrapper {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Failure(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def adler32_file(path: Path) -> str:
+    value = 1
+    with open(path, "rb") as fh:
+        while chunk := fh.read(4 << 20):
+            value = zlib.adler32(chunk, value)
+    return f"{value & 0xFFFFFFFF:08x}"
+
+
+def job_line(task_dir: Path, job: int) -> dict[str, Any]:
+    with open(task_dir / "jobs.jsonl", encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if i == job:
+                return dict(json.loads(line))
+    raise Failure("wrapper", f"job {job} not in {task_dir / 'jobs.jsonl'}")
+
+
+def this_site() -> str:
+    site = os.environ.get("JUNO_SITE", "")
+    if site and "$$(" not in site:
+        return site
+    ad = os.environ.get("_CONDOR_MACHINE_AD")
+    if ad and os.path.exists(ad):
+        for line in Path(ad).read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "JUNO_Site":
+                return value.strip().strip('"')
+    return "unknown"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def lfn_path(scope: str, name: str, raw_re: re.Pattern[str], derived_re: re.Pattern[str]) -> str:
+    """The file's path below an RSE's prefix: Rucio's lfn2pfn algorithm `juno` (rucio_policy.lfn2pfn).
+
+    Repeated here because the wrapper runs without the project installed; the patterns come from
+    rucio_policy.naming through task.json, the unit tests hold both implementations equal, and planning
+    checks the result against the PFN Rucio itself gives for a sample file at every RSE a task reads from.
+    """
+    started = None
+    release = None
+    if scope == "raw":
+        m = raw_re.match(name)
+        started = m.group("started") if m else None
+    elif scope in ("rtraw", "esd"):
+        m = derived_re.match(name)
+        if m:
+            started = m.group("started")
+            release = m.group("tags").split("_")[-1]
+    if started is not None:
+        try:
+            time.strptime(started, "%Y%m%d%H%M%S")
+        except ValueError:
+            started = None
+    if started is not None:
+        day = f"{started[:4]}/{started[4:8]}/{name}"
+        return f"raw/{day}" if release is None else f"{scope}/{release}/{day}"
+    digest = hashlib.md5(f"{scope}:{name}".encode()).hexdigest()
+    top = scope.replace(".", "/") if scope.startswith(("user.", "group.")) else scope
+    return f"{top}/{digest[0:2]}/{digest[2:4]}/{name.lstrip('/')}"
+
+
+def stage_in(spec: dict[str, Any], task: dict[str, Any], site: str, dest: Path) -> list[dict[str, Any]]:
+    """Copy every input from a disk RSE of this site; verify its adler32 against Rucio's."""
+    dest.mkdir(parents=True, exist_ok=True)
+    bases: dict[str, dict[str, Any]] = task.get("rse_bases", {})
+    raw_re = re.compile(task["naming"]["raw_file"])
+    derived_re = re.compile(task["naming"]["derived_file"])
+    here = [r for r in spec.get("rses", []) if bases.get(r, {}).get("site") == site]
+    records = []
+    for item in spec.get("inputs", []):
+        scope, name, size, adler32 = item[:4]
+        explicit: dict[str, str] = item[4] if len(item) > 4 else {}
+        did = f"{scope}:{name}"
+        if not here:
+            raise Failure("input", f"{did}: this job's inputs are at {', '.join(spec.get('sites', []))}, "
+                                   f"not at {site}")
+        target = dest / name
+        errors = []
+        for rse in here:
+            base = bases[rse].get("base")
+            url = explicit.get(rse) or (base + lfn_path(scope, name, raw_re, derived_re) if base else None)
+            if url is None:
+                continue
+            started = time.monotonic()
+            done = subprocess.run(["xrdcp", "--nopbar", "--force", url, str(target)], capture_output=True, text=True)
+            if done.returncode != 0:
+                errors.append(f"{rse}: xrdcp exit {done.returncode}: {done.stderr.strip()[-300:]}")
+                continue
+            if size and target.stat().st_size != size:
+                errors.append(f"{rse}: {target.stat().st_size} bytes, Rucio says {size}")
+                continue
+            got = adler32_file(target)
+            if adler32 and got != adler32:
+                errors.append(f"{rse}: adler32 {got}, Rucio says {adler32}")
+                continue
+            seconds = time.monotonic() - started
+            log(f"read {did} from {rse} ({target.stat().st_size} bytes, {seconds:.2f} s, adler32 {got})")
+            records.append({"did": did, "rse": rse, "site": site, "url": url, "bytes": target.stat().st_size,
+                            "adler32": got, "seconds": round(seconds, 3)})
+            break
+        else:
+            raise Failure("input", f"{did}: could not read it at {site}: " + "; ".join(errors or ["no replica"]))
+    return records
+
+
+# --------------------------------------------------------------------------- payload
+
+
+def group_rss_kb(pgid: int) -> int:
+    """Resident set of every process in the payload's process group (the payload and its children)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command name: state ppid pgrp session ... rss is field 24 overall (index 21 here).
+        if int(fields[2]) == pgid:
+            total += int(fields[21]) * PAGE_KB
+    return total
+
+
+def run_payload(argv: list[str], env: dict[str, str], cwd: Path, memory_mb: int, wall_s: int) -> tuple[int, str | None,
+                                                                                                       int]:
+    """(exit code, failure kind or None, peak RSS in MB). The payload gets its own process group."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
+    started = time.monotonic()
+    peak_kb = 0
+    failure = None
+
+    def forward(signum: int, _frame: Any) -> None:  # the batch system removes the job: stop the payload too
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    while proc.poll() is None:
+        rss = group_rss_kb(proc.pid)
+        peak_kb = max(peak_kb, rss)
+        if rss > memory_mb * 1024:
+            failure = "memory"
+            log(f"payload uses {rss // 1024} MB, more than the {memory_mb} MB requested: stopping it")
+        elif time.monotonic() - started > wall_s:
+            failure = "walltime"
+            log(f"payload ran past the wall time of {wall_s} s: stopping it")
+        if failure:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            break
+        time.sleep(POLL_S)
+    code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+    return code, failure, peak_kb // 1024
+
+
+def payload_argv(task: dict[str, Any], task_dir: Path, args: list[str]) -> list[str]:
+    payload = task["payload"]
+    if payload["kind"] == "script":
+        argv = ["/bin/sh", str(task_dir / payload["path"]), *args]
+    elif payload["kind"] == "exe":
+        argv = [str(task_dir / payload["path"]), *args]
+    else:
+        if not os.access(payload["path"], os.X_OK):
+            raise Failure("release", f"executable {payload['path']} not found (or not executable) at this site")
+        argv = [payload["path"], *args]
+    release = task.get("release")
+    if release:
+        if not os.path.isdir(release):
+            raise Failure("release", f"release {release} not found at this site")
+        if os.path.exists(os.path.join(release, "setup.sh")):
+            argv = ["/bin/sh", "-c", '. "$JUNO_RELEASE/setup.sh" >&2 && exec "$@"', "juno-payload", *argv]
+    return argv
+
+
+def collect_outputs(patterns: list[str], work: Path, dest: Path) -> list[dict[str, Any]]:
+    dest.mkdir(parents=True, exist_ok=True)
+    found: dict[str, Path] = {}
+    for pattern in patterns:
+        matches = sorted(p for p in glob.glob(pattern, root_dir=work, recursive=True) if (work / p).is_file())
+        if not matches:
+            raise Failure("outputs", f"output pattern {pattern!r} matched no file in the payload's directory")
+        for rel in matches:
+            name = rel.replace(os.sep, ".")
+            found.setdefault(name, work / rel)
+    records = []
+    for name, path in sorted(found.items()):
+        target = dest / name
+        shutil.move(str(path), target)
+        records.append({"file": name, "bytes": target.stat().st_size, "adler32": adler32_file(target)})
+        log(f"output {name}: {records[-1]['bytes']} bytes, adler32 {records[-1]['adler32']}")
+    return records
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 5:
+        print("usage: wrapper.py TASK_DIR JOB ATTEMPT REQUEST_MEMORY_MB", file=sys.stderr)
+        return 2
+    task_dir, job, attempt, memory_mb = Path(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
+    attempt_dir = task_dir / "attempts" / f"{job}.{attempt}"
+    site = this_site()
+    result: dict[str, Any] = {"job": job, "attempt": attempt, "site": site, "host": socket.gethostname(),
+                              "request_memory_mb": memory_mb, "started": time.time(), "exit_code": None,
+                              "failure": None, "message": "", "max_rss_mb": 0, "inputs": [], "outputs": []}
+    try:
+        attempt_dir.mkdir(parents=True, exist_ok=True)
+        task = json.loads((task_dir / "task.json").read_text())
+        spec = job_line(task_dir, job)
+        log(f"task {task['name']} job {job} attempt {attempt} at site {site}, {memory_mb} MB requested")
+        work = attempt_dir / "work"
+        if work.exists():  # a second run of the same attempt (e.g. the batch system restarted it)
+            shutil.rmtree(work)
+        work.mkdir()
+        result["inputs"] = stage_in(spec, task, site, work / "inputs")
+        cmd = payload_argv(task, task_dir, list(spec.get("args", [])))
+        env = dict(os.environ)
+        env.update(task.get("environment", {}))
+        env.update({"JUNO_SITE": site, "JUNO_TASK": task["name"], "JUNO_TASK_ID": str(task.get("id", "")),
+                    "JUNO_JOB": str(job), "JUNO_ATTEMPT": str(attempt), "JUNO_REQUEST_MEMORY_MB": str(memory_mb),
+                    "JUNO_INPUTS": " ".join(f"inputs/{i[1]}" for i in spec.get("inputs", [])),
+                    "JUNO_JOBVARS": json.dumps(spec.get("vars", {})), "JUNO_RELEASE": task.get("release") or ""})
+        log("running " + " ".join(cmd))
+        code, failure, peak = run_payload(cmd, env, work, memory_mb, int(task.get("wall_s", 86400)))
+        result["max_rss_mb"] = peak
+        result["exit_code"] = code
+        log(f"payload exit code {code}, peak resident memory {peak} MB")
+        if failure:
+            raise Failure(failure, f"payload stopped: {failure} (peak {peak} MB of {memory_mb} MB requested)")
+        if code != 0:
+            result["failure"] = "payload"
+            result["message"] = f"payload exited with code {code}"
+        else:
+            result["outputs"] = collect_outputs(task.get("outputs", []), work, attempt_dir / "outputs")
+        shutil.rmtree(work / "inputs", ignore_errors=True)  # the inputs are in Rucio; keep the disk free
+    except Failure as err:
+        result["failure"] = err.kind
+        result["message"] = str(err)
+        log(f"{err.kind} failure: {err}")
+    except Exception as err:  # noqa: BLE001 - anything unexpected is still reported, as a wrapper failure
+        result["failure"] = "wrapper"
+        result["message"] = f"{type(err).__name__}: {err}"
+        log(f"wrapper failure: {type(err).__name__}: {err}")
+    result["finished"] = time.time()
+    if result["failure"] and result["failure"] != "payload":
+        result["exit_code"] = EXIT[result["failure"]]
+    tmp = attempt_dir / "result.json.tmp"
+    try:
+        attempt_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(attempt_dir / "result.json")
+    except OSError as err:
+        log(f"cannot write {attempt_dir / 'result.json'}: {err}")
+        return EXIT["wrapper"]
+    return int(result["exit_code"] or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
