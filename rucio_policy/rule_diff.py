@@ -20,13 +20,13 @@ becomes a rule the policy does not want (`delete`, applied only with --prune).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
+from fnmatch import fnmatchcase
 from typing import Any
 
 from rucio_policy.placement import PLACEMENT_META_PREFIX
-from rucio_policy.replication import Policy
+from rucio_policy.replication import DataClass, Policy
 from rucio_policy.rules import DesiredRule, Did, RulePlan, parse_rule_comment, plan_rules
 
 # Rucio stores a rule's lifetime as expires_at, set from the server's clock when the rule is made or
@@ -56,11 +56,11 @@ class ExistingRule:
     created_at: datetime | None
     expires_at: datetime | None
     state: str
+    tag: tuple[str, str] | None = field(init=False)  # (class, rule id) of a policy rule, from its comment
 
-    @cached_property
-    def tag(self) -> tuple[str, str] | None:
-        # Cached: plan compares every rule's tag several times, over tens of thousands of rules.
-        return parse_rule_comment(self.comment)
+    def __post_init__(self) -> None:
+        # Parsed once: plan compares every rule's tag several times, over tens of thousands of rules.
+        self.tag = parse_rule_comment(self.comment)
 
     @classmethod
     def from_rucio(cls, row: Mapping[str, Any]) -> ExistingRule:
@@ -221,7 +221,7 @@ def _duration(value: timedelta | None) -> str:
     return f"{seconds}s"
 
 
-_PLANS: dict[int, tuple[Policy, dict[tuple[Any, ...], RulePlan]]] = {}
+_PLANS: dict[int, tuple[Policy, dict[tuple[Any, ...], RulePlan], dict[str, list[DataClass]]]] = {}
 
 
 def _plan(policy: Policy, did: Did, verdicts: Mapping[str, bool] | None) -> RulePlan:
@@ -229,16 +229,25 @@ def _plan(policy: Policy, did: Did, verdicts: Mapping[str, bool] | None) -> Rule
     (no placement record in their metadata): a bulk plan then builds each class's rules once, not per DID."""
     if any(str(key).startswith(PLACEMENT_META_PREFIX) for key in did.meta):
         return plan_rules(policy, did, verdicts)
-    data_class = policy.class_for(did.scope, did.name, did.did_type, did.meta)
     entry = _PLANS.get(id(policy))
     if entry is None or entry[0] is not policy:
         _PLANS.clear()
-        entry = _PLANS[id(policy)] = (policy, {})
-    key = (data_class.name if data_class else None, tuple(sorted((verdicts or {}).items())), did.is_open)
-    template = entry[1].get(key)
+        entry = _PLANS[id(policy)] = (policy, {}, {})
+    _, templates, by_scope = entry
+    classes = by_scope.get(did.scope)
+    if classes is None:  # the classes a DID of this scope can be in: the scope test is done once per scope
+        classes = by_scope[did.scope] = [c for c in policy.classes
+                                         if not c.match.scopes or c.match.matches(did.scope, "", None)
+                                         or any(fnmatchcase(did.scope, p) for p in c.match.scopes)]
+    found = [c for c in classes if c.match.matches(did.scope, did.name, did.did_type, did.meta)]
+    if len(found) > 1:
+        policy.class_for(did.scope, did.name, did.did_type, did.meta)  # raises AmbiguousClass, with the details
+    key = (found[0].name if found else None, tuple(sorted((verdicts or {}).items())), did.is_open)
+    template = templates.get(key)
     if template is None:
-        template = entry[1][key] = plan_rules(policy, did, verdicts)
-    return replace(template, did=did)
+        template = templates[key] = plan_rules(policy, did, verdicts)
+    return RulePlan(did, template.class_name, template.reason, template.rules, template.skipped, template.pending,
+                    template.problems)
 
 
 def diff_did(policy: Policy, did: Did, rules: Iterable[ExistingRule], *, owner: str | None,
