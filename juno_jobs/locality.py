@@ -85,8 +85,11 @@ def site_sets(files: Iterable[InputFile], rses: Mapping[str, RseInfo], sites: Si
     return groups, problems
 
 
-def group_by_sites(files: Iterable[InputFile], rses: Mapping[str, RseInfo], sites: SiteLists = SiteLists()) -> list[
-        SiteGroup]:
+ANYWHERE = SiteLists()
+
+
+def group_by_sites(files: Iterable[InputFile], rses: Mapping[str, RseInfo], sites: SiteLists = ANYWHERE
+                   ) -> list[SiteGroup]:
     """Site groups, largest first (then by site names); files in name order. Raises LocalityError."""
     groups, problems = site_sets(files, rses, sites)
     if problems:

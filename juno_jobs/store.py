@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     failure TEXT,
     reason TEXT,
     max_rss_mb INTEGER,
+    decision TEXT,
     submitted REAL,
     started REAL,
     finished REAL,
@@ -235,8 +236,8 @@ class Store:
         with self.transaction() as db:
             db.execute("INSERT INTO rounds (task_id, round, cluster, n_jobs, submitted, items) VALUES (?,?,NULL,?,?,?)",
                        (task_id, rnd, len(attempts), now, str(items)))
-            db.executemany("INSERT INTO attempts (task_id, job, attempt, round, cluster, proc, memory, state, submitted)"
-                           " VALUES (?,?,?,?,NULL,?,?,'pending',?)",
+            db.executemany("INSERT INTO attempts (task_id, job, attempt, round, cluster, proc, memory, state,"
+                           " submitted) VALUES (?,?,?,?,NULL,?,?,'pending',?)",
                            ((task_id, a.job, a.attempt, rnd, a.proc, a.memory, now) for a in attempts))
             db.executemany("UPDATE jobs SET state='idle', attempts=?, memory=?, site=NULL, exit_code=NULL,"
                            " failure=NULL, reason=NULL, updated=? WHERE task_id=? AND job=?",
@@ -247,6 +248,14 @@ class Store:
             db.execute("UPDATE rounds SET cluster=? WHERE task_id=? AND round=?", (cluster, task_id, rnd))
             db.execute("UPDATE attempts SET cluster=?, state='idle' WHERE task_id=? AND round=? AND state='pending'",
                        (cluster, task_id, rnd))
+
+    def renumber(self, task_id: int, rnd: int, procs: Sequence[tuple[int, int, int]]) -> None:
+        """(job, attempt, proc): the items a round is finally submitted with, in order."""
+        with self.transaction() as db:
+            # Attempts left out get negative procs, so no two attempts of the round share a proc.
+            db.execute("UPDATE attempts SET proc=-1-proc WHERE task_id=? AND round=? AND proc>=0", (task_id, rnd))
+            db.executemany("UPDATE attempts SET proc=? WHERE task_id=? AND round=? AND job=? AND attempt=?",
+                           ((p, task_id, rnd, j, a) for j, a, p in procs))
 
     def rounds(self, task_id: int) -> list[sqlite3.Row]:
         return list(self.db.execute("SELECT * FROM rounds WHERE task_id=? ORDER BY round", (task_id,)))
@@ -297,6 +306,28 @@ class Store:
                     cols = ", ".join(f"{k}=?" for k in mirror)
                     db.execute(f"UPDATE jobs SET {cols}, updated=? WHERE task_id=? AND job=? AND attempts=?",
                                (*mirror.values(), now, task_id, job, attempt))
+
+    def states(self, task_id: int) -> dict[tuple[int, int], str]:
+        """(job, attempt) → attempt state, for every attempt of the task."""
+        return {(r[0], r[1]): r[2] for r in self.db.execute(
+            "SELECT job, attempt, state FROM attempts WHERE task_id=?", (task_id,))}
+
+    def undecided(self, task_id: int) -> list[sqlite3.Row]:
+        """Failed attempts nobody has decided about yet (retry or give up)."""
+        return list(self.db.execute(
+            "SELECT a.*, j.attempts AS latest FROM attempts a JOIN jobs j ON a.task_id=j.task_id AND a.job=j.job"
+            " WHERE a.task_id=? AND a.state IN ('failed','lost') AND a.decision IS NULL ORDER BY a.job",
+            (task_id,)))
+
+    def decide(self, task_id: int, decisions: Iterable[tuple[int, int, str]],
+               final: Iterable[tuple[int, str]] = ()) -> None:
+        """Mark attempts decided ('retry' | 'final' | 'stale'); jobs given up on become failed with a reason."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany("UPDATE attempts SET decision=? WHERE task_id=? AND job=? AND attempt=?",
+                           ((d, task_id, j, a) for j, a, d in decisions))
+            db.executemany("UPDATE jobs SET state='failed', reason=?, updated=? WHERE task_id=? AND job=?",
+                           ((reason, now, task_id, j) for j, reason in final))
 
     def set_jobs(self, task_id: int, jobs: Iterable[int], **fields: Any) -> None:
         cols = ", ".join(f"{k}=?" for k in fields)

@@ -108,7 +108,8 @@ def _duplicates(node: Node, where: str, file: str) -> Iterator[Issue]:
         for k, v in node.value:
             name = str(k.value) if isinstance(k, ScalarNode) else "?"
             if name in seen:
-                yield Issue(file, line_of(k), _join(where, name), f"duplicate key (first at line {line_of(seen[name])})",
+                first = line_of(seen[name])
+                yield Issue(file, line_of(k), _join(where, name), f"duplicate key (first at line {first})",
                             "keep one of them: YAML would silently use the last")
             seen[name] = k
             yield from _duplicates(v, _join(where, name), file)

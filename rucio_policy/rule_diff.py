@@ -32,6 +32,15 @@ from rucio_policy.rules import DesiredRule, Did, RulePlan, parse_rule_comment, p
 # Rucio stores a rule's lifetime as expires_at, set from the server's clock when the rule is made or
 # its lifetime changed: compare lifetimes with this much slack (policy lifetimes are hours to weeks).
 LIFETIME_SLACK = timedelta(hours=1)
+# Rucio deletes a rule softly: delete_replication_rule sets it to expire within the hour and the
+# judge-cleaner removes it then. Until that, it is still listed, and a rule with the same owner,
+# expression and copies cannot be added again (DuplicateRule).
+DELETION_GRACE = timedelta(hours=1, minutes=5)
+
+
+def leaving(rule: ExistingRule, now: datetime) -> bool:
+    """The rule expires within Rucio's deletion grace: deleted, or about to expire anyway."""
+    return rule.expires_at is not None and rule.expires_at <= now + DELETION_GRACE
 
 ADD, UPDATE, DELETE, DECIDE = "add", "update", "delete", "decide"
 ACTION_ORDER = {DECIDE: 0, ADD: 1, UPDATE: 2, DELETE: 3}
@@ -169,7 +178,7 @@ def _desired_lifetime(desired: DesiredRule) -> timedelta | None:
     return None if desired.lifetime is None else timedelta(seconds=desired.lifetime)
 
 
-def deviations(desired: DesiredRule, rule: ExistingRule, owner: str | None
+def deviations(desired: DesiredRule, rule: ExistingRule, owner: str | None, now: datetime
                ) -> tuple[list[str], dict[str, Any], list[str]]:
     """(what differs in words, update options that fix it in place, what only a new rule can fix)."""
     words: list[str] = []
@@ -199,7 +208,11 @@ def deviations(desired: DesiredRule, rule: ExistingRule, owner: str | None
     want, have = _desired_lifetime(desired), rule.lifetime()
     if (want is None) != (have is None) or (want is not None and have is not None
                                             and abs(want - have) > LIFETIME_SLACK):
-        words.append(f"lifetime {_duration(have)} (policy: {_duration(want)})")
+        if leaving(rule, now) and rule.expires_at is not None:
+            words.append(f"deleted (Rucio removes it at {rule.expires_at:%Y-%m-%d %H:%M} UTC; the policy keeps it "
+                         f"{_duration(want) if want else 'forever'}): restore it")
+        else:
+            words.append(f"lifetime {_duration(have)} (policy: {_duration(want)})")
         options["lifetime"] = None if want is None else want  # resolved against the clock in lifetime_option()
     return words, options, replace
 
@@ -236,8 +249,7 @@ def _plan(policy: Policy, did: Did, verdicts: Mapping[str, bool] | None) -> Rule
     _, templates, by_scope = entry
     classes = by_scope.get(did.scope)
     if classes is None:  # the classes a DID of this scope can be in: the scope test is done once per scope
-        classes = by_scope[did.scope] = [c for c in policy.classes
-                                         if not c.match.scopes or c.match.matches(did.scope, "", None)
+        classes = by_scope[did.scope] = [c for c in policy.classes if not c.match.scopes
                                          or any(fnmatchcase(did.scope, p) for p in c.match.scopes)]
     found = [c for c in classes if c.match.matches(did.scope, did.name, did.did_type, did.meta)]
     if len(found) > 1:
@@ -272,7 +284,7 @@ def diff_did(policy: Policy, did: Did, rules: Iterable[ExistingRule], *, owner: 
                        and r.rse_expression == desired.rse_expression and r.copies == desired.copies]
         scored = []
         for rule in candidates:
-            words, options, replace = deviations(desired, rule, owner)
+            words, options, replace = deviations(desired, rule, owner, now)
             scored.append((bool(replace), len(words), rule, words, options, replace))
         scored.sort(key=lambda item: (item[0], item[1]))
         fixable = [s for s in scored if not s[0]]
@@ -282,7 +294,8 @@ def diff_did(policy: Policy, did: Did, rules: Iterable[ExistingRule], *, owner: 
             matches.append(Match(desired, rule, tuple(words)))
             if options:
                 action = _update_action(did, desired, rule, words, options, now)
-                actions.append(action)
+                if action is not None:
+                    actions.append(action)
             continue
         replaced = scored[0] if scored else None
         why = desired.reason
@@ -294,8 +307,8 @@ def diff_did(policy: Policy, did: Did, rules: Iterable[ExistingRule], *, owner: 
     pending_ids = {(p.class_name, p.rule_id) for p in plan.pending}
     kept = [r for r in tagged if r.id not in used and r.tag in pending_ids]
     for rule in tagged:
-        if rule.id in used or any(rule is k for k in kept):
-            continue
+        if rule.id in used or any(rule is k for k in kept) or leaving(rule, now):
+            continue  # a rule already on its way out needs no deleting
         actions.append(Action(DELETE, did.scope, did.name, rule.tag[0] if rule.tag else None,
                               rule.tag[1] if rule.tag else None, rule.rse_expression,
                               f"not wanted: {_unwanted_reason(plan, rule)}", rucio_rule=rule.id,
@@ -344,10 +357,12 @@ def _identical(desired: DesiredRule, rule: ExistingRule, owner: str | None) -> b
 
 
 def _update_action(did: Did, desired: DesiredRule, rule: ExistingRule, words: list[str], options: dict[str, Any],
-                   now: datetime) -> Action:
+                   now: datetime) -> Action | None:
     options = dict(options)
     if "lifetime" in options and options["lifetime"] is not None:
         seconds = lifetime_option(rule, options["lifetime"], now)
+        if seconds is None and leaving(rule, now):
+            return None  # past the policy's lifetime and already on its way out: as the policy wants
         if seconds is None:
             # The policy's lifetime is already over for this rule: setting it would make Rucio delete
             # the rule at once, which is a deletion, so it waits for --prune like every other one.

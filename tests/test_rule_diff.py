@@ -169,3 +169,14 @@ def test_existing_rule_from_rucio_rows() -> None:
     parsed = ExistingRule.from_rucio(row)
     assert parsed.tag == ("raw", "cnaf_disk") and parsed.created_at == datetime(2025, 10, 9, 10)
     assert parsed.lifetime() is None
+
+
+def test_a_deleted_rule_is_restored_and_a_deleted_unwanted_one_left_alone() -> None:
+    # Rucio deletes softly: the rule expires within the hour and stays listed until then.
+    deleted = rule("cnaf_disk", expires_at=NOW + timedelta(minutes=50))
+    rules = [r for r in all_rules() if r.id != "id-cnaf_disk"] + [deleted]
+    [action] = diff_did(POLICY, block(), rules, owner=OWNER, now=NOW).actions
+    assert action.kind == UPDATE and action.options == {"lifetime": None}
+    assert "deleted (Rucio removes it at" in action.reason and "restore it" in action.reason
+    gone = rule("cnaf_disk", id="old", comment=rule_comment("raw", "old_rule"), expires_at=NOW + timedelta(minutes=5))
+    assert diff_did(POLICY, block(), [*all_rules(), gone], owner=OWNER, now=NOW).actions == ()

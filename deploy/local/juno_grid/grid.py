@@ -128,7 +128,7 @@ def up(cfg: GridConfig, *, daemons: bool = True, condor_pool: bool = True,
     kafka.start(cfg)
     if daemons:
         log("Rucio daemons ...")
-    start_daemons(cfg)
+        start_daemons(cfg)
     if condor_pool:
         from . import condor
 

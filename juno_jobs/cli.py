@@ -1,0 +1,579 @@
+"""`juno-submit`: JUNO analysis tasks on HTCondor, at the sites that hold their input data."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from juno_jobs import control, settings, units
+from juno_jobs.store import FINAL_JOB_STATES, Store, TaskNotFound, TaskRow
+
+# Exit codes: one meaning each, for scripts (also in `juno-submit --help`).
+OK = 0
+FAILED = 1  # unexpected error
+TASK_FILE = 3  # the task file is invalid (messages say file:line)
+INPUT = 4  # the inputs or outputs cannot be used as asked (missing DID, tape only, dataset exists, ...)
+SERVICE = 5  # Rucio or HTCondor refused or could not be reached
+NOT_FOUND = 6  # no such task
+JOBS_FAILED = 7  # the task ended with failed or killed jobs (status --watch, submit --wait)
+
+EXIT_HELP = """\b
+Exit codes:
+  0  done as asked          3  task file invalid (file:line given)   5  Rucio or HTCondor error
+  1  unexpected error       4  input/output cannot be used as asked  6  no such task
+  2  wrong command line     7  the task ended with failed or killed jobs (--watch, --wait)"""
+
+STATES = ("idle", "running", "held", "finishing", "done", "failed", "killed")
+
+
+class Context:
+    def __init__(self, work_dir: Path | None, backend: str | None, quiet: bool, verbose: bool) -> None:
+        self.work_dir = work_dir
+        self.backend = backend
+        self.quiet = quiet
+        self.verbose = verbose
+        self._session: control.Session | None = None
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            click.echo(msg, err=True)
+
+    def session(self) -> control.Session:
+        if self._session is None:
+            try:
+                cfg = settings.from_env(work_dir=self.work_dir, backend=self.backend)
+            except ValueError as err:
+                fail(str(err), FAILED)
+            self._session = control.Session(cfg=cfg, store=Store(cfg.db_path), rucio=_rucio_client, log=self.log)
+        return self._session
+
+    def task(self, ref: str | None) -> TaskRow:
+        store = self.session().store
+        try:
+            if ref is None:
+                latest = store.latest_task()
+                if latest is None:
+                    fail(f"no task in {store.path} yet: submit one with `juno-submit submit TASK.yaml`", NOT_FOUND)
+                return latest
+            return store.task(ref)
+        except TaskNotFound as err:
+            fail(str(err), NOT_FOUND)
+
+
+def _rucio_client() -> Any:
+    from rucio.client import Client
+
+    return Client()
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"juno-submit: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def errors(ctx: Context) -> Iterator[None]:
+    """Map every error a person can meet to its message and exit code (one place, as globus-cli does)."""
+    from juno_jobs.backends.base import BackendError
+    from juno_jobs.locality import LocalityError
+    from juno_jobs.plan import PlanError
+    from juno_jobs.resolve import InputError
+    from juno_jobs.splitting import SplitError
+    from juno_jobs.taskfile import TaskFileError
+
+    try:
+        yield
+    except TaskFileError as err:
+        fail(f"the task file has {len(err.issues)} problem(s); nothing was submitted:\n"
+             + "\n".join(f"  {i}" for i in err.issues), TASK_FILE)
+    except (InputError, LocalityError, PlanError, SplitError) as err:
+        fail(f"{err}" + ("" if "Nothing was submitted" in str(err) else "\nNothing was submitted."), INPUT)
+    except control.CommandError as err:
+        fail(str(err), INPUT)
+    except BackendError as err:
+        fail(str(err), SERVICE)
+    except TaskNotFound as err:
+        fail(str(err), NOT_FOUND)
+    except Exception as err:
+        if type(err).__module__.startswith("rucio."):
+            fail(f"Rucio: {type(err).__name__}: {err}. Check RUCIO_CONFIG, your account and the server "
+                 "(on the local grid: run through `juno-grid exec --`)", SERVICE)
+        raise
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+             epilog=EXIT_HELP)
+@click.option("--dir", "work_dir", type=click.Path(path_type=Path), envvar="JUNO_SUBMIT_DIR",
+              help="Where tasks are kept (database and task directories). [env JUNO_SUBMIT_DIR; default on the "
+                   "local grid: .grid/jobs/juno-submit]")
+@click.option("--backend", type=click.Choice(["condor", "local"]), envvar="JUNO_SUBMIT_BACKEND",
+              help="condor (an HTCondor schedd; default) or local (processes on this machine). [env "
+                   "JUNO_SUBMIT_BACKEND]")
+@click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
+@click.option("-v", "--verbose", is_flag=True, help="More detail in tables.")
+@click.pass_context
+def main(click_ctx: click.Context, work_dir: Path | None, backend: str | None, quiet: bool, verbose: bool) -> None:
+    """Run an analysis task where its input data lives.
+
+    A task file (YAML, see etc/tasks/ and etc/task.schema.json) names a payload, Rucio input data, how to
+    split it into jobs, and where outputs go. juno-submit finds the AVAILABLE disk replicas of the input in
+    Rucio, groups files by the sites that hold them, and submits jobs that run only at those sites and read
+    their input from local storage. Failed jobs are retried (with more memory when memory was the cause);
+    outputs are registered in Rucio in your user.<account> scope.
+
+    \b
+    A session, on the local grid:
+      juno-grid exec -- juno-submit plan etc/tasks/raw-checksum.yaml   what would run where
+      juno-grid exec -- juno-submit submit etc/tasks/raw-checksum.yaml
+      juno-grid exec -- juno-submit status --watch                     until every job is done
+      juno-grid exec -- juno-submit logs 1 -j 0                        every attempt of job 0
+      juno-grid exec -- juno-submit resubmit 1 --failed --memory 4GB
+
+    Progress goes to stderr, results to stdout; --json (where offered) prints one JSON document.
+    TASK is a task's number (see `list`), its name (the latest of that name) or its uuid.
+    """
+    click_ctx.obj = Context(work_dir, backend, quiet, verbose)
+
+
+# --------------------------------------------------------------------------- plan / submit
+
+
+def _plan(ctx: Context, task_file: Path, inputs: tuple[str, ...] = ()) -> Any:
+    import dataclasses
+
+    from juno_jobs import plan as plan_mod
+    from juno_jobs import taskfile
+    from juno_jobs.model import Did, InputSpec
+
+    task = taskfile.load(task_file)  # before anything talks to a service
+    if inputs:
+        bad = [d for d in inputs if ":" not in d or not d.split(":", 1)[1]]
+        if bad:
+            raise click.BadParameter(f"{bad[0]!r}: write scope:name", param_hint="--input")
+        if task.input is None:
+            raise click.BadParameter("this task has no input section (it splits by jobvars)", param_hint="--input")
+        task = dataclasses.replace(task, input=InputSpec(dids=tuple(Did.parse(d) for d in inputs),
+                                                         filter=task.input.filter))
+    sess = ctx.session()
+    ctx.log(f"task {task.name}: planning with Rucio account {sess.client.account} ...")
+    return plan_mod.make_plan(task, sess.client, log=ctx.log,
+                              owned=lambda s, n: sess.store.output_dataset_owner(s, n) is not None)
+
+
+def _plan_json(ctx: Context, plan: Any, description: str, *, jobs: bool) -> dict[str, Any]:
+    from juno_jobs.plan import jobs_per_site, site_summary
+
+    out: dict[str, Any] = {
+        "task": plan.task.name, "account": plan.account, "jobs": len(plan.jobs), "files": plan.n_files,
+        "bytes": plan.bytes, "groups": [{"sites": s, "jobs": j, "files": f, "bytes": b}
+                                        for s, j, f, b in site_summary(plan)],
+        "jobs_per_site": jobs_per_site(plan),
+        "output": {"dataset": plan.output.did, "rse": plan.output.rse, "files": list(plan.output.patterns)}
+        if plan.output else None,
+        "memory_mb": plan.task.resources.memory_mb, "retry": {
+            "max_attempts": plan.task.retry.max_attempts, "memory_ladder_mb": list(plan.task.retry.memory_ladder_mb)},
+        "plan_s": round(plan.plan_s, 3), "rucio_calls": plan.rucio_calls, "submit_description": description,
+    }
+    if jobs:
+        out["job_list"] = [{"job": j.index, "sites": list(j.sites), "files": [f.did for f in j.files],
+                            "bytes": j.bytes, "arguments": list(j.arguments), "variables": dict(j.variables)}
+                           for j in plan.jobs]
+    return out
+
+
+def _print_plan(ctx: Context, plan: Any, description: str, *, jobs: bool) -> None:
+    from juno_jobs.plan import jobs_per_site, site_summary
+
+    t = plan.task
+    head = f"task {t.name}: {len(plan.jobs)} jobs"
+    if plan.n_files:
+        head += f", {plan.n_files} files, {units.format_bytes(plan.bytes)}"
+    click.echo(head + f" (Rucio account {plan.account})")
+    if t.input is not None:
+        click.echo("input: " + ", ".join(str(d) for d in t.input.dids)
+                   + (f"  filter {dict(t.input.filter)}" if t.input.filter else ""))
+    click.echo(f"\n{'sites holding the files':<28} {'jobs':>6} {'files':>7} {'bytes':>10}")
+    for sites, n_jobs, n_files, n_bytes in site_summary(plan):
+        click.echo(f"{sites:<28} {n_jobs:>6} {n_files:>7} {units.format_bytes(n_bytes):>10}")
+    per_site = jobs_per_site(plan)
+    click.echo("\njobs each site may run: " + ", ".join(f"{s} {n}" for s, n in per_site.items()))
+    if plan.output:
+        where = "the site where each job ran" if plan.output.rse == "site" else plan.output.rse
+        click.echo(f"outputs: {', '.join(plan.output.patterns)} -> {plan.output.did} at {where}")
+    ladder = " -> ".join(units.format_mb(m) for m in (t.resources.memory_mb, *t.retry.memory_ladder_mb)
+                         if m >= t.resources.memory_mb)
+    click.echo(f"resources: {units.format_mb(t.resources.memory_mb)}, {t.resources.cpus} cpu, "
+               f"wall {units.format_duration(t.resources.wall_s)}; retries: {t.retry.max_attempts} attempts, "
+               f"memory {ladder}")
+    if jobs:
+        click.echo(f"\n{'job':>5} {'sites':<16} {'files':>5} {'bytes':>10}  arguments")
+        for j in plan.jobs:
+            click.echo(f"{j.index:>5} {','.join(j.sites):<16} {len(j.files):>5} {units.format_bytes(j.bytes):>10}  "
+                       + " ".join(j.arguments))
+    click.echo("\nsubmit description (one cluster; one item line 'job attempt memory sites' per job):")
+    click.echo("  " + description.rstrip().replace("\n", "\n  "))
+
+
+INPUT_OPTION = click.option("--input", "inputs", multiple=True, metavar="SCOPE:NAME",
+                            help="Use this input instead of the task file's input.dids (repeatable).")
+
+
+@main.command()
+@click.argument("task_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@INPUT_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--jobs", "show_jobs", is_flag=True, help="List every job (files, arguments).")
+@pass_ctx
+def plan(ctx: Context, task_file: Path, inputs: tuple[str, ...], as_json: bool, show_jobs: bool) -> None:
+    """What `submit` would do, without submitting (= submit --dry-run).
+
+    Resolves the input in Rucio (AVAILABLE disk replicas only), groups files by the sites that hold them,
+    splits them into jobs and shows jobs per site, files and bytes, and the HTCondor submit description.
+    Inputs only on tape or nowhere stop here, with what to do about it.
+    """
+    with errors(ctx):
+        p = _plan(ctx, task_file, inputs)
+        backend = ctx.session().cfg.backend
+        desc = control.describe(ctx.session(), p, backend)
+        if as_json:
+            click.echo(json.dumps(_plan_json(ctx, p, desc, jobs=show_jobs), indent=1))
+        else:
+            _print_plan(ctx, p, desc, jobs=show_jobs)
+
+
+@main.command(name="submit")
+@click.argument("task_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@INPUT_OPTION
+@click.option("--dry-run", is_flag=True, help="Plan only: show what would be submitted (same as `plan`).")
+@click.option("--wait", is_flag=True, help="Follow the task until every job is final (as status --watch).")
+@click.option("--json", "as_json", is_flag=True, help="Print the new task as JSON.")
+@pass_ctx
+@click.pass_context
+def submit_cmd(click_ctx: click.Context, ctx: Context, task_file: Path, inputs: tuple[str, ...], dry_run: bool,
+               wait: bool, as_json: bool) -> None:
+    """Submit a task: one HTCondor cluster, jobs at the sites holding their input.
+
+    Nothing is submitted if the task file or the input has a problem. The task is recorded in the local
+    task database; follow it with `juno-submit status`.
+    """
+    if dry_run:
+        click_ctx.invoke(plan, task_file=task_file, inputs=inputs, as_json=as_json, show_jobs=False)
+        return
+    with errors(ctx):
+        p = _plan(ctx, task_file, inputs)
+        sess = ctx.session()
+        task = control.submit(sess, p)
+        if as_json:
+            click.echo(json.dumps(_task_json(sess, task)))
+        else:
+            click.echo(f"task {task.id} ({task.name}): {task.n_jobs} jobs submitted ({task.backend}); "
+                       f"follow it with: juno-submit status {task.id}")
+        if wait:
+            sys.exit(_watch(ctx, task, 5.0, as_json=False))
+
+
+# --------------------------------------------------------------------------- status / list
+
+
+def _task_json(sess: control.Session, task: TaskRow) -> dict[str, Any]:
+    counts = sess.store.counts(task.id)
+    return {"id": task.id, "uuid": task.uuid, "name": task.name, "account": task.account, "backend": task.backend,
+            "created": task.created, "jobs": task.n_jobs, "files": task.n_files, "bytes": task.bytes,
+            "state": _task_state(task, counts), "counts": {s: counts.get(s, 0) for s in STATES},
+            "by_site": sess.store.counts_by_site(task.id), "output_dataset": task.output_did,
+            "output_rse": task.output_rse, "dataset_closed": task.dataset_closed,
+            "outputs_registered": len(sess.store.outputs(task.id)) if task.output_dataset else 0,
+            "task_dir": str(task.task_dir)}
+
+
+def _task_state(task: TaskRow, counts: dict[str, int]) -> str:
+    active = sum(n for s, n in counts.items() if s not in FINAL_JOB_STATES)
+    if active:
+        return "running"
+    if counts.get("done", 0) == task.n_jobs:
+        return "completed"
+    return "killed" if task.killed else "failed"
+
+
+def _sync(ctx: Context, task: TaskRow) -> TaskRow:
+    sess = ctx.session()
+    report = control.sync(sess, task)
+    for w in report.warnings:
+        ctx.log(f"warning: {w}")
+    return sess.store.task(task.id)
+
+
+def _job_rows(sess: control.Session, task: TaskRow) -> list[dict[str, Any]]:
+    return [{"job": r["job"], "state": r["state"], "attempts": r["attempts"], "memory_mb": r["memory"],
+             "sites": r["sites"], "site": r["site"], "exit_code": r["exit_code"], "failure": r["failure"],
+             "reason": r["reason"]} for r in sess.store.jobs(task.id)]
+
+
+def _print_status(ctx: Context, task: TaskRow, *, jobs: bool) -> None:
+    sess = ctx.session()
+    counts = sess.store.counts(task.id)
+    state = _task_state(task, counts)
+    click.echo(f"task {task.id} {task.name}: {state}; {task.n_jobs} jobs"
+               + (f", {task.n_files} files, {units.format_bytes(task.bytes)}" if task.n_files else "")
+               + f" ({task.backend}, account {task.account})")
+    click.echo("  " + "  ".join(f"{s} {counts[s]}" for s in STATES if counts.get(s)))
+    by_site = sess.store.counts_by_site(task.id)
+    shown = [s for s in STATES if any(c.get(s) for c in by_site.values())]
+    click.echo(f"\n  {'site':<22}" + "".join(f"{s:>10}" for s in shown))
+    for site in sorted(by_site):
+        click.echo(f"  {site:<22}" + "".join(f"{by_site[site].get(s, 0):>10}" for s in shown))
+    if task.output_did:
+        n = len(sess.store.outputs(task.id))
+        click.echo(f"\n  output {task.output_did}: {n} file(s) registered, "
+                   + ("closed" if task.dataset_closed else "open"))
+    if jobs:
+        click.echo(f"\n  {'job':>5} {'state':<10} {'try':>3} {'memory':>7} {'site':<6} {'sites':<16} {'exit':>4}  "
+                   "why")
+        for r in _job_rows(sess, task):
+            click.echo(f"  {r['job']:>5} {r['state']:<10} {r['attempts']:>3} {units.format_mb(r['memory_mb']):>7} "
+                       f"{r['site'] or '-':<6} {r['sites'] or '-':<16} "
+                       f"{'' if r['exit_code'] is None else r['exit_code']:>4}  "
+                       + (f"{r['failure']}: {r['reason']}" if r["failure"] else (r["reason"] or "")))
+    else:
+        bad = sess.store.jobs(task.id, states=["failed", "held"])
+        for r in bad[:5]:
+            click.echo(f"  job {r['job']} {r['state']}: {r['failure'] or ''}: {r['reason'] or ''}")
+        if len(bad) > 5:
+            click.echo(f"  ... and {len(bad) - 5} more (--jobs lists them all)")
+        if any(r["state"] == "failed" for r in bad):
+            click.echo(f"  see why: juno-submit logs {task.id} -j {bad[0]['job']}; try again: "
+                       f"juno-submit resubmit {task.id} --failed")
+
+
+def _watch(ctx: Context, task: TaskRow, interval: float, *, as_json: bool, jobs: bool = False) -> int:
+    sess = ctx.session()
+    while True:
+        task = _sync(ctx, task)
+        counts = sess.store.counts(task.id)
+        state = _task_state(task, counts)
+        if as_json:
+            click.echo(json.dumps(_task_json(sess, task)))
+        else:
+            click.echo(f"[{time.strftime('%H:%M:%S')}] task {task.id}: {state}; "
+                       + "  ".join(f"{s} {counts[s]}" for s in STATES if counts.get(s)))
+        if state != "running" and (task.dataset_closed or not task.output_did or state != "completed"):
+            if not as_json:
+                _print_status(ctx, task, jobs=jobs)
+            return OK if state == "completed" else JOBS_FAILED
+        time.sleep(interval)
+
+
+@main.command()
+@click.argument("task_ref", metavar="[TASK]", required=False)
+@click.option("--jobs", "show_jobs", is_flag=True, help="One line per job: state, attempts, memory, site, why.")
+@click.option("--watch", "watch", is_flag=False, flag_value="10", default=None, metavar="[SECONDS]",
+              help="Repeat every SECONDS (10) until every job is final; exit 7 if some failed.")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout (with --jobs: every job too).")
+@click.option("--no-sync", is_flag=True, help="Only read the database: no event log, no retries, no outputs.")
+@pass_ctx
+def status(ctx: Context, task_ref: str | None, show_jobs: bool, watch: str | None, as_json: bool,
+           no_sync: bool) -> None:
+    """Counts per state and per site; --jobs for every job; --watch to follow.
+
+    Looking at a task moves it forward: new events are read, finished jobs' outputs are registered,
+    failed jobs retried per the task's policy, and the output dataset closed when all is done. Without
+    TASK: every task that is not finished, or the latest one.
+    """
+    with errors(ctx):
+        sess = ctx.session()
+        if task_ref is None and watch is None:
+            tasks = [t for t in sess.store.tasks() if not control.finished(sess, t)] or \
+                    [t for t in [sess.store.latest_task()] if t is not None]
+            if not tasks:
+                fail(f"no task in {sess.store.path} yet: submit one with `juno-submit submit TASK.yaml`", NOT_FOUND)
+        else:
+            tasks = [ctx.task(task_ref)]
+        if watch is not None:
+            sys.exit(_watch(ctx, tasks[0], float(watch), as_json=as_json, jobs=show_jobs))
+        docs = []
+        for task in tasks:
+            if not no_sync:
+                task = _sync(ctx, task)
+            if as_json:
+                doc = _task_json(sess, task)
+                if show_jobs:
+                    doc["job_list"] = _job_rows(sess, task)
+                docs.append(doc)
+            else:
+                _print_status(ctx, task, jobs=show_jobs)
+        if as_json:
+            click.echo(json.dumps(docs[0] if task_ref is not None else docs, indent=1))
+
+
+@main.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@pass_ctx
+def list_cmd(ctx: Context, as_json: bool) -> None:
+    """Every task in the database (no update: `status` updates)."""
+    with errors(ctx):
+        sess = ctx.session()
+        tasks = sess.store.tasks()
+        if as_json:
+            click.echo(json.dumps([_task_json(sess, t) for t in tasks], indent=1))
+            return
+        click.echo(f"{'id':>4} {'name':<28} {'backend':<7} {'created':<16} {'jobs':>6} {'state':<10} output")
+        for t in tasks:
+            counts = sess.store.counts(t.id)
+            click.echo(f"{t.id:>4} {t.name[:28]:<28} {t.backend:<7} "
+                       f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(t.created)):<16} {t.n_jobs:>6} "
+                       f"{_task_state(t, counts):<10} {t.output_did or '-'}")
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def _event_blocks(log: Path, cluster: int, proc: int) -> list[str]:
+    """The user log's events of one job (text format: a header line '(CLUSTER.PROC.000)' ... '...')."""
+    if not log.exists():
+        return []
+    tag = f"({cluster:03d}.{proc:03d}.000)"
+    blocks, current = [], None
+    for line in log.read_text(errors="replace").splitlines():
+        if current is None and tag in line:
+            current = [line]
+        elif current is not None:
+            if line.strip() == "...":
+                blocks.append("\n".join(current))
+                current = None
+            else:
+                current.append(line)
+    return blocks
+
+
+def _local_events(path: Path, rnd: int, proc: int) -> list[str]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        d = json.loads(line)
+        if d["round"] == rnd and d["proc"] == proc:
+            out.append(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['time']))} {d['kind']}"
+                       + "".join(f" {k}={d[k]}" for k in ("site", "exit_code", "signal") if d.get(k) is not None))
+    return out
+
+
+@main.command()
+@click.argument("task_ref", metavar="TASK")
+@click.option("-j", "--job", "job", type=int, required=True, help="The job number (0, 1, ...: see status --jobs).")
+@click.option("-a", "--attempt", type=int, help="Only this attempt (default: every attempt).")
+@click.option("--only", type=click.Choice(["stdout", "stderr", "events", "result"]), help="Only one part.")
+@pass_ctx
+def logs(ctx: Context, task_ref: str, job: int, attempt: int | None, only: str | None) -> None:
+    """Everything about one job, attempt by attempt: stdout, stderr, batch-system events, wrapper result."""
+    from juno_jobs.taskdir import TaskDir
+
+    with errors(ctx):
+        sess = ctx.session()
+        task = ctx.task(task_ref)
+        if not 0 <= job < task.n_jobs:
+            fail(f"task {task.id} has jobs 0..{task.n_jobs - 1}, not {job}", INPUT)
+        td = TaskDir(task.task_dir)
+        rows = [a for a in sess.store.attempts(task.id, job) if attempt is None or a["attempt"] == attempt]
+        if not rows:
+            fail(f"job {job} of task {task.id} has no attempt{' ' + str(attempt) if attempt else ''} yet", NOT_FOUND)
+        for a in rows:
+            n = a["attempt"]
+            where = (f"cluster {a['cluster']}.{a['proc']}" if task.backend == "condor"
+                     else f"round {a['round']}.{a['proc']}")
+            click.echo(f"==== job {job} attempt {n}: {a['state']}, {where}, site {a['site'] or '-'}, "
+                       f"{units.format_mb(a['memory'])} requested"
+                       + (f", peak {a['max_rss_mb']} MB" if a["max_rss_mb"] else "")
+                       + (f", exit {a['exit_code']}" if a["exit_code"] is not None else "")
+                       + (f", {a['failure']}: {a['reason']}" if a["failure"] else ""))
+            parts: list[tuple[str, Callable[[], str]]] = [
+                ("stdout", lambda n=n: _read(td.stdout(job, n))),
+                ("stderr", lambda n=n: _read(td.stderr(job, n))),
+                ("events", lambda a=a: "\n".join(
+                    _event_blocks(td.events_log, a["cluster"], a["proc"]) if task.backend == "condor"
+                    else _local_events(td.local_events, a["round"], a["proc"])) or "(none yet)"),
+                ("result", lambda n=n: _read(td.result(job, n))),
+            ]
+            for name, read in parts:
+                if only in (None, name):
+                    click.echo(f"---- {name}" + (f" ({td.stdout(job, n)})" if name == "stdout" else
+                                                 f" ({td.stderr(job, n)})" if name == "stderr" else ""))
+                    click.echo(read().rstrip())
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace") or "(empty)"
+    except FileNotFoundError:
+        return "(not written yet)"
+
+
+# --------------------------------------------------------------------------- resubmit / kill
+
+
+def _job_list(text: str | None) -> list[int] | None:
+    """'1,4,7-9' → [1, 4, 7, 8, 9]."""
+    if text is None:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise click.BadParameter(f"{part!r}: write job numbers like 1,4,7-9", param_hint="--jobs")
+        lo, hi = int(m[1]), int(m[2] or m[1])
+        out += range(lo, hi + 1)
+    return out
+
+
+@main.command()
+@click.argument("task_ref", metavar="TASK")
+@click.option("--failed", is_flag=True, help="Every failed or killed job (the default without --jobs).")
+@click.option("--jobs", "jobs_text", metavar="LIST", help="These jobs, e.g. 1,4,7-9 (must be failed or killed).")
+@click.option("--memory", help="Memory for the new attempts, e.g. 4GB (default: as their last attempt).")
+@pass_ctx
+def resubmit(ctx: Context, task_ref: str, failed: bool, jobs_text: str | None, memory: str | None) -> None:
+    """A new attempt for failed or killed jobs, in one new cluster."""
+    if failed and jobs_text:
+        raise click.UsageError("give --failed or --jobs, not both")
+    jobs = _job_list(jobs_text)
+    try:
+        memory_mb = units.size_mb(memory) if memory else None
+    except units.UnitError as err:
+        raise click.BadParameter(str(err), param_hint="--memory") from None
+    with errors(ctx):
+        sess = ctx.session()
+        task = _sync(ctx, ctx.task(task_ref))
+        n = control.resubmit(sess, task, jobs=jobs, failed=failed or jobs is None, memory_mb=memory_mb)
+        if n == 0:
+            click.echo(f"task {task.id}: no failed or killed job to resubmit")
+        else:
+            click.echo(f"task {task.id}: {n} job(s) resubmitted"
+                       + (f" with {units.format_mb(memory_mb)}" if memory_mb else ""))
+
+
+@main.command()
+@click.argument("task_ref", metavar="TASK")
+@click.option("--jobs", "jobs_text", metavar="LIST", help="Only these jobs, e.g. 3,5-8 (default: the whole task).")
+@pass_ctx
+def kill(ctx: Context, task_ref: str, jobs_text: str | None) -> None:
+    """Remove the task's jobs (or some) from the batch system; they end as killed (resubmit brings them back)."""
+    jobs = _job_list(jobs_text)
+    with errors(ctx):
+        sess = ctx.session()
+        task = _sync(ctx, ctx.task(task_ref))
+        n = control.kill(sess, task, jobs=jobs)
+        click.echo(f"task {task.id}: {n} job(s) killed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,384 @@
+"""juno-submit on the live grid: both backends, the issue's acceptance.
+
+Input: a raw container of this test session (its own stream, so nothing else touches it) with one block
+at CNAF-DISK and one at JINR-DISK (both also on IHEP-TAPE, which jobs must not use), real bytes on the
+grid's XRootD storage. Tasks run as analyst1, outputs go to user.analyst1. The same behaviour tests run
+with the condor backend (the grid's HTCondor pool) and the local backend (processes here).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from juno_grid import condor, storage
+
+from juno_jobs import control, outputs, plan as plan_mod, taskfile
+from juno_jobs.cli import main
+from juno_jobs.settings import Settings
+from juno_jobs.store import Store
+
+pytestmark = pytest.mark.grid
+
+TIMEOUT = 300.0
+SITE_OF = {"IHEP-EOS": "IHEP", "CNAF-DISK": "CNAF", "JINR-DISK": "JINR", "IN2P3-DISK": "IN2P3"}
+
+
+@dataclass
+class RawInput:
+    container: str
+    blocks: dict[str, str]  # block → RSE
+    files: dict[str, dict[str, Any]]  # name → {"rse", "adler32", "bytes", "block"}
+
+
+@pytest.fixture(scope="module")
+def raw_input(grid: Any, tmp_path_factory: pytest.TempPathFactory) -> RawInput:
+    """Two blocks of two small raw files each: one block at CNAF-DISK, one at JINR-DISK (+ IHEP-TAPE)."""
+    client = grid.client()
+    stream = f"t{uuid.uuid4().hex[:10]}"
+    run = random.randrange(10_000_000, 99_999_999)
+    tmp = tmp_path_factory.mktemp("raw")
+    month = f"stream.JUNODAQ.{stream}.202503"
+    client.add_container("raw", month)
+    blocks = {f"block.JUNODAQ.{stream}.20250301": "CNAF-DISK", f"block.JUNODAQ.{stream}.20250302": "JINR-DISK"}
+    files: dict[str, dict[str, Any]] = {}
+    for b, (block, rse) in enumerate(blocks.items()):
+        client.add_dataset("raw", block)
+        items = []
+        for seq in (1, 2):
+            name = f"RUN.{run}.JUNODAQ.Physics.ds-2.{stream}.2025030{b + 1}120000.{seq:03d}.dat"
+            local = storage.make_file(tmp / name, 20_000 + 1000 * seq)
+            item = storage.put_replica(client, rse, "raw", name, local, register=False)
+            items.append({k: item[k] for k in ("scope", "name", "bytes", "adler32")})
+            files[name] = {"rse": rse, "adler32": item["adler32"], "bytes": item["bytes"], "block": block}
+        client.attach_dids("raw", block, items, rse=rse)
+        client.add_replicas(rse="IHEP-TAPE", files=items)  # no bytes: a job that read tape would fail
+        client.attach_dids("raw", month, [{"scope": "raw", "name": block}])
+    return RawInput(container=month, blocks=blocks, files=files)
+
+
+@pytest.fixture(params=["condor", "local"])
+def backend(request: pytest.FixtureRequest, grid: Any) -> str:
+    if request.param == "condor":
+        request.applymarker(pytest.mark.condor)
+        condor.configure_bindings(grid.cfg)
+        ok, msg = condor.health(grid.cfg)
+        assert ok, msg
+    return str(request.param)
+
+
+def _session(grid: Any, backend: str, account: str = "analyst1") -> control.Session:
+    work = condor.job_dir(grid.cfg, f"test-submit-{uuid.uuid4().hex[:12]}")
+    cfg = Settings(work_dir=work, backend=backend, job_owner=(condor.JOB_UID, condor.JOB_GID), max_idle=100)
+    client = grid.client(account)
+    return control.Session(cfg=cfg, store=Store(cfg.db_path), rucio=lambda: client, log=print)
+
+
+def _task_file(tmp_path: Path, text: str, name: str = "task.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _run(sess: control.Session, task_file: Path, backend: str) -> Any:
+    task = taskfile.load(task_file)
+    p = plan_mod.make_plan(task, sess.client, log=print)
+    row = control.submit(sess, p, backend=backend)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        control.sync(sess, row)
+        row = sess.store.task(row.id)
+        if control.finished(sess, row):
+            return row
+        if time.monotonic() > deadline:
+            jobs = [dict(j) for j in sess.store.jobs(row.id)]
+            pytest.fail(f"task not finished after {TIMEOUT:.0f} s: {jobs}; see {row.task_dir}")
+        time.sleep(1.0)
+
+
+def _unique(tag: str) -> str:
+    return f"{tag}-{uuid.uuid4().hex[:8]}"
+
+
+# --------------------------------------------------------------------------- locality and outputs
+
+
+def test_jobs_run_where_their_input_is_and_outputs_reach_rucio(grid: Any, raw_input: RawInput, backend: str,
+                                                                tmp_path: Path) -> None:
+    sess = _session(grid, backend)
+    name = _unique("locality")
+    exe = Path(__file__).resolve().parents[1] / "etc" / "tasks" / "raw_checksum.py"
+    (tmp_path / "raw_checksum.py").write_bytes(exe.read_bytes())
+    task_file = _task_file(tmp_path, f"""
+name: {name}
+executable: raw_checksum.py
+arguments: "--job {{job}} {{inputs}}"
+input:
+  dids: raw:{raw_input.container}
+splitting:
+  files_per_job: 1
+output:
+  dataset: {name}
+  files: summary.json
+resources: {{memory: 256MB, wall_time: 10m}}
+""")
+    task = _run(sess, task_file, backend)
+
+    jobs = sess.store.jobs(task.id)
+    assert [j["state"] for j in jobs] == ["done"] * 4, [dict(j) for j in jobs]
+    client = grid.client("analyst1")
+    registered = {f["name"]: f for f in client.list_files(task.output_scope, task.output_dataset)}
+    assert len(registered) == 4
+    td = control.task_dir(task)
+    for j in jobs:
+        [attempt] = sess.store.attempts(task.id, j["job"])
+        result = td.read_result(j["job"], 1)
+        assert result is not None
+        # The site the batch system recorded (MachineAttrJUNO_Site0) holds the job's input, and the job
+        # read its input from that site's storage.
+        [inp] = result["inputs"]
+        name_only = inp["did"].split(":", 1)[1]
+        holder = raw_input.files[name_only]["rse"]
+        assert attempt["site"] == SITE_OF[holder] == j["sites"], (dict(attempt), holder)
+        assert inp["rse"] == holder and inp["site"] == attempt["site"]
+        assert inp["adler32"] == raw_input.files[name_only]["adler32"]
+        # The payload saw the same bytes: its summary says so.
+        summary = json.loads((td.attempt_dir(j["job"], 1) / "outputs" / "summary.json").read_text())
+        assert summary["files"][0]["adler32"] == raw_input.files[name_only]["adler32"]
+        assert summary["site"] == attempt["site"]
+        # Its output is in Rucio, at a disk RSE of that site, with the right checksum on storage too.
+        [out] = sess.store.outputs(task.id, j["job"])
+        assert SITE_OF[out["rse"]] == attempt["site"]
+        assert registered[out["name"]]["adler32"] == out["adler32"]
+        local = td.attempt_dir(j["job"], 1) / "outputs" / "summary.json"
+        assert storage.adler32_file(local) == out["adler32"]
+        pfn = storage.pfn(client, out["rse"], out["scope"], out["name"])
+        assert storage.remote_adler32(pfn) == out["adler32"]
+    assert task.dataset_closed
+    assert client.get_did(task.output_scope, task.output_dataset)["open"] is False
+
+
+def test_finalizing_twice_registers_each_output_once(grid: Any, tmp_path: Path) -> None:
+    """Two finalizations of the same job, one after the other and two at once: one file per output."""
+    client = grid.client("analyst1")
+    scope = "user.analyst1"
+    dataset = f"user.analyst1.{_unique('twice')}"
+    outputs.ensure_dataset(client, scope, dataset)
+    outdir = condor.job_dir(grid.cfg, f"test-submit-{uuid.uuid4().hex[:12]}")
+    (outdir / "a.txt").write_text(f"output {uuid.uuid4()}\n")
+    (outdir / "b.txt").write_text(f"other {uuid.uuid4()}\n")
+    records = [{"file": f, "bytes": (outdir / f).stat().st_size, "adler32": storage.adler32_file(outdir / f)}
+               for f in ("a.txt", "b.txt")]
+    from juno_jobs.pfns import PfnMaker
+
+    def once() -> list[outputs.Registered]:
+        c = grid.client("analyst1")
+        return outputs.finalize(c, PfnMaker(c), dataset=(scope, dataset), file_name=lambda f: f"{dataset}.00000.{f}",
+                                outputs_dir=outdir, records=records, rse="CNAF-DISK")
+
+    first = once()
+    second = once()
+    assert first == second
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(once())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [first, first]
+    files = list(client.list_files(scope, dataset))
+    assert sorted(f["name"] for f in files) == sorted(r.name for r in first)
+    assert {f["name"]: f["adler32"] for f in files} == {r.name: r.adler32 for r in first}
+    rules = list(client.list_replication_rules({"scope": scope, "name": first[0].name}))
+    assert len(rules) == 1
+
+
+# --------------------------------------------------------------------------- retries and memory
+
+
+def test_failing_jobs_are_retried_per_policy_and_every_attempt_has_logs(grid: Any, backend: str,
+                                                                         tmp_path: Path) -> None:
+    sess = _session(grid, backend)
+    name = _unique("retry")
+    # job 0 fails once (exit 3) then works; job 1 always exits 3 (retried to the cap);
+    # job 2 exits 9, which the policy does not retry.
+    task_file = _task_file(tmp_path, f"""
+name: {name}
+script: |
+  echo "job $JUNO_JOB attempt $JUNO_ATTEMPT at $JUNO_SITE"
+  echo "stderr of attempt $JUNO_ATTEMPT" >&2
+  case "$1" in
+    flaky) [ "$JUNO_ATTEMPT" -ge 2 ] || exit 3 ;;
+    broken) exit 3 ;;
+    fatal) exit 9 ;;
+  esac
+  echo done > out.txt
+arguments: "{{mode}}"
+splitting:
+  jobvars:
+    mode: {{type: enumerate, values: [flaky, broken, fatal]}}
+output:
+  dataset: {name}
+  files: out.txt
+  rse: JINR-DISK
+resources: {{memory: 128MB, wall_time: 5m}}
+retry:
+  max_attempts: 3
+  exit_codes: [3]
+sites:
+  allow: [CNAF, JINR]
+""")
+    task = _run(sess, task_file, backend)
+
+    jobs = {j["job"]: j for j in sess.store.jobs(task.id)}
+    assert (jobs[0]["state"], jobs[0]["attempts"]) == ("done", 2)
+    assert (jobs[1]["state"], jobs[1]["attempts"]) == ("failed", 3)
+    assert "no attempts left" in jobs[1]["reason"]
+    assert (jobs[2]["state"], jobs[2]["attempts"]) == ("failed", 1)
+    assert "not in retry.exit_codes" in jobs[2]["reason"]
+    assert not task.dataset_closed  # two jobs failed: the task is not complete
+    # Every attempt's logs, through the CLI.
+    runner = CliRunner()
+    out = runner.invoke(main, ["--dir", str(sess.cfg.work_dir), "-q", "logs", str(task.id), "-j", "1"])
+    assert out.exit_code == 0, out.output
+    for n in (1, 2, 3):
+        assert f"==== job 1 attempt {n}: failed" in out.output
+        assert f"job 1 attempt {n} at " in out.output
+        assert f"stderr of attempt {n}" in out.output
+    assert "payload exit code 3" in out.output or "exited with code 3" in out.output
+    if backend == "condor":
+        assert "Job executing on host" in out.output and "Job terminated" in out.output
+    # resubmit brings the failed jobs back (here: still failing, but as new attempts).
+    out = runner.invoke(main, ["--dir", str(sess.cfg.work_dir), "-q", "resubmit", str(task.id), "--jobs", "2"])
+    assert out.exit_code == 0, out.output
+    assert sess.store.job(task.id, 2)["attempts"] == 2
+
+
+def test_a_job_that_needs_more_memory_succeeds_after_escalation(grid: Any, backend: str, tmp_path: Path) -> None:
+    """The payload holds 700 MB: over the 512MB request (the wrapper measures and stops it), then 1GB works."""
+    sess = _session(grid, backend)
+    name = _unique("memory")
+    task_file = _task_file(tmp_path, f"""
+name: {name}
+script: |
+  python3 -c "import time; block = b'x' * (700 << 20); time.sleep(2); open('ok.txt', 'w').write('ok')"
+splitting:
+  jobvars:
+    n: {{type: range, count: 1}}
+output:
+  dataset: {name}
+  files: ok.txt
+  rse: CNAF-DISK
+resources: {{memory: 512MB, wall_time: 5m}}
+retry:
+  max_attempts: 3
+  memory: [512MB, 1GB, 2GB]
+""")
+    task = _run(sess, task_file, backend)
+
+    attempts = sess.store.attempts(task.id, 0)
+    assert [(a["memory"], a["state"], a["failure"]) for a in attempts] == [
+        (512, "failed", "memory"), (1024, "succeeded", None)], [dict(a) for a in attempts]
+    assert attempts[0]["max_rss_mb"] > 512
+    assert sess.store.job(task.id, 0)["state"] == "done"
+    assert task.dataset_closed
+
+
+# --------------------------------------------------------------------------- nothing submitted
+
+
+def _no_jobs_named(name: str) -> bool:
+    import htcondor2
+
+    return not htcondor2.Schedd().query(f'JunoTaskName == "{name}"', projection=["ClusterId"])
+
+
+def _cli(grid: Any, work: Path, *args: str) -> Any:
+    return CliRunner().invoke(main, ["--dir", str(work), "-q", *args])
+
+
+def test_bad_task_file_is_reported_with_file_and_line_and_nothing_is_submitted(grid: Any, tmp_path: Path) -> None:
+    condor.configure_bindings(grid.cfg)
+    work = condor.job_dir(grid.cfg, f"test-submit-{uuid.uuid4().hex[:12]}")
+    name = _unique("bad")
+    task_file = _task_file(tmp_path, f"""name: {name}
+script: "true"
+splitting:
+  jobvars:
+    seed: {{type: range, count: 2}}
+resources:
+  memory: lots
+  walltime: 1h
+""")
+    out = _cli(grid, work, "submit", str(task_file))
+    assert out.exit_code == 3, out.output
+    assert f"{task_file}:7: resources.memory:" in out.output
+    assert f"{task_file}:8: resources.walltime: unknown key (did you mean 'wall_time'?" in out.output
+    assert "nothing was submitted" in out.output
+    assert not Store(work / "tasks.sqlite").tasks()
+    assert _no_jobs_named(name)
+
+
+def test_missing_input_did_is_a_clear_error_and_nothing_is_submitted(grid: Any, raw_input: RawInput,
+                                                                       tmp_path: Path) -> None:
+    condor.configure_bindings(grid.cfg)
+    work = condor.job_dir(grid.cfg, f"test-submit-{uuid.uuid4().hex[:12]}")
+    name = _unique("missing")
+    missing = raw_input.container.replace(".202503", ".202504")
+    task_file = _task_file(tmp_path, f"""name: {name}
+script: "true"
+input:
+  dids: [raw:{raw_input.container}, raw:{missing}]
+splitting:
+  files_per_job: 2
+""")
+    out = _cli(grid, work, "submit", str(task_file))
+    assert out.exit_code == 4, out.output
+    assert f"raw:{missing} not found in Rucio" in out.output
+    assert "Nothing was submitted" in out.output
+    assert not Store(work / "tasks.sqlite").tasks()
+    assert _no_jobs_named(name)
+
+
+def test_input_only_on_tape_is_a_clear_error(grid: Any, raw_input: RawInput, tmp_path: Path) -> None:
+    work = condor.job_dir(grid.cfg, f"test-submit-{uuid.uuid4().hex[:12]}")
+    client = grid.client()
+    block = next(iter(raw_input.blocks)).replace("20250301", "20250303")
+    name = f"RUN.12345.JUNODAQ.Physics.ds-2.{block.split('.')[2]}.20250303120000.001.dat"
+    client.add_dataset("raw", block)
+    client.attach_dids("raw", block, [{"scope": "raw", "name": name, "bytes": 10, "adler32": "0000000b"}],
+                       rse="IHEP-TAPE")
+    task_file = _task_file(tmp_path, f"""name: {_unique('tape')}
+script: "true"
+input:
+  dids: raw:{block}
+splitting:
+  files_per_job: 2
+""")
+    out = _cli(grid, work, "plan", str(task_file))
+    assert out.exit_code == 4, out.output
+    assert "1 input file only on tape (IHEP-TAPE)" in out.output
+    assert "rucio rule add" in out.output
+
+
+@pytest.fixture(autouse=True)
+def _cleanup_schedd(grid: Any) -> Iterator[None]:
+    """Remove whatever jobs a test left in the schedd (only ours: named test-submit task dirs)."""
+    yield
+    try:
+        import htcondor2
+
+        condor.configure_bindings(grid.cfg)
+        htcondor2.Schedd().act(htcondor2.JobAction.Remove,
+                               f'regexp("{grid.cfg.state_dir.resolve()}/jobs/test-submit-", Iwd)')
+    except Exception:  # noqa: BLE001 - cleanup only
+        pass
