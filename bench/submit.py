@@ -24,9 +24,11 @@ Run from the repository root (as root; joins the grid's namespace, starting the 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from typing import Any
@@ -121,18 +123,145 @@ def ensure_input(main_client: Any) -> None:
     log(f"registered in {time.perf_counter() - started:.0f} s")
 
 
+TASK = """\
+name: bench-submit
+script: "true"
+arguments: "{{inputs}}"
+input:
+  dids: raw:{container}
+splitting:
+  files_per_job: {files_per_job}
+output:
+  dataset: user.jcoord:bench-submit-{tag}
+  files: out.root
+resources: {{memory: 1GB, wall_time: 1h}}
+retry: {{max_attempts: 3, memory: [1GB, 2GB]}}
+"""
+
+
+def rucio_queries_alone(client: Any) -> float:
+    """The Rucio calls planning makes for this input, results thrown away: the floor juno-submit stands on."""
+    from juno_jobs.model import Did
+    from juno_jobs.resolve import Resolver
+
+    r = Resolver(client)
+    started = time.perf_counter()
+    roots = r.check_dids([Did("raw", YEAR_CONTAINER)])
+    datasets, _ = r.datasets_of(roots)
+
+    def one(d: Did) -> None:
+        c = r._client()
+        for _ in c.list_files(d.scope, d.name):
+            pass
+        for _ in c.list_dataset_replicas(d.scope, d.name, deep=True):
+            pass
+
+    with ThreadPoolExecutor(r.workers) as pool:
+        list(pool.map(one, datasets))
+    return time.perf_counter() - started
+
+
+def run(n_jobs: int) -> int:
+    import shutil
+    import subprocess
+
+    from juno_grid import condor
+    from rucio.client import Client
+
+    from juno_jobs import control, taskfile
+    from juno_jobs.plan import make_plan
+    from juno_jobs.settings import Settings
+    from juno_jobs.store import Store
+
+    cfg = load()
+    client = Client()
+    ensure_input(client)
+    condor.configure_bindings(cfg)
+    files_per_job = FILES // n_jobs
+    tag = uuid.uuid4().hex[:8]
+    work = condor.job_dir(cfg, f"bench-submit-{tag}")
+    task_file = work / "bench.yaml"
+    task_file.write_text(TASK.format(container=YEAR_CONTAINER, files_per_job=files_per_job, tag=tag))
+    # max_idle = every job: held jobs count as idle for late materialization, and status should see the
+    # events of all 10,000 jobs, not only of the first max_idle.
+    settings = Settings(work_dir=work, backend="condor", job_owner=(condor.JOB_UID, condor.JOB_GID),
+                        max_idle=n_jobs)
+    sess = control.Session(cfg=settings, store=Store(settings.db_path), rucio=lambda: client, log=log)
+    task = None
+    try:
+        log("Rucio queries alone (before) ...")
+        rucio_before = rucio_queries_alone(client)
+
+        started = time.perf_counter()
+        plan = make_plan(taskfile.load(task_file), client, log=log)
+        plan_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        task = control.submit(sess, plan, hold=True)
+        submit_s = time.perf_counter() - started
+
+        import htcondor2
+
+        schedd = htcondor2.Schedd()
+        deadline = time.monotonic() + 120
+        while len(schedd.query(f'JunoTask == "{task.uuid}"', projection=["ProcId"])) < len(plan.jobs):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the schedd did not materialize every job within 120 s")
+            time.sleep(0.5)
+        log(f"all {len(plan.jobs)} jobs are in the schedd (held)")
+
+        # `juno-submit status TASK`: read the new events, update the store, count per state and site.
+        started = time.perf_counter()
+        report = control.sync(sess, task)
+        counts = sess.store.counts(task.id)
+        by_site = sess.store.counts_by_site(task.id)
+        status_s = time.perf_counter() - started
+        # The same through the command line, Python start-up and imports included.
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "juno_jobs.cli", "--dir", str(work), "-q", "status", str(task.id)],
+                       check=True, stdout=subprocess.DEVNULL)
+        status_cli_s = time.perf_counter() - started
+
+        log("Rucio queries alone (after) ...")
+        rucio_after = rucio_queries_alone(client)
+        rucio_s = (rucio_before + rucio_after) / 2
+        in_schedd = len(schedd.query(f'JunoTask == "{task.uuid}"', projection=["ProcId"]))
+    finally:
+        if task is not None:
+            n = sess.backend("condor").remove(control.task_dir(task), task.uuid)
+            log(f"removed {n} job(s) of the benchmark from the schedd")
+        shutil.rmtree(work, ignore_errors=True)
+    total = plan_s + submit_s
+    result = {
+        "plan_s": round(plan_s, 3), "submit_s": round(submit_s, 3), "total_s": round(total, 3),
+        "rucio_s": round(rucio_s, 3), "ratio": round(total / rucio_s, 3), "status_s": round(status_s, 3),
+        "status_cli_s": round(status_cli_s, 3), "jobs": len(plan.jobs), "files": plan.n_files,
+        "jobs_in_schedd": in_schedd, "rucio_before_s": round(rucio_before, 3), "rucio_after_s": round(rucio_after, 3),
+        "rucio_calls": plan.rucio_calls, "resolve_s": round(plan.resolve_s, 3),
+        "site_groups": len(plan.groups), "held": True, "status_events": report.events,
+    }
+    print(f"plan {plan_s:.2f} s (resolve {plan.resolve_s:.2f} s, {plan.rucio_calls} Rucio calls) + submit "
+          f"{submit_s:.2f} s = {total:.2f} s for {len(plan.jobs)} jobs over {plan.n_files} files "
+          f"(target < 10 s); Rucio queries alone {rucio_s:.2f} s, ratio {total / rucio_s:.2f}")
+    print(f"status {status_s:.3f} s in-process, {status_cli_s:.2f} s as a command (target < 1 s); "
+          f"{counts} across {len(by_site)} site groups; {in_schedd} jobs were in the schedd (held)")
+    print(json.dumps(result))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs to split the 100,000 files into")
     parser.add_argument("--register-only", action="store_true", help="register the input and stop")
     args = parser.parse_args()
     cfg = load()
     with grid.session(cfg, daemons=False, condor_pool=True, log=log):
-        from rucio.client import Client
-
-        ensure_input(Client())
         if args.register_only:
+            from rucio.client import Client
+
+            ensure_input(Client())
             return 0
-        return 0
+        return run(args.jobs)
 
 
 if __name__ == "__main__":

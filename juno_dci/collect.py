@@ -234,6 +234,9 @@ def collect(selection: Selection = Selection()) -> dict[str, Any]:
                                         "present": present_here.get(rse_name, _NONE)["files"], "verified": 0})
         for rse_name in exp.skipped:
             by_rse.setdefault(rse_name, _Rse(rse_name, "?", "?")).counts["skipped_blocks"] += 1
+            got = present_here.get(rse_name, _NONE)
+            cells.setdefault(rse_name, {"state": "skipped", "expected": 0, "present": got["files"],
+                                        "verified": got["verified_files"]})
         wanted = set(exp.rses)
         for rse_name, got in present_here.items():
             rse = by_rse.setdefault(rse_name, _Rse(rse_name, "?", "?"))

@@ -38,9 +38,9 @@ def database_url() -> str:
             hide_password=True)
     except Exception as err:  # noqa: BLE001 - any failure here means the same thing to the user
         raise StatusError(
-            f"juno-dci status reads Rucio's database (read-only) and found no [database] default in "
-            f"{_config_path()} ({type(err).__name__}: {err}). Run it where the Rucio server's rucio.cfg is, "
-            "e.g. on the local grid: .venv/bin/juno-grid exec -- juno-dci status") from None
+            f"no Rucio database configured ([database] default in {_config_path()}: {_first_line(err)}). "
+            "juno-dci reads Rucio's database directly (read-only): run it where the Rucio server's rucio.cfg "
+            "is, e.g. on the local grid: .venv/bin/juno-grid exec -- juno-dci status") from None
 
 
 @contextmanager

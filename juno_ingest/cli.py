@@ -29,11 +29,13 @@ EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_DLQ_LIMIT, EXIT_RUCIO, EXIT_KAFKA, EXIT_S
 def _exit_code(err: BaseException) -> tuple[int, str]:
     """The registry: error type → exit code and the label printed before its message."""
     from juno_ingest.consumer import DeadLetterLimitExceeded, KafkaSetupError
+    from juno_ingest.metrics import MetricsPortError
     from juno_ingest.registrar import RucioRefused, RucioUnavailable
     from juno_ingest.storage_check import StorageUnavailable
 
     table: list[tuple[type[BaseException], int, str]] = [
         (ConfigError, EXIT_CONFIG, "configuration error"),
+        (MetricsPortError, EXIT_CONFIG, "configuration error"),
         (DeadLetterLimitExceeded, EXIT_DLQ_LIMIT, "dead-letter limit"),
         (RucioRefused, EXIT_RUCIO, "Rucio refused"),
         (RucioUnavailable, EXIT_RUCIO, "Rucio unavailable"),

@@ -20,6 +20,7 @@ blocks.grace_s) and hands each to the policy engine (finalize_block).
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import threading
 import time
@@ -104,6 +105,20 @@ def default_client_factory(cfg: IngestConfig) -> Callable[[], Any]:
         return Client(**kwargs)
 
     return make
+
+
+def _naive(when: datetime | str) -> datetime:
+    """A Rucio date (datetime, ISO text or the REST layer's RFC 1123 text) as naive UTC; now if unreadable."""
+    if isinstance(when, str):
+        text = when
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            try:
+                when = datetime.fromisoformat(text)
+            except ValueError:
+                return datetime.now(UTC).replace(tzinfo=None)
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
 
 
 class Closer:
@@ -204,7 +219,11 @@ class Ingester:
         common = kafka_common(self.cfg, consumer=False)
         conf = {**_DEFAULTS, **kafka_common(self.cfg), "group.id": self.cfg.kafka.group_id, **_FORCED}
         self.consumer = Consumer(conf)
-        topics = self.consumer.list_topics(timeout=15).topics
+        try:
+            topics = self.consumer.list_topics(timeout=15).topics
+        except KafkaException as err:
+            raise KafkaSetupError(f"cannot reach Kafka at {self.cfg.kafka.bootstrap_servers} ({err}): check "
+                                  "kafka.bootstrap_servers and kafka.settings (security)") from None
         if self.cfg.kafka.topic not in topics:
             raise KafkaSetupError(f"topic {self.cfg.kafka.topic!r} does not exist on "
                                   f"{self.cfg.kafka.bootstrap_servers}: create it (SPADE publishes there, keyed by "
@@ -244,8 +263,17 @@ class Ingester:
         log.info("partitions revoked", extra=fields(partitions=sorted(p.partition for p in partitions)))
 
     def _recover_blocks(self) -> None:
-        """Blocks a previous run left open (to close in time) or closed without finalizing (a crash)."""
+        """Blocks of our streams a previous run left open (to close in time) or closed without finalizing.
+
+        Only for the streams listed in blocks.streams: without a list the ingester cannot tell its
+        blocks from anybody else's (on a shared Rucio: other services' or tests' raw blocks), and
+        closing or finalizing those is not its business. Then only blocks seen in messages are closed,
+        and `juno-policy apply` (which decides pending placements of closed blocks) is the safety net.
+        """
         assert self.registrar is not None
+        if not self.cfg.blocks.streams:
+            log.info("no blocks.streams configured: skipping the start-up scan of recent blocks")
+            return
         since = self._now() - timedelta(days=self.cfg.blocks.recover_days)
         try:
             states = self.registrar.list_blocks(self.cfg.blocks.streams, since)
@@ -254,10 +282,11 @@ class Ingester:
                         extra=fields(error=str(err)))
             return
         finalized = 0
+        naive_since = since.astimezone(UTC).replace(tzinfo=None)  # Rucio's dates are naive UTC
         for name, state in states.items():
             if state.is_open:
                 self.closer.add(name)
-            else:
+            elif state.closed_at is None or _naive(state.closed_at) >= naive_since:
                 try:
                     self.registrar.finalize(name)
                     finalized += 1

@@ -15,6 +15,10 @@ NAMESPACE = "juno_ingest"
 _BATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
 
+class MetricsPortError(Exception):
+    """The metrics endpoint cannot listen where the configuration says."""
+
+
 @dataclass
 class IngestMetrics:
     registry: CollectorRegistry
@@ -63,5 +67,10 @@ class IngestMetrics:
 
     def serve(self, host: str, port: int) -> None:
         """Expose /metrics on host:port (loopback by default); port 0 serves nothing."""
-        if port:
+        if not port:
+            return
+        try:
             start_http_server(port, addr=host, registry=self.registry)
+        except OSError as err:
+            raise MetricsPortError(f"cannot serve metrics on {host}:{port} ({err.strerror}): another process "
+                                   "(an ingester already running?) has it; set metrics.port, 0 for none") from None

@@ -87,6 +87,7 @@ class Pipeline:
         self.file_metadata = file_metadata
         # Blocks this process has seen: ensured open ones (created, rules given) and closed ones.
         self.blocks: dict[str, BlockState] = {}
+        self._rules: list[tuple[str, Future[object]]] = []
         self._side = ThreadPoolExecutor(1, thread_name_prefix="storage")
 
     def close(self) -> None:
@@ -159,7 +160,7 @@ class Pipeline:
         clock = time.perf_counter()
         result = BatchResult(outcomes=[])
         valid_blocks = {p.block.name: p.block for p in plans.values()}
-        self._ensure_blocks(valid_blocks, result)
+        self._ensure_blocks(valid_blocks, {p.block.name for p in new.values()}, result)
         for i, plan in list(new.items()):
             if not self.blocks[plan.block.name].is_open:
                 outcomes[i] = _dead("late", f"block raw:{plan.block.name} is already closed (its day ended and the "
@@ -168,10 +169,13 @@ class Pipeline:
                 del new[i]
         seconds["blocks"] = time.perf_counter() - clock
 
-        # 6. register, per block.
+        # 6. register, per block; then wait for the rules of new blocks.
         clock = time.perf_counter()
-        for i, outcome in self._register(new).items():
-            outcomes[i] = outcome
+        try:
+            for i, outcome in self._register(new).items():
+                outcomes[i] = outcome
+        finally:
+            self._wait_for_rules(result)
         seconds["register"] = time.perf_counter() - clock
 
         for i, first in followers:
@@ -185,7 +189,7 @@ class Pipeline:
                 outcomes[i] = Outcome(Fate.DUPLICATE, name=plan.name, block=plan.block.name)
 
         result.outcomes = [o if o is not None else _dead("internal", "no outcome (bug)") for o in outcomes]
-        result.open_blocks = {n: b for n, b in valid_blocks.items() if self.blocks[n].is_open}
+        result.open_blocks = {n: b for n, b in valid_blocks.items() if n in self.blocks and self.blocks[n].is_open}
         result.seconds = seconds
         return result
 
@@ -205,10 +209,11 @@ class Pipeline:
                                           f"{plan.size}; nothing was registered", plan)
         return None
 
-    def _ensure_blocks(self, blocks: dict[str, BlockPlan], result: BatchResult) -> None:
-        """Blocks first seen in this process: create them (and their containers) if needed, and give
-        every open one the policy's rules. Both are idempotent, so a crash anywhere here is repaired
-        by the next process that sees the block."""
+    def _ensure_blocks(self, blocks: dict[str, BlockPlan], needed: set[str], result: BatchResult) -> None:
+        """Blocks first seen in this process: create those new files need (with their containers), and
+        give every open one the policy's rules. Both are idempotent, so a crash anywhere here is
+        repaired by the next process that sees the block. A block only duplicates point to and that
+        does not exist (the file was registered under another day) is not created: it would stay empty."""
         unknown = [n for n in blocks if n not in self.blocks]
         if not unknown:
             return
@@ -217,13 +222,34 @@ class Pipeline:
         for name in unknown:
             if states[name].exists and not states[name].is_open:
                 self.blocks[name] = states[name]
-            else:
+            elif states[name].exists or name in needed:
                 todo.append(blocks[name])
-        for plan, (created, rules) in zip(todo, self.registrar.setup_blocks(todo), strict=True):
+        for plan, created in zip(todo, self.registrar.create_blocks(todo), strict=True):
             if created:
                 result.created_blocks.append(plan.name)
-            result.rules_added += list(getattr(rules, "added", None) or [])
             self.blocks[plan.name] = BlockState(exists=True, is_open=True)
+        # The policy's rules: on a side thread while the files are registered (waited for before the
+        # batch counts as done). Rules before or after the files makes no difference to Rucio: the
+        # judge evaluates files attached to a dataset with rules, and a rule added to a dataset covers
+        # the files it already has.
+        self._rules = [(plan.name, f) for plan, f in zip(todo, self.registrar.ensure_rules_later(
+            [p.name for p in todo]), strict=True)]
+
+    def _wait_for_rules(self, result: BatchResult) -> None:
+        """Wait for the rules of this batch's new blocks; a block whose rules failed is forgotten, so the
+        retried batch (RucioUnavailable) or the next process gives it its rules again."""
+        rules, self._rules = self._rules, []
+        failure: BaseException | None = None
+        for name, future in rules:
+            try:
+                added = future.result()
+            except BaseException as err:  # noqa: BLE001 - re-raised below, after every future was waited for
+                self.blocks.pop(name, None)
+                failure = failure or err
+                continue
+            result.rules_added += list(getattr(added, "added", None) or [])
+        if failure is not None:
+            raise failure
 
     def _register(self, new: dict[int, FilePlan]) -> dict[int, Outcome]:
         out: dict[int, Outcome] = {}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -109,7 +109,12 @@ class PolicyRules:
     """rucio_policy.engine: ensure_block_rules after creating a block, finalize_block after closing it."""
 
     def __init__(self, policy_file: str | None = None) -> None:
-        from rucio_policy import engine
+        try:
+            from rucio_policy import engine
+        except ImportError as err:
+            raise RucioRefused(f"rules.apply is on but the replication engine (rucio_policy.engine) cannot be "
+                               f"imported: {err}; install juno-dci completely, or set rules.apply: false "
+                               "(blocks then get no rules)") from None
 
         self._engine = engine
         try:
@@ -137,7 +142,7 @@ class PolicyRules:
 class BlockState:
     exists: bool
     is_open: bool = True
-    closed_at: datetime | None = None
+    closed_at: datetime | str | None = None
 
 
 @dataclass
@@ -164,6 +169,7 @@ class Registrar:
         self._factory = client_factory
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="rucio")
+        self._rules_pool = ThreadPoolExecutor(1, thread_name_prefix="rules")
         self._main: Any | None = None
 
     # -- clients ----------------------------------------------------------------------------------
@@ -194,6 +200,7 @@ class Registrar:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._rules_pool.shutdown(wait=False, cancel_futures=True)
 
     def storage_endpoint(self, scheme: str = "root") -> Endpoint:
         """The RSE's `scheme` protocol (host:port, prefix), as Rucio has it."""
@@ -295,13 +302,17 @@ class Registrar:
         with rucio_errors(f"adding the policy's rules to {block}"):
             return self.rules.ensure(client or self.client, SCOPE, block)
 
-    def setup_blocks(self, plans: Sequence[BlockPlan]) -> list[tuple[bool, Any]]:
-        """create_block + ensure_rules for each block, `parallel` blocks at a time: (created, rules result)."""
-        def one(client: Any, plan: BlockPlan) -> tuple[bool, Any]:
-            created = self.create_block(plan, client)
-            return created, self.ensure_rules(plan.name, client)
+    def create_blocks(self, plans: Sequence[BlockPlan]) -> list[bool]:
+        """create_block for each, `parallel` blocks at a time: whether each was new."""
+        return self._map(lambda client, plan: self.create_block(plan, client), plans)
 
-        return self._map(one, plans)
+    def ensure_rules_later(self, blocks: Sequence[str]) -> list[Future[Any]]:
+        """ensure_rules for each block on a side thread, so the policy engine's calls overlap with the
+        registration of the blocks' files; the caller waits for the futures before committing."""
+        def one(block: str) -> Any:
+            return self.ensure_rules(block, self._thread_client())
+
+        return [self._rules_pool.submit(one, block) for block in blocks]
 
     def close_block(self, block: str) -> Any:
         """Close the block, then let the policy decide what depends on its final size."""

@@ -173,6 +173,7 @@ def _plan(ctx: Context, task_file: Path, inputs: tuple[str, ...] = ()) -> Any:
 
 def _plan_json(ctx: Context, plan: Any, description: str, *, jobs: bool) -> dict[str, Any]:
     from juno_jobs.plan import jobs_per_site, site_summary
+    from juno_jobs.splitting import arguments_of
 
     out: dict[str, Any] = {
         "task": plan.task.name, "account": plan.account, "jobs": len(plan.jobs), "files": plan.n_files,
@@ -187,13 +188,15 @@ def _plan_json(ctx: Context, plan: Any, description: str, *, jobs: bool) -> dict
     }
     if jobs:
         out["job_list"] = [{"job": j.index, "sites": list(j.sites), "files": [f.did for f in j.files],
-                            "bytes": j.bytes, "arguments": list(j.arguments), "variables": dict(j.variables)}
+                            "bytes": j.bytes, "arguments": list(arguments_of(j, plan.task.arguments)),
+                            "variables": dict(j.variables)}
                            for j in plan.jobs]
     return out
 
 
 def _print_plan(ctx: Context, plan: Any, description: str, *, jobs: bool) -> None:
     from juno_jobs.plan import jobs_per_site, site_summary
+    from juno_jobs.splitting import arguments_of
 
     t = plan.task
     head = f"task {t.name}: {len(plan.jobs)} jobs"
@@ -220,7 +223,7 @@ def _print_plan(ctx: Context, plan: Any, description: str, *, jobs: bool) -> Non
         click.echo(f"\n{'job':>5} {'sites':<16} {'files':>5} {'bytes':>10}  arguments")
         for j in plan.jobs:
             click.echo(f"{j.index:>5} {','.join(j.sites):<16} {len(j.files):>5} {units.format_bytes(j.bytes):>10}  "
-                       + " ".join(j.arguments))
+                       + " ".join(arguments_of(j, t.arguments)))
     click.echo("\nsubmit description (one cluster; one item line 'job attempt memory sites' per job):")
     click.echo("  " + description.rstrip().replace("\n", "\n  "))
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from juno_jobs import backends, outputs, retry, taskdir
+from juno_jobs import backends, gcpause, outputs, retry, taskdir
 from juno_jobs.backends.base import Backend, BackendError
 from juno_jobs.model import Resources, RetryPolicy
 from juno_jobs.monitor import HOLD_SUBMITTED_ON_HOLD, fold, is_memory_hold
@@ -126,6 +126,11 @@ def describe(sess: Session, plan: Plan, backend: str, *, hold: bool = False) -> 
 
 def submit(sess: Session, plan: Plan, *, backend: str | None = None, hold: bool = False) -> TaskRow:
     """Record the task, write its directory, create the output dataset, submit round 1."""
+    with gcpause.paused():
+        return _submit(sess, plan, backend=backend, hold=hold)
+
+
+def _submit(sess: Session, plan: Plan, *, backend: str | None, hold: bool) -> TaskRow:
     backend_name = backend or sess.cfg.backend
     be = sess.backend(backend_name)
     uuid = uuidlib.uuid4().hex
@@ -167,10 +172,7 @@ def _submit_round(sess: Session, be: Backend, task: TaskRow, items: Sequence[Ite
     started = time.perf_counter()
     cluster = be.submit(td, items, uuid=task.uuid, name=task.name, task_id=task.id, resources=resources(task),
                         rnd=rnd, hold=hold)
-    sess.store.round_submitted(task.id, rnd, cluster)
-    if hold:
-        sess.store.update_attempts(task.id, ((i.job, i.attempt, {"state": "held", "reason": "submitted on hold"})
-                                             for i in items))
+    sess.store.round_submitted(task.id, rnd, cluster, held="submitted on hold" if hold else None)
     sess.log(f"round {rnd}: {len(items)} job(s) submitted as {'cluster' if not be.keyed_by_round else 'round'} "
              f"{cluster} ({time.perf_counter() - started:.2f} s)")
     return cluster

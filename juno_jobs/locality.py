@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from juno_jobs.model import InputFile, RseInfo, SiteGroup, SiteLists
 
@@ -94,8 +95,8 @@ def group_by_sites(files: Iterable[InputFile], rses: Mapping[str, RseInfo], site
     groups, problems = site_sets(files, rses, sites)
     if problems:
         raise LocalityError(problems)
-    out = [SiteGroup(sites=key, files=tuple(sorted(members, key=lambda f: (f.scope, f.name))))
-           for key, members in groups.items()]
+    by_did = attrgetter("scope", "name")
+    out = [SiteGroup(sites=key, files=tuple(sorted(members, key=by_did))) for key, members in groups.items()]
     out.sort(key=lambda g: (-len(g.files), g.sites))
     return out
 

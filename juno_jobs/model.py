@@ -149,16 +149,13 @@ class SiteGroup:
         return sum(f.bytes for f in self.files)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobSpec:
-    """One job of a task: where it may run, what it reads, its arguments."""
+    """One job of a task: where it may run, what it reads, its job variables. Its arguments are rendered
+    from the task's template where needed (splitting.arguments_of; the wrapper renders its own)."""
 
     index: int
-    sites: tuple[str, ...]  # empty = anywhere (no input)
+    sites: tuple[str, ...]  # the sites that hold all of its input (or where a no-input task may run)
     files: tuple[InputFile, ...]
     variables: Mapping[str, Scalar]
-    arguments: tuple[str, ...]
-
-    @property
-    def bytes(self) -> int:
-        return sum(f.bytes for f in self.files)
+    bytes: int = 0

@@ -1,7 +1,7 @@
 """Where a job finds its input files: each RSE's URL base; the wrapper adds each file's lfn2pfn path.
 
 Computing PFNs at planning time is what does not scale: Rucio's client takes ~0.2 ms per PFN
-(`rsemanager.lfns2pfns`) and even the bare `juno` path function ~40 µs, seconds for 100,000 files, for
+(`rsemanager.lfns2pfns`) and even the bare `juno` path function ~40 µs: seconds for 100,000 files, for
 paths a job needs only for its own few files. JUNO's RSEs are deterministic with the `juno` algorithm,
 whose path does not depend on the RSE, so planning fixes one base URL per RSE and the wrapper computes
 the paths of its files (wrapper.lfn_path). The base comes from Rucio itself: the PFN Rucio gives for a
@@ -35,26 +35,20 @@ class NoReadProtocol(LookupError):
 
 
 class PfnMaker:
+    """PFNs from the Rucio server (`lfns2pfns` REST call): the client-side rsemanager would import Rucio's
+    server core (seconds of imports) to do the same."""
+
     def __init__(self, client: Any) -> None:
         self.client = client
         self._bases: dict[str, str | None] = {}
-        self._info: dict[str, Any] = {}
 
-    def _rse_info(self, rse: str) -> Any:
-        from rucio.rse import rsemanager
-
-        if rse not in self._info:
-            self._info[rse] = rsemanager.get_rse_info(rse, vo=self.client.vo)
-        return self._info[rse]
-
-    def _lfns2pfns(self, rse: str, dids: list[dict[str, str]], operation: str) -> dict[str, str]:
+    def _lfns2pfns(self, rse: str, dids: list[tuple[str, str]], operation: str) -> dict[str, str]:
         from rucio.common.exception import RSEProtocolNotSupported
-        from rucio.rse import rsemanager
 
-        info = self._rse_info(rse)
+        lfns = [f"{scope}:{name}" for scope, name in dids]
         for scheme in READ_SCHEMES:
             try:
-                out = rsemanager.lfns2pfns(info, dids, operation=operation, scheme=scheme, domain="wan")
+                out = self.client.lfns2pfns(rse, lfns, protocol_domain="wan", operation=operation, scheme=scheme)
             except RSEProtocolNotSupported:
                 continue
             return {key.split(":", 1)[1]: str(pfn) for key, pfn in out.items()}
@@ -63,15 +57,24 @@ class PfnMaker:
     def base(self, rse: str, sample: InputFile) -> str | None:
         """The URL every PFN at `rse` starts with, or None if the RSE needs per-file PFNs."""
         if rse not in self._bases:
-            pfn = self._lfns2pfns(rse, [{"scope": sample.scope, "name": sample.name}], "read")[sample.name]
+            pfn = self._lfns2pfns(rse, [(sample.scope, sample.name)], "read")[sample.name]
             path = path_of(sample.scope, sample.name)
             self._bases[rse] = pfn[: -len(path)] if pfn.endswith(path) else None
         return self._bases[rse]
 
     def pfns(self, rse: str, files: Iterable[InputFile]) -> dict[str, str]:
-        """name → PFN at `rse`, from Rucio (the slow, general way)."""
-        return self._lfns2pfns(rse, [{"scope": f.scope, "name": f.name} for f in files], "read")
+        """name → PFN at `rse`, file by file from Rucio (the general way, for RSEs with other paths)."""
+        out: dict[str, str] = {}
+        batch: list[tuple[str, str]] = []
+        for f in files:
+            batch.append((f.scope, f.name))
+            if len(batch) == 1000:
+                out.update(self._lfns2pfns(rse, batch, "read"))
+                batch = []
+        if batch:
+            out.update(self._lfns2pfns(rse, batch, "read"))
+        return out
 
     def write_url(self, rse: str, scope: str, name: str) -> str:
         """Where a new file scope:name goes at `rse` (outputs)."""
-        return self._lfns2pfns(rse, [{"scope": scope, "name": name}], "write")[name]
+        return self._lfns2pfns(rse, [(scope, name)], "write")[name]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from juno_jobs import locality, splitting
+from juno_jobs import gcpause, locality, splitting
 from juno_jobs.model import InputFile, JobSpec, RseInfo, SiteGroup, Task
 from juno_jobs.pfns import NoReadProtocol, PfnMaker
-from juno_jobs.resolve import InputError, Resolver, rse_infos
+from juno_jobs.resolve import InputError, Resolver, clone_client, rse_infos
 
 
 class PlanError(ValueError):
@@ -74,10 +75,18 @@ def output_target(task: Task, account: str) -> OutputTarget | None:
     return OutputTarget(scope=scope, name=name, rse=task.output.rse, patterns=task.output.files)
 
 
-def check_output(client: Any, target: OutputTarget, rses: dict[str, RseInfo], owned: Callable[[str, str], bool]
-                 ) -> None:
+def output_exists(client: Any, target: OutputTarget) -> bool:
     from rucio.common.exception import DataIdentifierNotFound
 
+    try:
+        client.get_did(target.scope, target.name)
+    except DataIdentifierNotFound:
+        return False
+    return True
+
+
+def check_output(target: OutputTarget, exists: bool, rses: dict[str, RseInfo], owned: Callable[[str, str], bool]
+                 ) -> None:
     if target.rse != "site":
         info = rses.get(target.rse)
         if info is None:
@@ -85,9 +94,7 @@ def check_output(client: Any, target: OutputTarget, rses: dict[str, RseInfo], ow
                             f"{', '.join(sorted(r for r, i in rses.items() if not i.tape))}, or 'site'")
         if info.tape:
             raise PlanError(f"output.rse {target.rse} is a tape RSE: outputs go to disk")
-    try:
-        client.get_did(target.scope, target.name)
-    except DataIdentifierNotFound:
+    if not exists:
         return
     if owned(target.scope, target.name):
         raise PlanError(f"output dataset {target.did} belongs to an earlier task here: resubmit that task "
@@ -104,11 +111,19 @@ def _bases(plan: Plan, maker: PfnMaker, log: Callable[[str], None]) -> None:
                 if r not in samples and r in plan.rses and not plan.rses[r].tape \
                         and plan.rses[r].site in group.sites:
                     samples[r] = f
-    for rse, sample in sorted(samples.items()):
+
+    def one(item: tuple[str, InputFile]) -> tuple[str, str | None | NoReadProtocol]:
+        rse, sample = item
         try:
-            base = maker.base(rse, sample)
+            return rse, PfnMaker(clone_client(maker.client)).base(rse, sample)
         except NoReadProtocol as err:
-            log(f"  warning: {err}; jobs will not read from it")
+            return rse, err
+
+    with ThreadPoolExecutor(max(1, min(6, len(samples)))) as pool:
+        found = list(pool.map(one, sorted(samples.items())))
+    for rse, base in found:
+        if isinstance(base, NoReadProtocol):
+            log(f"  warning: {base}; jobs will not read from it")
             continue
         plan.rse_bases[rse] = {"site": plan.rses[rse].site, "base": base}
         if base is None:
@@ -122,35 +137,49 @@ def _bases(plan: Plan, maker: PfnMaker, log: Callable[[str], None]) -> None:
 def make_plan(task: Task, client: Any, *, owned: Callable[[str, str], bool] = lambda s, n: False,
               log: Callable[[str], None] = lambda m: None, workers: int | None = None) -> Plan:
     """Resolve, group and split. Raises PlanError, InputError, LocalityError or SplitError; submits nothing."""
+    with gcpause.paused():
+        return _make_plan(task, client, owned=owned, log=log, workers=workers)
+
+
+def _make_plan(task: Task, client: Any, *, owned: Callable[[str, str], bool], log: Callable[[str], None],
+               workers: int | None) -> Plan:
     started = time.perf_counter()
     account = str(client.account)
     target = output_target(task, account)
     resolver = Resolver(client, log=log, **({"workers": workers} if workers else {}))
-    rses = rse_infos(client)
-    if target is not None:
-        check_output(client, target, rses, owned)
+    with ThreadPoolExecutor(1) as side:
+        # Whether the output dataset exists is asked while the input is resolved.
+        exists = side.submit(output_exists, clone_client(client), target) if target is not None else None
+        res = resolver.resolve(task.input.dids, task.input.filter, wanted_site=task.sites.permits) \
+            if task.input is not None else None
+        rses = res.rses if res is not None else rse_infos(client)
+        if target is not None and exists is not None:
+            check_output(target, exists.result(), rses, owned)
     plan = Plan(task=task, account=account, jobs=[], groups=[], rses=rses, output=target)
     split = task.splitting
-    if task.input is not None:
-        res = resolver.resolve(task.input.dids, task.input.filter, rses=rses, wanted_site=task.sites.permits)
+    if res is not None:
         plan.resolve_s, plan.rucio_calls = res.resolve_s, res.calls
         plan.groups = locality.group_by_sites(res.files, rses, task.sites)
         assert split.files_per_job is not None
-        plan.jobs = splitting.split_files(plan.groups, split.files_per_job, arguments=task.arguments,
-                                          max_jobs=split.max_jobs)
+        plan.jobs = splitting.split_files(plan.groups, split.files_per_job, max_jobs=split.max_jobs)
         plan.n_files = len(res.files)
         plan.bytes = sum(g.bytes for g in plan.groups)
         _bases(plan, PfnMaker(client), log)
         readable = set(plan.rse_bases)
-        plan.job_rses = [tuple(sorted({r for f in job.files for r in f.rses if r in readable})) for job in plan.jobs]
+        cache: dict[frozenset[tuple[str, ...]], tuple[str, ...]] = {}
+        for job in plan.jobs:
+            # Files of one block share one RSE tuple: decide per distinct set of tuples, not per file.
+            key = frozenset(f.rses for f in job.files)
+            job_rses = cache.get(key)
+            if job_rses is None:
+                job_rses = cache[key] = tuple(sorted({r for t in key for r in t if r in readable}))
+            plan.job_rses.append(job_rses)
     else:
         sites = task.sites.allow or tuple(sorted({i.site for i in rses.values() if not i.tape}))
         sites = tuple(s for s in sites if task.sites.permits(s))
         if not sites:
             raise PlanError("no site left to run at: check sites.allow and sites.deny")
-        jobs = splitting.split_jobvars(task.splitting.jobvars, arguments=task.arguments, max_jobs=split.max_jobs)
-        plan.jobs = [JobSpec(index=j.index, sites=sites, files=(), variables=j.variables, arguments=j.arguments)
-                     for j in jobs]
+        plan.jobs = splitting.split_jobvars(task.splitting.jobvars, sites=sites, max_jobs=split.max_jobs)
         plan.job_rses = [() for _ in plan.jobs]
     plan.plan_s = time.perf_counter() - started
     return plan

@@ -78,14 +78,16 @@ def clone_client(client: Any) -> Any:
 
 def rse_infos(client: Any) -> dict[str, RseInfo]:
     """Every RSE with its site and whether it is tape (RSE attributes `site`, `istape`/`type`)."""
-    out = {}
-    for rse in client.list_rses():
-        name = rse["rse"]
-        attrs = client.list_rse_attributes(name)
+    rses = list(client.list_rses())
+
+    def one(rse: dict[str, Any]) -> RseInfo:
+        attrs = clone_client(client).list_rse_attributes(rse["rse"])
         tape = bool(attrs.get("istape")) or str(attrs.get("type", "")).lower() == "tape" \
             or str(rse.get("rse_type", "")).upper() == "TAPE"
-        out[name] = RseInfo(name=name, site=str(attrs.get("site") or name), tape=tape)
-    return out
+        return RseInfo(name=rse["rse"], site=str(attrs.get("site") or rse["rse"]), tape=tape)
+
+    with ThreadPoolExecutor(max(1, min(WORKERS, len(rses)))) as pool:
+        return {info.name: info for info in pool.map(one, rses)}
 
 
 # --------------------------------------------------------------------------- metadata filter
@@ -267,14 +269,17 @@ class Resolver:
                 ) -> Resolution:
         filt = filt or {}
         started = time.perf_counter()
-        rses = dict(rses) if rses is not None else self._call(rse_infos, self.client)
+        with ThreadPoolExecutor(1) as side:
+            # The RSE catalogue comes in while the inputs are checked and walked.
+            pending = side.submit(self._call, rse_infos, clone_client(self.client)) if rses is None else None
+            roots = self.check_dids(dids)
+            datasets, direct = self.datasets_of(roots)
+            rses = dict(pending.result() if pending is not None else rses or {})
 
         def wanted_rse(rse: str) -> bool:
             info = rses.get(rse)
             return info is not None and not info.tape and wanted_site(info.site)
 
-        roots = self.check_dids(dids)
-        datasets, direct = self.datasets_of(roots)
         self.log(f"resolving {len(datasets)} dataset(s)" + (f" and {len(direct)} file(s)" if direct else "")
                  + " in Rucio ...")
         files: list[InputFile] = []
@@ -290,9 +295,10 @@ class Resolver:
         before = len(files)
         files = self._metadata_filter(files, filt)
         filtered += before - len(files)
-        # A file reached through two inputs (e.g. a block and its container) counts once.
-        unique = {(f.scope, f.name): f for f in files}
-        files = list(unique.values())
+        # A file reached through two inputs (e.g. a block and its container) counts once. Names are
+        # almost always unique already: check that cheaply before building the (scope, name) index.
+        if len({f.name for f in files}) != len(files):
+            files = list({(f.scope, f.name): f for f in files}.values())
         if not files:
             what = ", ".join(str(d) for d in dids)
             if filtered:

@@ -22,20 +22,17 @@ class SplitError(ValueError):
     """The splitting cannot produce jobs (e.g. no values); the message says what to change."""
 
 
-def split_files(groups: Sequence[SiteGroup], files_per_job: int, *, arguments: str = "",
-                max_jobs: int | None = None) -> list[JobSpec]:
+def split_files(groups: Sequence[SiteGroup], files_per_job: int, *, max_jobs: int | None = None) -> list[JobSpec]:
     """Chunk each group's files into jobs of at most `files_per_job` files."""
     if files_per_job < 1:
         raise SplitError("files_per_job must be at least 1")
-    tokens = tokenize(arguments)
     jobs: list[JobSpec] = []
     for group in groups:
         files = group.files
         for start in range(0, len(files), files_per_job):
             chunk = files[start:start + files_per_job]
-            index = len(jobs)
-            jobs.append(JobSpec(index=index, sites=group.sites, files=chunk, variables={},
-                                arguments=render(tokens, index, chunk, {})))
+            jobs.append(JobSpec(index=len(jobs), sites=group.sites, files=chunk, variables={},
+                                bytes=sum(f.bytes for f in chunk)))
     if max_jobs is not None and len(jobs) > max_jobs:
         raise SplitError(f"{len(jobs)} jobs, more than max_jobs {max_jobs}: raise files_per_job or max_jobs")
     return jobs
@@ -99,9 +96,9 @@ def expand_jobvars(variables: Sequence[JobVar], max_jobs: int | None = None) -> 
     return combined
 
 
-def split_jobvars(variables: Sequence[JobVar], *, arguments: str = "", max_jobs: int | None = None) -> list[JobSpec]:
-    tokens = tokenize(arguments)
-    return [JobSpec(index=i, sites=(), files=(), variables=values, arguments=render(tokens, i, (), values))
+def split_jobvars(variables: Sequence[JobVar], *, sites: tuple[str, ...] = (), max_jobs: int | None = None
+                  ) -> list[JobSpec]:
+    return [JobSpec(index=i, sites=sites, files=(), variables=values)
             for i, values in enumerate(expand_jobvars(variables, max_jobs))]
 
 
@@ -110,6 +107,10 @@ def split_jobvars(variables: Sequence[JobVar], *, arguments: str = "", max_jobs:
 
 def tokenize(arguments: str) -> list[str]:
     return shlex.split(arguments)
+
+
+def arguments_of(job: JobSpec, template: str) -> tuple[str, ...]:
+    return render(tokenize(template), job.index, job.files, job.variables)
 
 
 def input_path(f: InputFile) -> str:

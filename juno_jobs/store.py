@@ -189,8 +189,9 @@ class Store:
                 (uuid, name, account, backend, str(task_dir), task_file, now, len(jobs), n_files, total_bytes,
                  *(output or (None, None, None)), json.dumps(policy)))
             task_id = int(cur.lastrowid or 0)
+            # attempts=1: round 1 follows at once (add_round then leaves these rows alone)
             db.executemany("INSERT INTO jobs (task_id, job, sites, n_files, bytes, state, attempts, memory, updated)"
-                           " VALUES (?,?,?,?,?,'idle',0,?,?)",
+                           " VALUES (?,?,?,?,?,'idle',1,?,?)",
                            ((task_id, j, sites, n, b, mem, now) for j, sites, n, b, mem in jobs))
         return task_id
 
@@ -239,15 +240,21 @@ class Store:
             db.executemany("INSERT INTO attempts (task_id, job, attempt, round, cluster, proc, memory, state,"
                            " submitted) VALUES (?,?,?,?,NULL,?,?,'pending',?)",
                            ((task_id, a.job, a.attempt, rnd, a.proc, a.memory, now) for a in attempts))
-            db.executemany("UPDATE jobs SET state='idle', attempts=?, memory=?, site=NULL, exit_code=NULL,"
-                           " failure=NULL, reason=NULL, updated=? WHERE task_id=? AND job=?",
-                           ((a.attempt, a.memory, now, task_id, a.job) for a in attempts))
+            if rnd > 1:
+                db.executemany("UPDATE jobs SET state='idle', attempts=?, memory=?, site=NULL, exit_code=NULL,"
+                               " failure=NULL, reason=NULL, updated=? WHERE task_id=? AND job=?",
+                               ((a.attempt, a.memory, now, task_id, a.job) for a in attempts))
 
-    def round_submitted(self, task_id: int, rnd: int, cluster: int) -> None:
+    def round_submitted(self, task_id: int, rnd: int, cluster: int, *, held: str | None = None) -> None:
+        """The batch system has the round: its attempts are idle (or held, with that reason)."""
+        state = "held" if held else "idle"
         with self.transaction() as db:
             db.execute("UPDATE rounds SET cluster=? WHERE task_id=? AND round=?", (cluster, task_id, rnd))
-            db.execute("UPDATE attempts SET cluster=?, state='idle' WHERE task_id=? AND round=? AND state='pending'",
-                       (cluster, task_id, rnd))
+            db.execute("UPDATE attempts SET cluster=?, state=?, reason=? WHERE task_id=? AND round=?"
+                       " AND state='pending'", (cluster, state, held, task_id, rnd))
+            if held:
+                db.execute("UPDATE jobs SET state='held', reason=? WHERE task_id=? AND job IN"
+                           " (SELECT job FROM attempts WHERE task_id=? AND round=?)", (held, task_id, task_id, rnd))
 
     def renumber(self, task_id: int, rnd: int, procs: Sequence[tuple[int, int, int]]) -> None:
         """(job, attempt, proc): the items a round is finally submitted with, in order."""

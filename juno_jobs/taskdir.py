@@ -2,7 +2,7 @@
 
     task.yaml               the task file as submitted
     task.json               payload, outputs, wall time, RSE bases, naming patterns (read by the wrapper)
-    jobs.jsonl              one line per job: sites, RSEs, arguments, variables, inputs
+    jobs.jsonl              one line per job: sites, RSEs, variables, inputs
     wrapper.py              the job wrapper (juno_jobs/wrapper.py)
     payload/                the executable or script shipped with the jobs
     events.log              the HTCondor user log of every round (one per task)
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from juno_jobs import pfns, settings
+from juno_jobs import pfns, settings, splitting
 from juno_jobs.model import JobSpec, Task
 from juno_jobs.settings import Settings
 
@@ -128,11 +128,24 @@ def write(td: TaskDir, task: Task, *, task_id: int, uuid: str, jobs: Sequence[Jo
         payload = {"kind": "site", "path": str(task.site_executable)}
     spec = {"id": task_id, "uuid": uuid, "name": task.name, "payload": payload, "release": task.release,
             "environment": dict(task.environment), "outputs": list(task.output.files) if task.output else [],
-            "wall_s": task.resources.wall_s, "rse_bases": rse_bases, "naming": pfns.NAMING}
+            "wall_s": task.resources.wall_s, "rse_bases": rse_bases, "naming": pfns.NAMING,
+            "arguments": splitting.tokenize(task.arguments)}
     td.task_json.write_text(json.dumps(spec, indent=1))
+    encoded: dict[tuple[str, ...], str] = {}  # few distinct site and RSE lists: encode each once
+
+    def enc(values: tuple[str, ...]) -> str:
+        text = encoded.get(values)
+        if text is None:
+            text = encoded[values] = _j(list(values))
+        return text
+
+    get_pfns = explicit_pfns.get if explicit_pfns else (lambda key: None)
     with open(td.jobs_jsonl, "w", encoding="utf-8") as fh:
         for job, rses in zip(jobs, job_rses, strict=True):
-            inputs = ",".join(_input(f.scope, f.name, f.bytes, f.adler32, explicit_pfns.get((f.scope, f.name)))
+            inputs = ",".join(_input(f.scope, f.name, f.bytes, f.adler32, get_pfns((f.scope, f.name)))
                               for f in job.files)
-            fh.write(f'{{"job":{job.index},"sites":{_j(list(job.sites))},"rses":{_j(list(rses))},'
-                     f'"args":{_j(list(job.arguments))},"vars":{_j(dict(job.variables))},"inputs":[{inputs}]}}\n')
+            # No arguments here: the wrapper renders them from task.json's template (100,000 input paths
+            # fewer to write for a large task).
+            variables = _j(dict(job.variables)) if job.variables else "{}"
+            fh.write(f'{{"job":{job.index},"sites":{enc(job.sites)},"rses":{enc(tuple(rses))},'
+                     f'"vars":{variables},"inputs":[{inputs}]}}\n')

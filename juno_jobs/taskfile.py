@@ -102,6 +102,15 @@ def _node_at(root: Node, path: Sequence[str | int]) -> Node:
     return node
 
 
+def _line_at(root: Node, path: Sequence[str | int]) -> int:
+    """The line to report for a path: the key's line for a mapping key (a block value starts below it)."""
+    if path and isinstance(path[-1], str):
+        key_node, _ = _child(_node_at(root, path[:-1]), path[-1])
+        if key_node is not None:
+            return line_of(key_node)
+    return line_of(_node_at(root, path))
+
+
 def _duplicates(node: Node, where: str, file: str) -> Iterator[Issue]:
     if isinstance(node, MappingNode):
         seen: dict[str, Node] = {}
@@ -140,8 +149,15 @@ def _schema_issues(data: Any, root: Node, file: str) -> list[Issue]:
     validator = Draft202012Validator(schema())
     issues: list[Issue] = []
     for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+        if err.validator in ("oneOf", "anyOf") and err.context:
+            # "not valid under any of the given schemas" says little: the deepest branch error points at
+            # the offending item (e.g. the one bad DID of a list), unless every branch fails at the top.
+            deepest = max(err.context, key=lambda e: len(e.absolute_path))
+            if len(deepest.absolute_path) > len(err.absolute_path):
+                err = deepest
         path = list(err.absolute_path)
         node = _node_at(root, path)
+        line = _line_at(root, path)
         where = _where(path)
         field_name = next((str(p) for p in reversed(path) if isinstance(p, str)), "")
         hint = _HINTS.get(field_name, "")
@@ -152,27 +168,27 @@ def _schema_issues(data: Any, root: Node, file: str) -> list[Issue]:
                 key_node, _ = _child(node, key)
                 close = difflib.get_close_matches(key, allowed, n=1)
                 fix = f"did you mean {close[0]!r}? " if close else ""
-                issues.append(Issue(file, line_of(key_node or node), _join(where, key), "unknown key",
+                issues.append(Issue(file, line_of(key_node) if key_node else line, _join(where, key), "unknown key",
                                     f"{fix}known keys: {', '.join(allowed)}"))
         elif err.validator == "required":
             missing = re.findall(r"'([^']+)' is a required property", err.message)
             key = missing[0] if missing else "?"
-            issues.append(Issue(file, line_of(node), where or "(top level)", f"missing key {key!r}",
+            issues.append(Issue(file, line, where or "(top level)", f"missing key {key!r}",
                                 f"add {key}: ... ({_HINTS.get(key, 'see etc/tasks/ for examples')})"))
         elif err.validator == "type":
             want = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
-            issues.append(Issue(file, line_of(node), where, f"expected {_article(want)}, found {_kind(err.instance)}",
+            issues.append(Issue(file, line, where, f"expected {_article(want)}, found {_kind(err.instance)}",
                                 hint or "quote the value if YAML reads it as something else"))
         elif err.validator in ("pattern", "oneOf", "anyOf", "const", "enum", "format"):
-            issues.append(Issue(file, line_of(node), where, f"{_short(err.instance)} is not valid here",
+            issues.append(Issue(file, line, where, f"{_short(err.instance)} is not valid here",
                                 f"write {hint}" if hint else _first_line(err.message)))
         elif err.validator in ("minimum", "maximum", "minLength", "maxLength", "minItems", "minProperties", "not"):
-            issues.append(Issue(file, line_of(node), where, _first_line(err.message), hint))
+            issues.append(Issue(file, line, where, _first_line(err.message), hint))
         elif err.validator == "propertyNames":
-            issues.append(Issue(file, line_of(node), where, f"a key is not a valid name: {_first_line(err.message)}",
+            issues.append(Issue(file, line, where, f"a key is not a valid name: {_first_line(err.message)}",
                                 "use letters, digits and _"))
         else:
-            issues.append(Issue(file, line_of(node), where, _first_line(err.message), hint))
+            issues.append(Issue(file, line, where, _first_line(err.message), hint))
     return issues
 
 
@@ -213,7 +229,7 @@ class _Builder:
         self.issues: list[Issue] = []
 
     def error(self, where: Sequence[str | int], message: str, fix: str = "") -> None:
-        self.issues.append(Issue(self.file, line_of(_node_at(self.root, where)), _where(where), message, fix))
+        self.issues.append(Issue(self.file, _line_at(self.root, where), _where(where), message, fix))
 
     def size_mb(self, value: Any, where: Sequence[str | int], default: int) -> int:
         if value is None:

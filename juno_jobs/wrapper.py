@@ -5,7 +5,8 @@ Copied into each task's directory and run by the batch system (or the local back
     wrapper.py TASK_DIR JOB ATTEMPT REQUEST_MEMORY_MB
 with plain python3 and the standard library only: it runs on worker nodes (the local grid's pool chroot)
 where neither the project's venv nor Rucio exists. It reads TASK_DIR/task.json (the payload, outputs,
-storage bases per RSE) and line JOB of TASK_DIR/jobs.jsonl (this job's inputs and arguments), works in
+storage bases per RSE, argument template) and line JOB of TASK_DIR/jobs.jsonl (this job's inputs and
+variables), works in
 TASK_DIR/attempts/JOB.ATTEMPT/ and ends by writing result.json there, which juno-submit reads.
 
 Site: $JUNO_SITE (the submit file sets it from the slot's JUNO_Site), else the machine ad's JUNO_Site.
@@ -31,6 +32,7 @@ import re
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -215,6 +217,30 @@ def run_payload(argv: list[str], env: dict[str, str], cwd: Path, memory_mb: int,
     return code, failure, peak_kb // 1024
 
 
+class _Values(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def render_args(tokens: list[str], job: int, inputs: list[str], variables: dict[str, Any]) -> list[str]:
+    """The payload's arguments (juno_jobs.splitting.render, repeated here for the same reason as lfn_path):
+    a word that is exactly {inputs} becomes one word per input file; {input}, {job}, {nfiles} and the job
+    variables are formatted in."""
+    values = _Values(variables)
+    values.update(job=job, nfiles=len(inputs))
+    if inputs:
+        values["input"] = inputs[0]
+    out: list[str] = []
+    for token in tokens:
+        if token == "{inputs}":
+            out.extend(inputs)
+        elif "{" in token or "}" in token:
+            out.append(string.Formatter().vformat(token, (), values))
+        else:
+            out.append(token)
+    return out
+
+
 def payload_argv(task: dict[str, Any], task_dir: Path, args: list[str]) -> list[str]:
     payload = task["payload"]
     if payload["kind"] == "script":
@@ -276,12 +302,14 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(work)
         work.mkdir()
         result["inputs"] = stage_in(spec, task, site, work / "inputs")
-        cmd = payload_argv(task, task_dir, list(spec.get("args", [])))
+        inputs = [f"inputs/{i[1]}" for i in spec.get("inputs", [])]
+        args = render_args(list(task.get("arguments", [])), job, inputs, dict(spec.get("vars", {})))
+        cmd = payload_argv(task, task_dir, args)
         env = dict(os.environ)
         env.update(task.get("environment", {}))
         env.update({"JUNO_SITE": site, "JUNO_TASK": task["name"], "JUNO_TASK_ID": str(task.get("id", "")),
                     "JUNO_JOB": str(job), "JUNO_ATTEMPT": str(attempt), "JUNO_REQUEST_MEMORY_MB": str(memory_mb),
-                    "JUNO_INPUTS": " ".join(f"inputs/{i[1]}" for i in spec.get("inputs", [])),
+                    "JUNO_INPUTS": " ".join(inputs),
                     "JUNO_JOBVARS": json.dumps(spec.get("vars", {})), "JUNO_RELEASE": task.get("release") or ""})
         log("running " + " ".join(cmd))
         code, failure, peak = run_payload(cmd, env, work, memory_mb, int(task.get("wall_s", 86400)))

@@ -31,7 +31,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from rucio.common.exception import AccessDenied, DataIdentifierNotFound, DuplicateRule
+from rucio.common.exception import AccessDenied, DatabaseException, DataIdentifierNotFound, DuplicateRule
 
 from rucio_policy import naming
 from rucio_policy.placement import PLACEMENT_META_PREFIX, PlacementRecord, Tally
@@ -228,10 +228,13 @@ def _decide(client: Any, policy: Policy, state: DidState, plan: RulePlan, tallie
         return {}
     try:
         client.set_metadata_bulk(did.scope, did.name, to_record)
-    except AccessDenied as err:
-        if "placement decisions are final" not in str(err):
-            raise
-        return {}  # somebody recorded it first: theirs stands (the caller re-reads it)
+    except (AccessDenied, DatabaseException):
+        # A concurrent finalizer may have recorded it first: the server then refuses ours ("placement
+        # decisions are final") or the database its duplicate row. Theirs stands if it is there.
+        stored = client.get_metadata(did.scope, did.name, plugin="JSON")
+        if all(key in stored for key in to_record):
+            return {}
+        raise
     return to_record
 
 

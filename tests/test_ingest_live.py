@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -97,6 +99,12 @@ def _publish(grid: Any, plan: sim.SimPlan, topic: str, messages: list[sim.SimMes
     sim.publish(plan.messages if messages is None else messages, grid.cfg.kafka_bootstrap, topic)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _today() -> Any:
     return datetime.now(UTC).date()
 
@@ -173,11 +181,18 @@ def test_bad_messages_are_dead_lettered_with_reasons_and_replay_changes_nothing(
     blocks_to_clean |= set(plan.expected_blocks())
     sim.write_files(plan, endpoint)
     _publish(grid, plan, topic)
-    cfg = _config(grid, topic, streams)
+    port = _free_port()
+    cfg = _config(grid, topic, streams, metrics={"port": port})
 
     summary = Ingester(cfg).run(once=True)
 
     bad = malformed + conflicts
+    # Prometheus on loopback (the endpoint outlives run(): it is a daemon thread of this process).
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        scraped = response.read().decode()
+    assert f"juno_ingest_files_registered_total {float(valid)}" in scraped
+    assert f'juno_ingest_dead_lettered_total{{reason="conflict"}} {float(conflicts)}' in scraped
+    assert "juno_ingest_consumer_lag" in scraped and "juno_ingest_batch_seconds_bucket" in scraped
     assert (summary.registered, summary.duplicates, summary.dead_lettered) == (valid, 20, bad), summary
     assert summary.stopped == "idle"  # alive to the end: the limit was not reached
     letters = verify.dead_letters(grid.cfg.kafka_bootstrap, cfg.dlq.topic)

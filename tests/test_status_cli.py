@@ -131,3 +131,26 @@ def test_help_documents_the_exit_codes() -> None:
                  "--json", "verified"):
         assert text in out
     assert "Exit codes:" in run("report", "--help")[1]
+
+
+def test_serve_refuses_a_non_loopback_address() -> None:
+    code, _, err = run("serve", "--host", "0.0.0.0", "--port", "18599")
+    assert code == 1 and "served on loopback only" in err
+
+
+def test_serve_says_when_the_port_is_taken() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code, _, err = run("serve", "--port", str(taken.getsockname()[1]))
+    assert code == 1 and "cannot listen on 127.0.0.1:" in err and "pick another --port" in err
+
+
+def test_page_embeds_data_that_cannot_end_its_script_element() -> None:
+    from juno_dci.page import render_page
+
+    html = render_page({"reason": "</script><img src=x onerror=alert(1)>"}, live=False)
+    assert "</script><img" not in html and "\\u003c/script\\u003e\\u003cimg" in html
+    assert html.count("<script") == html.count("</script>") == 3

@@ -22,7 +22,8 @@ import pytest
 from click.testing import CliRunner
 from juno_grid import condor, storage
 
-from juno_jobs import control, outputs, plan as plan_mod, taskfile
+from juno_jobs import control, outputs, taskfile
+from juno_jobs import plan as plan_mod
 from juno_jobs.cli import main
 from juno_jobs.settings import Settings
 from juno_jobs.store import Store

@@ -283,6 +283,7 @@
         else if (c.state === "no rule") { cls = "c-norule"; text = c.present + "/" + c.expected; title = "the policy wants it here but the block has no such rule"; }
         else if (c.state === "pending") { cls = "c-pending"; text = "pending"; title = "fraction placement decided when the block closes"; }
         else if (c.state === "not wanted") { cls = "c-extra"; text = "+" + c.present; title = "replicas the policy does not ask for"; }
+        else if (c.state === "skipped") { cls = "c-none"; text = c.present ? "+" + c.present : "–"; title = "fraction rule: not this block (recorded placement decision)"; }
         return el("td", { class: "cell " + cls, "data-rse": rse, "data-state": c.state, "data-present": c.present, "data-expected": c.expected,
           "data-verified": c.verified, title: title + (c.expected ? ` (${c.verified} verified)` : ""), text });
       });
@@ -292,7 +293,7 @@
     }
     const keys = el("div", { class: "keys" },
       [["c-complete", "complete"], ["c-partial", "partial"], ["c-missing", "none yet"], ["c-norule", "no rule"],
-        ["c-pending", "placement pending"], ["c-extra", "not wanted"], ["c-none", "not expected (·)"]]
+        ["c-pending", "placement pending"], ["c-extra", "not wanted"], ["c-none", "not expected (·), not placed (–)"]]
         .map(([cls, label]) => el("span", {}, el("span", { class: "k " + cls }), label)));
     const note = `${fmtCount(b.blocks)} blocks: ${fmtCount(b.complete)} complete, ${fmtCount(b.incomplete)} incomplete, ${fmtCount(b.empty)} empty` +
       (b.truncated ? ` · showing ${fmtCount(b.rows.length)} of ${fmtCount(b.rows_total)} (incomplete first)` : "");
@@ -326,10 +327,10 @@
     badge.setAttribute("data-complete", String(s.complete));
     document.getElementById("updated").textContent = "generated " + when(s.generated_at) +
       (config.live ? " · refreshes every " + config.refresh_s + " s" : " · static report");
-    app.replaceChildren(
+    app.replaceChildren(...[
       tiles(s), missingCard(s), sitesTable(s),
       el("div", { class: "grid2" }, chart(s), rulesCard(s)),
-      transfersCard(s), blocksCard(s), definitions(s));
+      transfersCard(s), blocksCard(s), definitions(s)].filter(Boolean));
     document.body.setAttribute("data-rendered", s.generated_at);
   }
 
