@@ -8,6 +8,8 @@ Figures, all measured in this run against the grid's Rucio:
   ratio     plan / listing, per round (the two back to back, alternating which goes first), median
             over the rounds   (target <= 1.5). The grid is shared and its load drifts: a round
             compares both under the same load.
+  *_cpu_s   this process's CPU time (the client's share of each), median; load_avg_1m and cpus
+            say how busy the machine was (the grid is shared: other work slows both sides)
   blocks    the benchmark's blocks (raw:block.JUNODAQ.benchpolicy.<YYYYMMDD>, one per day from 2030-01-01)
 
 The blocks are made once and reused by later runs: empty, closed datasets carrying the placement
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -107,18 +110,24 @@ def measure(client: Any, policy: Any, rounds: int) -> dict[str, Any]:
     so each round's ratio compares the two under the same load and the result is the median ratio."""
     from rucio_policy import engine
 
+    cpu: dict[str, list[float]] = {"list": [], "plan": []}  # this process's CPU seconds (the client's share)
+
     def listing() -> tuple[float, int]:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         count = sum(1 for _ in client.list_replication_rules({"scope": "raw"}))
+        cpu["list"].append(time.process_time() - cpu_started)
         return time.perf_counter() - started, count
 
     def planning() -> tuple[float, Any]:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = engine.plan(client, policy, scope_filter="raw")
+        cpu["plan"].append(time.process_time() - cpu_started)
         return time.perf_counter() - started, result
 
     listing()  # warm both paths once (server caches, connection pools)
     planning()
+    cpu["list"].clear()
+    cpu["plan"].clear()
     list_times: list[float] = []
     plan_times: list[float] = []
     ratios: list[float] = []
@@ -132,12 +141,15 @@ def measure(client: Any, policy: Any, rounds: int) -> dict[str, Any]:
         plan_times.append(plan_s)
         ratios.append(plan_s / list_s)
         log(f"round {index + 1}: list {list_s:.2f} s ({rules} rules), plan {plan_s:.2f} s ({plan.dids} DIDs), "
-            f"ratio {ratios[-1]:.2f}")
+            f"ratio {ratios[-1]:.2f}; plan's parts {plan.timings}")
     assert plan is not None
     bench_actions = [a for a in plan.actions if a.name.startswith(f"block.{STREAM}.")]
     return {"ratio": round(statistics.median(ratios), 3), "plan_s": round(statistics.median(plan_times), 3),
             "list_s": round(statistics.median(list_times), 3), "ratios": [round(r, 3) for r in ratios],
-            "rules": rules, "dids_planned": plan.dids, "bench_block_actions": len(bench_actions), "rounds": rounds}
+            "list_cpu_s": round(statistics.median(cpu["list"]), 3),
+            "plan_cpu_s": round(statistics.median(cpu["plan"]), 3),
+            "rules": rules, "dids_planned": plan.dids, "bench_block_actions": len(bench_actions), "rounds": rounds,
+            "load_avg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
 
 
 def main() -> int:

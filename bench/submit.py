@@ -7,12 +7,17 @@ or two sites, varying by block, so the files fall into 8 groups of sites. The fi
 storage (the jobs never run), only catalogue entries with sizes and adler32.
 
 Figures, all measured in this run:
-  plan_s     resolve the container in Rucio, group by sites, split into jobs, write the job specs
-  submit_s   write the items file, submit one cluster (late materialization) and record the task
+  plan_s     resolve the container in Rucio, group by sites, split into jobs (`juno-submit plan`);
+             median of --repeat runs
+  submit_s   record the task, write the job specs and the items file, create the output dataset,
+             submit one cluster (late materialization)
   total_s    plan_s + submit_s                                          (target < 10 s)
-  rucio_s    the time spent in Rucio queries alone (part of plan_s)
+  rucio_s    the same Rucio requests alone, answers read but not even parsed; median of --repeat + 1
+             runs, alternating with the plans (the machine is shared: load changes by the minute)
   ratio      total_s / rucio_s: what juno-submit adds on top of the catalogue
-  status_s   `juno-submit status` for the 10,000 jobs: event log read, state updated, summary  (< 1 s)
+  status_s   `juno-submit status` for the 10,000 jobs right after submission, in-process: 20,000 new
+             events read from the user log, the store updated, counts per state and site  (< 1 s);
+             status_cli_s is the same as a command, Python start-up included
 
 The jobs are submitted **on hold** (`hold = True`), so the 4-slot pool never runs them, and are
 removed from the schedd at the end (also on failure).
@@ -25,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import statistics
 import sys
 import time
 import uuid
@@ -140,9 +147,10 @@ retry: {{max_attempts: 3, memory: [1GB, 2GB]}}
 
 
 def rucio_queries_alone(client: Any) -> float:
-    """The Rucio calls planning makes for this input, results thrown away: the floor juno-submit stands on."""
+    """The Rucio requests planning makes for this input, answers read and thrown away (not even parsed):
+    the floor juno-submit stands on."""
     from juno_jobs.model import Did
-    from juno_jobs.resolve import Resolver
+    from juno_jobs.resolve import Resolver, files_body
 
     r = Resolver(client)
     started = time.perf_counter()
@@ -151,8 +159,7 @@ def rucio_queries_alone(client: Any) -> float:
 
     def one(d: Did) -> None:
         c = r._client()
-        for _ in c.list_files(d.scope, d.name):
-            pass
+        files_body(c, d.scope, d.name)
         for _ in c.list_dataset_replicas(d.scope, d.name, deep=True):
             pass
 
@@ -161,7 +168,24 @@ def rucio_queries_alone(client: Any) -> float:
     return time.perf_counter() - started
 
 
-def run(n_jobs: int) -> int:
+def _wait_gone(task_uuid: str, timeout: float = 180) -> None:
+    """The schedd removes jobs in the background: wait until none of the benchmark's is left."""
+    import htcondor2
+
+    schedd = htcondor2.Schedd()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not schedd.query(f'JunoTask == "{task_uuid}"', projection=["ProcId"], limit=1):
+                return
+        except htcondor2.HTCondorException:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"jobs of task {task_uuid} still in the schedd after {timeout:.0f} s: "
+                       f"condor_rm -constraint 'JunoTask == \"{task_uuid}\"'")
+
+
+def run(n_jobs: int, keep: bool = False, repeat: int = 3) -> int:
     import shutil
     import subprocess
 
@@ -189,12 +213,17 @@ def run(n_jobs: int) -> int:
     sess = control.Session(cfg=settings, store=Store(settings.db_path), rucio=lambda: client, log=log)
     task = None
     try:
-        log("Rucio queries alone (before) ...")
-        rucio_before = rucio_queries_alone(client)
-
-        started = time.perf_counter()
-        plan = make_plan(taskfile.load(task_file), client, log=log)
-        plan_s = time.perf_counter() - started
+        # The machine is shared: baselines and plans alternate (B P B P ... B) and the medians count.
+        rucio_runs: list[float] = []
+        plan_runs: list[float] = []
+        for i in range(repeat):
+            log(f"Rucio queries alone ({i + 1}/{repeat + 1}) ...")
+            rucio_runs.append(rucio_queries_alone(client))
+            started = time.perf_counter()
+            plan = make_plan(taskfile.load(task_file), client, log=log)
+            plan_runs.append(time.perf_counter() - started)
+            log(f"plan {plan_runs[-1]:.2f} s, Rucio alone {rucio_runs[-1]:.2f} s")
+        plan_s = statistics.median(plan_runs)
 
         started = time.perf_counter()
         task = control.submit(sess, plan, hold=True)
@@ -203,12 +232,22 @@ def run(n_jobs: int) -> int:
         import htcondor2
 
         schedd = htcondor2.Schedd()
-        deadline = time.monotonic() + 120
-        while len(schedd.query(f'JunoTask == "{task.uuid}"', projection=["ProcId"])) < len(plan.jobs):
+
+        def in_schedd() -> int:
+            # The schedd is busy while it materializes 10,000 jobs: a query can time out; ask again.
+            for _ in range(20):
+                try:
+                    return len(schedd.query(f'JunoTask == "{task.uuid}"', projection=["ProcId"]))
+                except htcondor2.HTCondorException:
+                    time.sleep(1)
+            raise RuntimeError("the schedd does not answer queries")
+
+        deadline = time.monotonic() + 180
+        while (materialized := in_schedd()) < len(plan.jobs):
             if time.monotonic() > deadline:
-                raise RuntimeError("the schedd did not materialize every job within 120 s")
-            time.sleep(0.5)
-        log(f"all {len(plan.jobs)} jobs are in the schedd (held)")
+                raise RuntimeError(f"the schedd materialized only {materialized} jobs within 180 s")
+            time.sleep(1)
+        log(f"all {materialized} jobs are in the schedd (held)")
 
         # `juno-submit status TASK`: read the new events, update the store, count per state and site.
         started = time.perf_counter()
@@ -222,21 +261,25 @@ def run(n_jobs: int) -> int:
                        check=True, stdout=subprocess.DEVNULL)
         status_cli_s = time.perf_counter() - started
 
-        log("Rucio queries alone (after) ...")
-        rucio_after = rucio_queries_alone(client)
-        rucio_s = (rucio_before + rucio_after) / 2
-        in_schedd = len(schedd.query(f'JunoTask == "{task.uuid}"', projection=["ProcId"]))
+        log(f"Rucio queries alone ({repeat + 1}/{repeat + 1}) ...")
+        rucio_runs.append(rucio_queries_alone(client))
+        rucio_s = statistics.median(rucio_runs)
     finally:
         if task is not None:
-            n = sess.backend("condor").remove(control.task_dir(task), task.uuid)
-            log(f"removed {n} job(s) of the benchmark from the schedd")
-        shutil.rmtree(work, ignore_errors=True)
+            n = control.kill(sess, task)  # the store knows: a later status does not take them for lost
+            log(f"killed the benchmark's {n} job(s)")
+            _wait_gone(task.uuid)
+        if keep:
+            log(f"kept {work} (task database and directory; the jobs are removed)")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     total = plan_s + submit_s
     result = {
         "plan_s": round(plan_s, 3), "submit_s": round(submit_s, 3), "total_s": round(total, 3),
         "rucio_s": round(rucio_s, 3), "ratio": round(total / rucio_s, 3), "status_s": round(status_s, 3),
         "status_cli_s": round(status_cli_s, 3), "jobs": len(plan.jobs), "files": plan.n_files,
-        "jobs_in_schedd": in_schedd, "rucio_before_s": round(rucio_before, 3), "rucio_after_s": round(rucio_after, 3),
+        "jobs_in_schedd": materialized, "plan_runs_s": [round(x, 3) for x in plan_runs],
+        "rucio_runs_s": [round(x, 3) for x in rucio_runs], "load_1min": round(os.getloadavg()[0], 1),
         "rucio_calls": plan.rucio_calls, "resolve_s": round(plan.resolve_s, 3),
         "site_groups": len(plan.groups), "held": True, "status_events": report.events,
     }
@@ -244,7 +287,8 @@ def run(n_jobs: int) -> int:
           f"{submit_s:.2f} s = {total:.2f} s for {len(plan.jobs)} jobs over {plan.n_files} files "
           f"(target < 10 s); Rucio queries alone {rucio_s:.2f} s, ratio {total / rucio_s:.2f}")
     print(f"status {status_s:.3f} s in-process, {status_cli_s:.2f} s as a command (target < 1 s); "
-          f"{counts} across {len(by_site)} site groups; {in_schedd} jobs were in the schedd (held)")
+          f"{counts} across {len(by_site)} site groups; {materialized} jobs were in the schedd (held), "
+          "now removed")
     print(json.dumps(result))
     return 0
 
@@ -253,6 +297,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs to split the 100,000 files into")
     parser.add_argument("--register-only", action="store_true", help="register the input and stop")
+    parser.add_argument("--keep", action="store_true", help="keep the task database and directory (profiling)")
+    parser.add_argument("--repeat", type=int, default=3, help="plans (and baselines around them) to take medians of")
     args = parser.parse_args()
     cfg = load()
     with grid.session(cfg, daemons=False, condor_pool=True, log=log):
@@ -261,7 +307,7 @@ def main() -> int:
 
             ensure_input(Client())
             return 0
-        return run(args.jobs)
+        return run(args.jobs, keep=args.keep, repeat=max(1, args.repeat))
 
 
 if __name__ == "__main__":

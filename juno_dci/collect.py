@@ -173,8 +173,8 @@ def collect(selection: Selection = Selection()) -> dict[str, Any]:
         blocks = q.blocks()
         replicas = q.replicas(rses, landing)
         rules = q.rules()
-        in_flight = q.in_flight(rses)
-        failed_rows, failed_truncated = q.failed(rses)
+        in_flight = q.in_flight()
+        failed_rows, failed_truncated = q.failed()
         series = q.history(rses)
     ingest = None
     if selection.ingest:
@@ -193,74 +193,7 @@ def collect(selection: Selection = Selection()) -> dict[str, Any]:
     rules_by_block: dict[str, set[str]] = defaultdict(set)
     for name, expression in rules["expressions"]:
         rules_by_block[name].add(expression)
-    problems: list[str] = []
-    rows: list[dict[str, Any]] = []
-    summary: Counter[str] = Counter()
-    for exp in expectations:
-        block = exp.block
-        summary["blocks"] += 1
-        if exp.class_name is None:
-            summary["unclassified"] += 1
-            continue
-        problems += [f"{block.scope}:{block.name}: {p}" for p in exp.problems]
-        problems += [f"{block.scope}:{block.name}: the policy lets Rucio choose the RSEs of {u}; not counted"
-                     for u in exp.unattributed]
-        present_here = replicas.get(block.name, {})
-        cells: dict[str, dict[str, Any]] = {}
-        complete = True
-        for want in exp.wanted:
-            rse = by_rse.setdefault(want.rse, _Rse(want.rse, "?", "?"))
-            got = present_here.get(want.rse, _NONE)
-            c = rse.counts
-            c["expected_files"] += block.files
-            c["expected_bytes"] += block.bytes
-            c["expected_blocks"] += 1
-            c["present_files"] += got["files"]
-            c["present_bytes"] += got["bytes"]
-            c["verified_files"] += got["verified_files"]
-            c["verified_bytes"] += got["verified_bytes"]
-            c["transferred_files"] += got["transferred_files"]
-            has_rule = want.rse_expression in rules_by_block.get(block.name, set())
-            if not has_rule:
-                c["missing_rule_blocks"] += 1
-            done = got["files"] >= block.files and (not selection.require_verified
-                                                    or got["verified_files"] >= block.files)
-            complete &= done
-            cells[want.rse] = {"state": "complete" if done else ("no rule" if not has_rule else "incomplete"),
-                               "expected": block.files, "present": got["files"], "verified": got["verified_files"]}
-        for rse_name in exp.pending:
-            by_rse.setdefault(rse_name, _Rse(rse_name, "?", "?")).counts["pending_blocks"] += 1
-            cells.setdefault(rse_name, {"state": "pending", "expected": 0,
-                                        "present": present_here.get(rse_name, _NONE)["files"], "verified": 0})
-        for rse_name in exp.skipped:
-            by_rse.setdefault(rse_name, _Rse(rse_name, "?", "?")).counts["skipped_blocks"] += 1
-            got = present_here.get(rse_name, _NONE)
-            cells.setdefault(rse_name, {"state": "skipped", "expected": 0, "present": got["files"],
-                                        "verified": got["verified_files"]})
-        wanted = set(exp.rses)
-        for rse_name, got in present_here.items():
-            rse = by_rse.setdefault(rse_name, _Rse(rse_name, "?", "?"))
-            for state, n in got.items():
-                if state.startswith("state_"):
-                    rse.counts[state] += n
-            if rse_name not in wanted:
-                rse.counts["other_files"] += got["files"]
-                rse.counts["other_bytes"] += got["bytes"]
-                if got["files"] and rse_name not in cells:
-                    cells[rse_name] = {"state": "not wanted", "expected": 0, "present": got["files"],
-                                       "verified": got["verified_files"]}
-        if exp.pending:
-            summary["pending_placement"] += 1
-        if block.files == 0:
-            summary["empty"] += 1
-            continue
-        summary["complete" if complete else "incomplete"] += 1
-        rows.append({"block": block.name, "files": block.files, "bytes": block.bytes, "open": block.is_open,
-                     "complete": complete, "cells": cells,
-                     "fraction": min((c["present"] / c["expected"] for c in cells.values() if c["expected"]),
-                                     default=1.0)})
-    rows.sort(key=lambda r: r["block"], reverse=True)  # newest day first (names end in YYYYMMDD)
-    rows.sort(key=lambda r: (r["complete"], r["fraction"]))  # stable: incomplete first, worst first
+    rows, summary, problems = _compare(expectations, replicas, rules_by_block, by_rse, selection.require_verified)
 
     order = list(catalog.rses)
     rse_dicts = [by_rse[n].as_dict(landing, selection.require_verified) for n in
@@ -308,6 +241,83 @@ def collect(selection: Selection = Selection()) -> dict[str, Any]:
         del f["_dids"]
     status["seconds"] = round(time.perf_counter() - started, 3)
     return status
+
+
+def _compare(expectations: list[expected_mod.BlockExpectation], replicas: Mapping[str, Mapping[str, Counter[str]]],
+             rules_by_block: Mapping[str, set[str]], by_rse: dict[str, _Rse], require_verified: bool
+             ) -> tuple[list[dict[str, Any]], Counter[str], list[str]]:
+    """Each block's expectation against its replicas: adds to the per-RSE counts in `by_rse` and returns the
+    per-block rows (incomplete first, worst first, then newest), the block summary and policy problems."""
+    problems: list[str] = []
+    rows: list[dict[str, Any]] = []
+    summary: Counter[str] = Counter()
+    for exp in expectations:
+        block = exp.block
+        summary["blocks"] += 1
+        if exp.class_name is None:
+            summary["unclassified"] += 1
+            continue
+        problems += [f"{block.scope}:{block.name}: {p}" for p in exp.problems]
+        problems += [f"{block.scope}:{block.name}: the policy lets Rucio choose the RSEs of {u}; not counted"
+                     for u in exp.unattributed]
+        present_here = replicas.get(block.name, {})
+        cells: dict[str, dict[str, Any]] = {}
+        complete = True
+        for want in exp.wanted:
+            rse = by_rse.setdefault(want.rse, _Rse(want.rse, "?", "?"))
+            got = present_here.get(want.rse, _NONE)
+            c = rse.counts
+            c["expected_files"] += block.files
+            c["expected_bytes"] += block.bytes
+            c["expected_blocks"] += 1
+            c["present_files"] += got["files"]
+            c["present_bytes"] += got["bytes"]
+            c["verified_files"] += got["verified_files"]
+            c["verified_bytes"] += got["verified_bytes"]
+            c["transferred_files"] += got["transferred_files"]
+            has_rule = want.rse_expression in rules_by_block.get(block.name, set())
+            if not has_rule:
+                c["missing_rule_blocks"] += 1
+            done = got["files"] >= block.files and (not require_verified
+                                                    or got["verified_files"] >= block.files)
+            complete &= done
+            cells[want.rse] = {"state": "complete" if done else ("no rule" if not has_rule else "incomplete"),
+                               "expected": block.files, "present": got["files"], "verified": got["verified_files"]}
+        for rse_name in exp.pending:
+            by_rse.setdefault(rse_name, _Rse(rse_name, "?", "?")).counts["pending_blocks"] += 1
+            cells.setdefault(rse_name, {"state": "pending", "expected": 0,
+                                        "present": present_here.get(rse_name, _NONE)["files"], "verified": 0})
+        for rse_name in exp.skipped:
+            by_rse.setdefault(rse_name, _Rse(rse_name, "?", "?")).counts["skipped_blocks"] += 1
+            got = present_here.get(rse_name, _NONE)
+            cells.setdefault(rse_name, {"state": "skipped", "expected": 0, "present": got["files"],
+                                        "verified": got["verified_files"]})
+        wanted = set(exp.rses)
+        for rse_name, got in present_here.items():
+            rse = by_rse.setdefault(rse_name, _Rse(rse_name, "?", "?"))
+            for state, n in got.items():
+                if state.startswith("state_"):
+                    rse.counts[state] += n
+            if rse_name not in wanted:
+                rse.counts["other_files"] += got["files"]
+                rse.counts["other_bytes"] += got["bytes"]
+                if got["files"] and rse_name not in cells:
+                    cells[rse_name] = {"state": "not wanted", "expected": 0, "present": got["files"],
+                                       "verified": got["verified_files"]}
+        if exp.pending:
+            summary["pending_placement"] += 1
+        if block.files == 0:
+            summary["empty"] += 1
+            continue
+        summary["complete" if complete else "incomplete"] += 1
+        rows.append({"block": block.name, "files": block.files, "bytes": block.bytes, "open": block.is_open,
+                     "complete": complete, "cells": cells,
+                     "fraction": min((c["present"] / c["expected"] for c in cells.values() if c["expected"]),
+                                     default=1.0)})
+    rows.sort(key=lambda r: r["block"], reverse=True)  # newest day first (names end in YYYYMMDD)
+    rows.sort(key=lambda r: (r["complete"], r["fraction"]))  # stable: incomplete first, worst first
+
+    return rows, summary, problems
 
 
 def _sites(rse_dicts: list[dict[str, Any]], catalog: Any) -> list[dict[str, Any]]:
@@ -515,7 +525,7 @@ class _Queries:
                  for rid, scope, name, expr, state, error, stuck_at, account in stuck_rows]
         return {"counts": counts, "expressions": expressions, "stuck": stuck}
 
-    def in_flight(self, rses: Mapping[str, tuple[str, str]]) -> list[dict[str, Any]]:
+    def in_flight(self) -> list[dict[str, Any]]:
         from rucio.db.sqla import models
         from rucio.db.sqla.constants import RequestState, RequestType
         from sqlalchemy import func, select
@@ -536,7 +546,7 @@ class _Queries:
         self._timed("in_flight", tick)
         return sorted(out, key=lambda t: (t["destination"], t["source"] or "", t["state"]))
 
-    def failed(self, rses: Mapping[str, tuple[str, str]]) -> tuple[list[dict[str, Any]], bool]:
+    def failed(self) -> tuple[list[dict[str, Any]], bool]:
         """Failed attempts since failed_since, newest first: archived ones and those still in `requests`."""
         from rucio.db.sqla import models
         from rucio.db.sqla.constants import RequestState, RequestType

@@ -29,6 +29,7 @@ EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_DLQ_LIMIT, EXIT_RUCIO, EXIT_KAFKA, EXIT_S
 def _exit_code(err: BaseException) -> tuple[int, str]:
     """The registry: error type → exit code and the label printed before its message."""
     from juno_ingest.consumer import DeadLetterLimitExceeded, KafkaSetupError
+    from juno_ingest.dlq import DeadLetterError
     from juno_ingest.metrics import MetricsPortError
     from juno_ingest.registrar import RucioRefused, RucioUnavailable
     from juno_ingest.storage_check import StorageUnavailable
@@ -40,6 +41,7 @@ def _exit_code(err: BaseException) -> tuple[int, str]:
         (RucioRefused, EXIT_RUCIO, "Rucio refused"),
         (RucioUnavailable, EXIT_RUCIO, "Rucio unavailable"),
         (KafkaSetupError, EXIT_KAFKA, "Kafka"),
+        (DeadLetterError, EXIT_KAFKA, "Kafka"),
         (StorageUnavailable, EXIT_STORAGE, "storage"),
         (OSError, EXIT_STORAGE, "I/O error"),
     ]

@@ -15,7 +15,12 @@ A crash anywhere before 4 re-reads the batch after the restart; step 1 is idempo
 registers nothing twice (duplicates are counted, not errors).
 
 When the consumer has read everything (idle) it closes the blocks whose day is over (plus
-blocks.grace_s) and hands each to the policy engine (finalize_block).
+blocks.grace_s) and hands each to the policy engine (finalize_block). "Everything" means the
+partitions this process owns: with several ingesters in one group, one that is idle may close day D
+while another still has day D's messages in a backlog; those then arrive "late". grace_s (6 h by
+default) is the margin for that; a single ingester per topic has no such window. (Asking the broker
+for the group's lag instead does not work on the local grid: Tansu's ListOffsets answers the start
+of the last record batch, not the end of the partition.)
 """
 
 from __future__ import annotations
@@ -554,4 +559,5 @@ class Ingester:
         for part in (self.pipeline, self.checker, self.registrar):
             if part is not None:
                 part.close()
+        self.metrics.close()
         log.info("stopped", extra=fields(**self.summary.as_dict()))

@@ -8,6 +8,7 @@ ingesters in one process never share counters.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -35,6 +36,7 @@ class IngestMetrics:
     blocks_closed: Counter
     rules_added: Counter
     committed_offset: Gauge
+    _server: Any = None
 
     @classmethod
     def create(cls) -> IngestMetrics:
@@ -70,7 +72,14 @@ class IngestMetrics:
         if not port:
             return
         try:
-            start_http_server(port, addr=host, registry=self.registry)
+            self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as err:
             raise MetricsPortError(f"cannot serve metrics on {host}:{port} ({err.strerror}): another process "
                                    "(an ingester already running?) has it; set metrics.port, 0 for none") from None
+
+    def close(self) -> None:
+        """Stop serving /metrics (the ingester is stopping)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

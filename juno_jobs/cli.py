@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 import time
@@ -79,30 +80,32 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _is(err: BaseException, module: str, *names: str) -> bool:
+    """isinstance against classes of a module, without importing it: if the module was never imported,
+    the error cannot come from it (and `status` stays free of planning's imports)."""
+    mod = sys.modules.get(module)
+    return mod is not None and isinstance(err, tuple(getattr(mod, n) for n in names))
+
+
 @contextmanager
 def errors(ctx: Context) -> Iterator[None]:
     """Map every error a person can meet to its message and exit code (one place, as globus-cli does)."""
-    from juno_jobs.backends.base import BackendError
-    from juno_jobs.locality import LocalityError
-    from juno_jobs.plan import PlanError
-    from juno_jobs.resolve import InputError
-    from juno_jobs.splitting import SplitError
-    from juno_jobs.taskfile import TaskFileError
-
     try:
         yield
-    except TaskFileError as err:
-        fail(f"the task file has {len(err.issues)} problem(s); nothing was submitted:\n"
-             + "\n".join(f"  {i}" for i in err.issues), TASK_FILE)
-    except (InputError, LocalityError, PlanError, SplitError) as err:
-        fail(f"{err}" + ("" if "Nothing was submitted" in str(err) else "\nNothing was submitted."), INPUT)
-    except control.CommandError as err:
-        fail(str(err), INPUT)
-    except BackendError as err:
-        fail(str(err), SERVICE)
-    except TaskNotFound as err:
-        fail(str(err), NOT_FOUND)
     except Exception as err:
+        if _is(err, "juno_jobs.taskfile", "TaskFileError"):
+            issues = err.issues  # type: ignore[attr-defined]
+            fail(f"the task file has {len(issues)} problem(s); nothing was submitted:\n"
+                 + "\n".join(f"  {i}" for i in issues), TASK_FILE)
+        if _is(err, "juno_jobs.resolve", "InputError") or _is(err, "juno_jobs.locality", "LocalityError") \
+                or _is(err, "juno_jobs.plan", "PlanError") or _is(err, "juno_jobs.splitting", "SplitError"):
+            fail(f"{err}" + ("" if "Nothing was submitted" in str(err) else "\nNothing was submitted."), INPUT)
+        if isinstance(err, control.CommandError):
+            fail(str(err), INPUT)
+        if isinstance(err, control.BackendError):
+            fail(str(err), SERVICE)
+        if isinstance(err, TaskNotFound):
+            fail(str(err), NOT_FOUND)
         if type(err).__module__.startswith("rucio."):
             fail(f"Rucio: {type(err).__name__}: {err}. Check RUCIO_CONFIG, your account and the server "
                  "(on the local grid: run through `juno-grid exec --`)", SERVICE)
@@ -133,16 +136,21 @@ def main(click_ctx: click.Context, work_dir: Path | None, backend: str | None, q
     outputs are registered in Rucio in your user.<account> scope.
 
     \b
-    A session, on the local grid:
-      juno-grid exec -- juno-submit plan etc/tasks/raw-checksum.yaml   what would run where
-      juno-grid exec -- juno-submit submit etc/tasks/raw-checksum.yaml
-      juno-grid exec -- juno-submit status --watch                     until every job is done
-      juno-grid exec -- juno-submit logs 1 -j 0                        every attempt of job 0
-      juno-grid exec -- juno-submit resubmit 1 --failed --memory 4GB
+    A session (Rucio as yourself: outputs go to your user.<account> scope):
+      juno-submit plan etc/tasks/mc-jobvars.yaml      what would run where, and the submit description
+      juno-submit submit etc/tasks/mc-jobvars.yaml    prints the task's number, e.g. 1
+      juno-submit status 1 --watch                    follow it until every job is done
+      juno-submit status 1 --jobs                     one line per job: state, tries, memory, site, why
+      juno-submit logs 1 -j 0                         stdout, stderr, events of every attempt of job 0
+      juno-submit resubmit 1 --failed --memory 4GB
+    On the local grid, prefix each with
+      .venv/bin/juno-grid exec -- env RUCIO_CONFIG=.grid/rucio/analyst1.cfg   (README: juno-submit)
 
     Progress goes to stderr, results to stdout; --json (where offered) prints one JSON document.
     TASK is a task's number (see `list`), its name (the latest of that name) or its uuid.
     """
+    # Rucio's client warns on the root logger about things users cannot act on (e.g. the default VO).
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.ERROR)
     click_ctx.obj = Context(work_dir, backend, quiet, verbose)
 
 
@@ -206,7 +214,8 @@ def _print_plan(ctx: Context, plan: Any, description: str, *, jobs: bool) -> Non
     if t.input is not None:
         click.echo("input: " + ", ".join(str(d) for d in t.input.dids)
                    + (f"  filter {dict(t.input.filter)}" if t.input.filter else ""))
-    click.echo(f"\n{'sites holding the files':<28} {'jobs':>6} {'files':>7} {'bytes':>10}")
+    header = "sites holding the files" if t.input is not None else "sites the jobs may run at"
+    click.echo(f"\n{header:<28} {'jobs':>6} {'files':>7} {'bytes':>10}")
     for sites, n_jobs, n_files, n_bytes in site_summary(plan):
         click.echo(f"{sites:<28} {n_jobs:>6} {n_files:>7} {units.format_bytes(n_bytes):>10}")
     per_site = jobs_per_site(plan)
@@ -214,8 +223,8 @@ def _print_plan(ctx: Context, plan: Any, description: str, *, jobs: bool) -> Non
     if plan.output:
         where = "the site where each job ran" if plan.output.rse == "site" else plan.output.rse
         click.echo(f"outputs: {', '.join(plan.output.patterns)} -> {plan.output.did} at {where}")
-    ladder = " -> ".join(units.format_mb(m) for m in (t.resources.memory_mb, *t.retry.memory_ladder_mb)
-                         if m >= t.resources.memory_mb)
+    steps = [t.resources.memory_mb, *(m for m in t.retry.memory_ladder_mb if m > t.resources.memory_mb)]
+    ladder = " -> ".join(units.format_mb(m) for m in steps)
     click.echo(f"resources: {units.format_mb(t.resources.memory_mb)}, {t.resources.cpus} cpu, "
                f"wall {units.format_duration(t.resources.wall_s)}; retries: {t.retry.max_attempts} attempts, "
                f"memory {ladder}")
@@ -442,13 +451,15 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
 
 
 def _event_blocks(log: Path, cluster: int, proc: int) -> list[str]:
-    """The user log's events of one job (text format: a header line '(CLUSTER.PROC.000)' ... '...')."""
+    """The user log's events of one job (text format: a header line '(CLUSTER.PROC.000)' ... '...'),
+    without the ad-information events (their only news, the site, is in the attempt's header line)."""
     if not log.exists():
         return []
     tag = f"({cluster:03d}.{proc:03d}.000)"
-    blocks, current = [], None
+    blocks: list[str] = []
+    current: list[str] | None = None
     for line in log.read_text(errors="replace").splitlines():
-        if current is None and tag in line:
+        if current is None and tag in line and not line.startswith("028 "):
             current = [line]
         elif current is not None:
             if line.strip() == "...":

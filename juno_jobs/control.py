@@ -20,19 +20,19 @@ import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from juno_jobs import backends, gcpause, outputs, retry, taskdir
+from juno_jobs import backends, gcpause, retry
 from juno_jobs.backends.base import Backend, BackendError
-from juno_jobs.model import Resources, RetryPolicy
+from juno_jobs.model import OutputTarget, Resources, RetryPolicy
 from juno_jobs.monitor import HOLD_SUBMITTED_ON_HOLD, fold, is_memory_hold
-from juno_jobs.pfns import PfnMaker
-from juno_jobs.plan import OutputTarget, Plan
-from juno_jobs.resolve import rse_infos
 from juno_jobs.settings import Settings
 from juno_jobs.store import FINAL_JOB_STATES, NewAttempt, Store, TaskRow
 from juno_jobs.submit import Item
 from juno_jobs.taskdir import TaskDir
+
+if TYPE_CHECKING:  # planning and Rucio are imported where used: `status` needs neither (start-up time)
+    from juno_jobs.plan import Plan
 
 # HTCondor hold codes that mean the job ran out of its wall time (allowed_execute_duration, job duration).
 HOLD_WALLTIME = frozenset({46, 47})
@@ -131,6 +131,8 @@ def submit(sess: Session, plan: Plan, *, backend: str | None = None, hold: bool 
 
 
 def _submit(sess: Session, plan: Plan, *, backend: str | None, hold: bool) -> TaskRow:
+    from juno_jobs import outputs, taskdir
+
     backend_name = backend or sess.cfg.backend
     be = sess.backend(backend_name)
     uuid = uuidlib.uuid4().hex
@@ -211,6 +213,11 @@ def _resubmit_unsubmitted(sess: Session, be: Backend, task: TaskRow, rnd: Any) -
     if not rows:
         sess.store.round_submitted(task.id, rnd["round"], -1)  # everything in it was killed meanwhile
         return
+    td = task_dir(task)
+    found = be.find_round(td, task.uuid, rnd["round"])
+    if found is not None:
+        sess.store.round_submitted(task.id, rnd["round"], found)  # it got there: only the record was missing
+        return
     rows.sort(key=lambda a: a["proc"])
     sess.store.renumber(task.id, rnd["round"], [(a["job"], a["attempt"], p) for p, a in enumerate(rows)])
     jobs = {j["job"]: j for j in sess.store.jobs(task.id)}
@@ -227,6 +234,10 @@ _FINAL_ATTEMPT = frozenset({"succeeded", "failed", "removed", "lost"})
 def _apply_events(sess: Session, be: Backend, task: TaskRow, report: SyncReport) -> None:
     events = be.events(task_dir(task))
     report.events = len(events)
+    if not sess.store.has_pending(task.id):
+        # A submit event only confirms what the store recorded at submission (attempts idle); it matters
+        # only for a round whose submission was interrupted. 10,000 of them follow a large submission.
+        events = [e for e in events if e.kind != "submit"]
     if not events:
         return
     td = task_dir(task)
@@ -264,9 +275,15 @@ def _apply_events(sess: Session, be: Backend, task: TaskRow, report: SyncReport)
             fields.update(_judge(td, ja[0], ja[1], ch.exit_code, ch.signal, ch.site))
             fields["finished"] = ch.finished
             report.ended += 1
-        elif ch.state == "removed":
+        elif ch.state == "lost":
             fields.update(state="lost", failure="lost", finished=ch.finished,
-                          reason="removed from the batch system by someone else (not by juno-submit)")
+                          reason="the job stopped without a result (its runner or node went away)")
+        elif ch.state == "removed":
+            # Someone removed it outside juno-submit (condor_rm, an administrator): that is a decision
+            # to stop it, not bad luck, so it is not retried automatically.
+            fields.update(state="removed", finished=ch.finished,
+                          reason="removed from the batch system outside juno-submit (condor_rm?); "
+                                 "`juno-submit resubmit` brings it back")
         if ch.memory_mb and "max_rss_mb" not in fields:
             fields["max_rss_mb"] = ch.memory_mb
         if fields:
@@ -298,6 +315,10 @@ def _judge(td: TaskDir, job: int, attempt: int, exit_code: int | None, signal: i
 
 
 def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
+    from juno_jobs import outputs
+    from juno_jobs.pfns import PfnMaker
+    from juno_jobs.resolve import rse_infos
+
     rows = sess.store.jobs(task.id, states=["finishing"])
     if not rows:
         return
@@ -370,6 +391,8 @@ def _close(sess: Session, task: TaskRow, report: SyncReport) -> None:
         return
     if sess.store.counts(task.id).get("done", 0) != task.n_jobs:
         return
+    from juno_jobs import outputs
+
     outputs.close_dataset(sess.client, task.output_scope, task.output_dataset)
     sess.store.set_task(task.id, dataset_closed=1)
     report.closed = True

@@ -38,13 +38,14 @@ class Problem:
         shown = ", ".join(self.files[:EXAMPLES]) + (f" and {n - EXAMPLES} more" if n > EXAMPLES else "")
         what = f"{n} input file{'s' if n != 1 else ''}"
         if self.kind == "tape_only":
-            return (f"{what} only on tape ({', '.join(self.where)}): {shown}. Jobs read from disk: ask for a disk copy "
-                    f"first, e.g. `rucio rule add <block DID> --copies 1 --rses CNAF-DISK`, and submit when it is OK")
+            return (f"{what} only on tape ({', '.join(self.where)}): {shown}. Jobs read from disk: ask for a disk "
+                    "copy first, e.g. `rucio rule add <block DID> --copies 1 --rses CNAF-DISK`, and submit when the "
+                    "rule is OK")
         if self.kind == "denied_only":
             return (f"{what} only at sites your task excludes ({', '.join(self.where)}): {shown}. "
                     f"Allow one of those sites in sites.allow/sites.deny, or ask for a copy at an allowed site")
         return (f"{what} with no AVAILABLE replica anywhere: {shown}. They may still be arriving (check "
-                f"`rucio list-file-replicas <DID>`) or be lost; narrow input.filter to leave them out")
+                f"`rucio replica list file <DID>`) or be lost; narrow input.filter to leave them out")
 
 
 def site_sets(files: Iterable[InputFile], rses: Mapping[str, RseInfo], sites: SiteLists) -> tuple[

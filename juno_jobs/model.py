@@ -65,7 +65,7 @@ class Splitting:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    dataset: str  # name only; the scope is user.<account>, decided at submission
+    dataset: str  # name only ("" = <task name>.<submission time>); the scope is user.<account> unless given
     scope: str | None  # if the task file wrote user.<account>:name
     files: tuple[str, ...]
     rse: str = "site"  # "site" = a disk RSE at the site where the job ran
@@ -113,6 +113,22 @@ class Task:
     sites: SiteLists
     description: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    scope: str
+    name: str  # the dataset's full name
+    rse: str  # "site" or an RSE
+    patterns: tuple[str, ...]
+
+    @property
+    def did(self) -> str:
+        return f"{self.scope}:{self.name}"
+
+    def file_name(self, job: int, file: str) -> str:
+        """The DID name of an output file: unique per task and job, the same for every attempt."""
+        return f"{self.name}.{job:05d}.{file}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,29 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from juno_jobs import gcpause, locality, splitting
-from juno_jobs.model import InputFile, JobSpec, RseInfo, SiteGroup, Task
+from juno_jobs.model import InputFile, JobSpec, OutputTarget, RseInfo, SiteGroup, Task
 from juno_jobs.pfns import NoReadProtocol, PfnMaker
 from juno_jobs.resolve import InputError, Resolver, clone_client, rse_infos
 
 
 class PlanError(ValueError):
     """The task is fine as a file but cannot run as asked (output dataset taken, unknown RSE, ...)."""
-
-
-@dataclass(frozen=True)
-class OutputTarget:
-    scope: str
-    name: str  # the dataset's full name
-    rse: str  # "site" or an RSE
-    patterns: tuple[str, ...]
-
-    @property
-    def did(self) -> str:
-        return f"{self.scope}:{self.name}"
-
-    def file_name(self, job: int, file: str) -> str:
-        """The DID name of an output file: unique per task and job, the same for every attempt."""
-        return f"{self.name}.{job:05d}.{file}"
 
 
 @dataclass
@@ -69,7 +53,9 @@ def output_target(task: Task, account: str) -> OutputTarget | None:
     if account == "root" and task.output.scope is None:
         raise PlanError("the Rucio account is root, which has no user scope: write the scope in the task file, "
                         "e.g. output: {dataset: user.analyst1:my-task}, or run as your own account")
-    name = task.output.dataset
+    # Without a name, each submission gets its own dataset (as CRAB names outputs after the request):
+    # submitting the same task file again must not collide with the last run's closed dataset.
+    name = task.output.dataset or f"{task.name}.{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
     if not name.startswith(scope + "."):
         name = f"{scope}.{name}"
     return OutputTarget(scope=scope, name=name, rse=task.output.rse, patterns=task.output.files)
@@ -175,7 +161,7 @@ def _make_plan(task: Task, client: Any, *, owned: Callable[[str, str], bool], lo
                 job_rses = cache[key] = tuple(sorted({r for t in key for r in t if r in readable}))
             plan.job_rses.append(job_rses)
     else:
-        sites = task.sites.allow or tuple(sorted({i.site for i in rses.values() if not i.tape}))
+        sites = tuple(sorted(set(task.sites.allow) or {i.site for i in rses.values() if not i.tape}))
         sites = tuple(s for s in sites if task.sites.permits(s))
         if not sites:
             raise PlanError("no site left to run at: check sites.allow and sites.deny")

@@ -22,6 +22,7 @@ job specs are written. Metadata filters on fields of raw file names cost nothing
 from __future__ import annotations
 
 import copy
+import json
 import re
 import threading
 import time
@@ -74,6 +75,36 @@ def clone_client(client: Any) -> Any:
     clone.session = requests.Session()
     clone.headers = dict(client.headers)
     return clone
+
+
+def list_files(client: Any, scope: str, name: str) -> list[dict[str, Any]]:
+    """`DIDClient.list_files`, parsed in one piece.
+
+    The client parses the answer line by line through a hook that looks for dates in every string
+    (measured: 2.0 s of client CPU for 100,000 files, 0.45 s for one json.loads of the whole body), and on
+    a 2-CPU machine that CPU is taken from the Rucio server. Same request, same authentication and token
+    renewal (the client's own `_send_request`); if that ever fails, the client's method answers instead.
+    """
+    body = files_body(client, scope, name)
+    if body is None:
+        return list(client.list_files(scope, name))  # also raises Rucio's exception for errors
+    body = body.strip()
+    return json.loads("[" + body.replace("\n", ",") + "]") if body else []  # JSON strings hold no raw newline
+
+
+def files_body(client: Any, scope: str, name: str) -> str | None:
+    """The raw answer of Rucio's list_files (one JSON object per line), or None if it did not come."""
+    from urllib.parse import quote_plus
+
+    from rucio.common.constants import HTTPMethod
+    from rucio.common.utils import build_url
+
+    try:
+        url = build_url(client.host, path=f"dids/{quote_plus(scope)}/{quote_plus(name)}/files")
+        response = client._send_request(url, method=HTTPMethod.GET)
+    except Exception:  # noqa: BLE001 - any surprise in the shortcut: the supported path decides
+        return None
+    return str(response.text) if response.status_code == 200 else None
 
 
 def rse_infos(client: Any) -> dict[str, RseInfo]:
@@ -177,9 +208,9 @@ class Resolver:
             found.append((did, str(info["type"]).upper()))
         if missing:
             names = ", ".join(str(d) for d in missing)
+            near = missing[0].name.rsplit(".", 1)[0] + ".*" if "." in missing[0].name else "*"
             raise InputError(f"input {names} not found in Rucio: check the spelling and the scope, e.g. "
-                             f"`rucio did list {missing[0].scope}:{missing[0].name.split('.')[0]}*`. "
-                             "Nothing was submitted")
+                             f"`rucio did list '{missing[0].scope}:{near}'`. Nothing was submitted")
         return found
 
     def datasets_of(self, roots: Sequence[tuple[Did, str]]) -> tuple[list[Did], list[Did]]:
@@ -207,7 +238,7 @@ class Resolver:
     def _dataset(self, did: Did, filt: Mapping[str, FilterValue], rses: Mapping[str, RseInfo],
                  wanted_rse: Callable[[str], bool]) -> tuple[list[InputFile], int]:
         client = self._client()
-        listed = self._call(client.list_files, did.scope, did.name)
+        listed = self._call(list_files, client, did.scope, did.name)
         kept = name_filter(listed, filt)
         if not kept:
             return [], len(listed)

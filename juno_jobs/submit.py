@@ -41,7 +41,7 @@ def items_text(items: Sequence[Item]) -> str:
 
 
 def description(td: TaskDir, *, uuid: str, name: str, task_id: int, resources: Resources, max_idle: int,
-                hold: bool = False) -> dict[str, str]:
+                rnd: int, hold: bool = False) -> dict[str, str]:
     """The submit description (without the queue statement) shared by every job of the task."""
     root = td.root
     desc = {
@@ -60,6 +60,7 @@ def description(td: TaskDir, *, uuid: str, name: str, task_id: int, resources: R
         "MY.JunoTask": f'"{uuid}"',
         "MY.JunoTaskName": f'"{name}"',
         "MY.JunoTaskId": str(task_id),
+        "MY.JunoRound": str(rnd),
         "MY.JunoJob": "$(job)",
         "MY.JunoAttempt": "$(attempt)",
         "job_machine_attrs": "JUNO_Site",

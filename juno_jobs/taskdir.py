@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from juno_jobs import pfns, settings, splitting
+from juno_jobs import settings
 from juno_jobs.model import JobSpec, Task
 from juno_jobs.settings import Settings
 
@@ -106,6 +106,7 @@ def write(td: TaskDir, task: Task, *, task_id: int, uuid: str, jobs: Sequence[Jo
           job_rses: Sequence[Sequence[str]], rse_bases: dict[str, dict[str, Any]],
           explicit_pfns: dict[tuple[str, str], dict[str, str]], cfg: Settings) -> None:
     """Everything the jobs need, written before anything is submitted."""
+    from juno_jobs import pfns, splitting
     settings.make_dir(td.root, cfg)
     for sub in ("logs", "attempts"):
         settings.make_dir(td.root / sub, cfg)

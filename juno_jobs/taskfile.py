@@ -458,7 +458,7 @@ class _Builder:
                 where: list[str | int] = ["output", "files"] if isinstance(files_raw, str) else ["output", "files", i]
                 self.error(where, f"{pattern!r} leaves the job's working directory",
                            "give a pattern relative to it, e.g. out/*.root")
-        dataset = str(raw.get("dataset") or self.data.get("name") or "")
+        dataset = str(raw.get("dataset") or "")  # empty: named at submission (plan.output_target)
         scope = None
         if ":" in dataset:
             scope, dataset = dataset.split(":", 1)

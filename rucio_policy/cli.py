@@ -94,7 +94,7 @@ def _translate(err: Exception) -> Failure | None:
     """The one place that maps errors to exit codes."""
     from rucio.common import exception as rucio_errors
 
-    from rucio_policy.engine import EngineError
+    from rucio_policy.engine import DidNotFound, EngineError
 
     if isinstance(err, Failure):
         return err
@@ -106,8 +106,7 @@ def _translate(err: Exception) -> Failure | None:
     if isinstance(err, rucio_errors.DataIdentifierNotFound):
         return Failure(f"{_rucio_text(err)}: check the DID (scope:name)", EXIT_NOT_FOUND)
     if isinstance(err, EngineError):
-        code = EXIT_NOT_FOUND if "does not exist" in str(err) else EXIT_RUCIO
-        return Failure(str(err), code)
+        return Failure(str(err), EXIT_NOT_FOUND if isinstance(err, DidNotFound) else EXIT_RUCIO)
     if isinstance(err, rucio_errors.CannotAuthenticate):
         return Failure(f"cannot log in to Rucio: {_rucio_text(err)}; check the client config "
                        f"({os.environ.get('RUCIO_CONFIG', 'RUCIO_CONFIG not set')})", EXIT_RUCIO)
@@ -210,6 +209,14 @@ def _sites_for(policy_file: Path, sites_file: Path | None) -> Path:
     raise click.UsageError(f"no sites.yaml next to {policy_file}: give the site topology with --sites PATH")
 
 
+def _shown(path: Path) -> str:
+    """A path as people typed it: relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _report(out: Output, file: str, issues: list[Issue], summary: str) -> None:
     if out.as_json:
         out.json({"file": file, "valid": not issues, "errors": [i.as_dict() for i in issues]})
@@ -229,14 +236,14 @@ def _load(out: Output, policy_file: Path | None, sites_file: Path | None) -> tup
                                "(or JUNO_REPLICATION_POLICY)")
     sites = _sites_for(path, sites_file)
     try:
-        catalog: RseCatalog = load_catalog(sites, str(sites))
+        catalog: RseCatalog = load_catalog(sites, _shown(sites))
     except CatalogInvalid as err:
-        _report(out, str(sites), err.issues, f"{sites}: {len(err.issues)} problem(s); cannot check {path} "
+        _report(out, _shown(sites), err.issues, f"{_shown(sites)}: {len(err.issues)} problem(s); cannot check {path} "
                                              "without its RSEs; nothing sent to Rucio")
         sys.exit(EXIT_INVALID)
-    policy, issues = validate_file(path, catalog, str(path))
+    policy, issues = validate_file(path, catalog, _shown(path))
     if issues or policy is None:
-        _report(out, str(path), issues, f"{path}: {len(issues)} problem(s), nothing sent to Rucio")
+        _report(out, _shown(path), issues, f"{_shown(path)}: {len(issues)} problem(s), nothing sent to Rucio")
         sys.exit(EXIT_INVALID)
     return policy, sites
 
@@ -255,7 +262,7 @@ def validate(file: Path | None, sites_file: Path | None, out: Output) -> None:
     policy, sites = _load(out, file, sites_file)
     rules = sum(len(c.rules) for c in policy.classes)
     _report(out, policy.source, [], f"{policy.source}: valid ({len(policy.classes)} classes, {rules} rules, "
-                                    f"RSEs from {sites})")
+                                    f"RSEs from {_shown(sites)})")
 
 
 # -- plan / apply / explain -----------------------------------------------------------------------
@@ -395,6 +402,10 @@ def apply(policy_file: Path | None, sites_file: Path | None, scopes: tuple[str, 
             click.echo(f"FAILED {action}\n  {error}", err=True)
         out.say(result.summary())
     if result.failed:
+        if all(error.startswith("AccessDenied") for _, error in result.failed):
+            click.echo("juno-policy: Rucio refused every failed change: run it as a computing coordinator or root",
+                       err=True)
+            sys.exit(EXIT_DENIED)
         sys.exit(EXIT_PARTIAL)
     sys.exit(EXIT_CHANGES if dry_run and result.would else EXIT_OK)
 
@@ -536,10 +547,10 @@ def sites_client_config(accounts: tuple[str, ...], base: Path | None, sites_file
         raise click.UsageError(f"unknown account(s) {', '.join(unknown)}: the local grid has {', '.join(known)}")
     paths = [write_account_config(base, account) for account in (accounts or tuple(known))]
     if out.as_json:
-        out.json({"written": [str(p) for p in paths]})
+        out.json({"written": [_shown(p) for p in paths]})
     else:
         for path in paths:
-            out.say(str(path))
+            out.say(_shown(path))
 
 
 if __name__ == "__main__":  # pragma: no cover

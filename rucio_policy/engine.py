@@ -34,7 +34,7 @@ from typing import Any
 from rucio.common.exception import AccessDenied, DatabaseException, DataIdentifierNotFound, DuplicateRule
 
 from rucio_policy import naming
-from rucio_policy.placement import PLACEMENT_META_PREFIX, PlacementRecord, Tally
+from rucio_policy.placement import PlacementRecord, Tally, meta_key
 from rucio_policy.replication import DataClass, Policy, load_policy
 from rucio_policy.rse_catalog import load_catalog
 from rucio_policy.rule_diff import (
@@ -55,12 +55,19 @@ from rucio_policy.sites_sync import SCOPE_OWNERS
 POLICY_ENV = "JUNO_REPLICATION_POLICY"
 DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "etc" / "replication.yaml"
 _META_CHUNK = 500  # DIDs per get_metadata_bulk call (Rucio caps bulk calls at 1000 items)
+# With a name filter matching at most this many collections, plan reads their rules one DID at a time
+# instead of listing every rule of the scope (a test's blocks, one stream's month).
+_PER_DID_LIMIT = 200
 
 Progress = Callable[[int, int], None]  # (done, total)
 
 
 class EngineError(Exception):
     """The engine cannot do what was asked; the message says what, where and what to do."""
+
+
+class DidNotFound(EngineError):
+    """The DID the engine was asked about is not in Rucio."""
 
 
 # -- the policy -----------------------------------------------------------------------------------
@@ -141,7 +148,7 @@ def fetch_did(client: Any, scope: str, name: str) -> DidState:
     try:
         info = client.get_did(scope, name)
     except DataIdentifierNotFound:
-        raise EngineError(f"{scope}:{name} does not exist in Rucio: check the name, or create it first") from None
+        raise DidNotFound(f"{scope}:{name} does not exist in Rucio: check the name, or create it first") from None
     meta = client.get_metadata(scope, name, plugin="ALL")
     rules = tuple(ExistingRule.from_rucio(r) for r in client.list_did_rules(scope, name))
     return DidState(_did_from_rucio(info, meta), rules)
@@ -260,8 +267,6 @@ def _class(policy: Policy, class_name: str | None) -> DataClass | None:
 
 
 def _placement_keys(data_class: DataClass) -> list[str]:
-    from rucio_policy.placement import meta_key
-
     return [meta_key(data_class.name, r.id) for r in data_class.rules if r.fraction is not None and r.fraction < 1]
 
 
@@ -323,6 +328,7 @@ class Plan:
     pending: int = 0  # open blocks whose fraction placement is decided when they close
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # where the seconds went: read, diff, open_state
 
     def count(self, kind: str) -> int:
         return sum(1 for a in self.actions if a.kind == kind)
@@ -347,6 +353,7 @@ class Plan:
                 "dids": self.dids,
                 "classified": self.classified, "rules_listed": self.rules_listed, "in_sync": self.in_sync,
                 "others": self.others, "pending": self.pending, "seconds": round(self.seconds, 3),
+                "timings": self.timings,
                 "counts": {k: self.count(k) for k in (ADD, UPDATE, DECIDE, DELETE)},
                 "actions": [a.as_dict() for a in self.actions], "problems": self.problems}
 
@@ -384,6 +391,44 @@ def _policy_meta(client: Any, policy: Policy, scope: str, name_filter: str | Non
     return meta, verdicts
 
 
+@dataclass
+class _ScopeView:
+    """What plan reads of one scope."""
+
+    types: dict[str, str]  # collection name → DATASET | CONTAINER (plus DIDs seen only through a rule)
+    meta: dict[str, dict[str, Any]]  # name → the metadata classes match on
+    verdicts: dict[str, dict[str, bool]]  # name → placement key → placed?
+    rules: dict[str, list[ExistingRule]]  # name → its rules
+    rules_listed: int
+
+
+def _read_scope(client: Any, policy: Policy, scope: str, name_filter: str | None) -> _ScopeView:
+    rules: dict[str, list[ExistingRule]] = {}
+    if name_filter:
+        types, meta, verdicts = _collections_and_meta(client, policy, scope, name_filter)
+        if len(types) <= _PER_DID_LIMIT:
+            # A few DIDs (one stream, one block): their own rules, not the whole scope's.
+            for name in types:
+                rules[name] = [ExistingRule.from_rucio(r) for r in client.list_did_rules(scope, name)]
+            return _ScopeView(types, meta, verdicts, rules, sum(len(r) for r in rules.values()))
+    listed = 0
+    # The collections and metadata searches run while the rules stream in: the server answers them in
+    # parallel (the client's HTTP session pools its connections, so one client can serve both).
+    with ThreadPoolExecutor(1) as pool:
+        pending = None if name_filter else pool.submit(_collections_and_meta, client, policy, scope, None)
+        for row in client.list_replication_rules({"scope": scope}):
+            if name_filter and not fnmatchcase(str(row["name"]), name_filter):
+                continue
+            rule = ExistingRule.from_rucio(row)
+            rules.setdefault(rule.name, []).append(rule)
+            listed += 1
+        if pending is not None:
+            types, meta, verdicts = pending.result()
+    for name, found in rules.items():
+        types.setdefault(name, found[0].did_type or "FILE")
+    return _ScopeView(types, meta, verdicts, rules, listed)
+
+
 def _collections_and_meta(client: Any, policy: Policy, scope: str, name_filter: str | None
                           ) -> tuple[dict[str, str], dict[str, dict[str, Any]], dict[str, dict[str, bool]]]:
     """Name → DATASET|CONTAINER of the scope's collections, and what the policy reads of their metadata."""
@@ -406,26 +451,21 @@ def plan(client: Any, policy: Policy, *, scope_filter: str | Iterable[str] | Non
 
     scope_filter: scope name(s) or glob(s); name_filter: a DID name glob (e.g. one stream's blocks,
     "block.JUNODAQ.global_trigger.*"). Without them: every DID of every scope the policy covers.
+    With a name filter that matches few collections, only their own rules are read (rules on files
+    that match it are then not seen).
     """
     started = time.perf_counter()
     scopes = _scopes(client, policy, scope_filter)
     result = Plan(policy_source=policy.source, scopes=scopes, name_filter=name_filter)
     now = _now()
+    timings = dict.fromkeys(("read", "diff", "open_state"), 0.0)
     for index, scope in enumerate(scopes):
-        # The collections and metadata searches run while the rules stream in: the server answers them
-        # in parallel (the client's HTTP session pools connections, so one client may serve both).
-        with ThreadPoolExecutor(1) as pool:
-            listed = pool.submit(_collections_and_meta, client, policy, scope, name_filter)
-            rules_by_name: dict[str, list[ExistingRule]] = {}
-            for row in client.list_replication_rules({"scope": scope}):
-                if name_filter and not fnmatchcase(str(row["name"]), name_filter):
-                    continue
-                rule = ExistingRule.from_rucio(row)
-                rules_by_name.setdefault(rule.name, []).append(rule)
-                result.rules_listed += 1
-            types, meta, verdicts = listed.result()
-        for name, rules in rules_by_name.items():
-            types.setdefault(name, rules[0].did_type or "FILE")
+        mark = time.perf_counter()
+        view = _read_scope(client, policy, scope, name_filter)
+        timings["read"] += time.perf_counter() - mark
+        mark = time.perf_counter()
+        result.rules_listed += view.rules_listed
+        types, meta, verdicts, rules_by_name = view.types, view.meta, view.verdicts, view.rules
         owner = rule_owner(scope)
         diffs: list[DidDiff] = []
         undecided: list[Did] = []
@@ -439,9 +479,12 @@ def plan(client: Any, policy: Policy, *, scope_filter: str | Iterable[str] | Non
                 undecided.append(did)  # open, or closed and to decide: Rucio's listings do not say
             else:
                 diffs.append(diff)
+        timings["diff"] += time.perf_counter() - mark
+        mark = time.perf_counter()
         for did in _with_open_state(client, undecided):
             diffs.append(diff_did(policy, did, rules_by_name.get(did.name, ()), owner=owner, now=now,
                                   verdicts=verdicts.get(did.name)))
+        timings["open_state"] += time.perf_counter() - mark
         for diff in diffs:
             result.dids += 1
             result.classified += diff.plan.class_name is not None
@@ -454,6 +497,7 @@ def plan(client: Any, policy: Policy, *, scope_filter: str | Iterable[str] | Non
             progress(index + 1, len(scopes))
     result.actions.sort(key=lambda a: (a.scope, a.name, ACTION_ORDER[a.kind]))
     result.seconds = time.perf_counter() - started
+    result.timings = {key: round(value, 3) for key, value in timings.items()}
     return result
 
 
@@ -667,7 +711,7 @@ class Explanation:
                 "actions": [a.as_dict() for a in self.actions]}
 
     def text(self) -> str:
-        size = "size unknown" if self.bytes is None else f"{self.bytes} bytes"
+        size = "no files yet" if self.bytes is None else f"{self.bytes} bytes"
         state = "" if self.is_open is None else (", open" if self.is_open else ", closed")
         lines = [f"{self.did} ({self.did_type}, {size}{state})", f"  {self.reason}"]
         if self.rules:
@@ -718,9 +762,8 @@ def explain(client: Any, did: str, policy: Policy) -> Explanation:
                       "state": match.rule.state if match.rule else None, "deviations": list(match.deviations)})
     placement = []
     for item in diff.plan.rules:
-        key = next((k for k in state.did.meta if k.endswith(f"_{item.rule_id}")
-                    and k.startswith(PLACEMENT_META_PREFIX)), None)
-        if key is not None:
+        key = meta_key(item.class_name, item.rule_id)
+        if key in state.did.meta:  # a fraction rule the recorded decision placed here
             placement.append({"rule": item.rule_id, "key": key, "status": "placed", "record": state.did.meta[key],
                               "why": PlacementRecord.from_meta(str(state.did.meta[key])).explain()})
     for item in diff.plan.skipped:

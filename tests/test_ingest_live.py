@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -184,12 +185,25 @@ def test_bad_messages_are_dead_lettered_with_reasons_and_replay_changes_nothing(
     port = _free_port()
     cfg = _config(grid, topic, streams, metrics={"port": port})
 
-    summary = Ingester(cfg).run(once=True)
+    # Run it in a thread to scrape its Prometheus endpoint (loopback) while it idles before exiting.
+    ingester = Ingester(cfg)
+    done: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: done.setdefault("summary", ingester.run(once=True)))
+    thread.start()
+    scraped = ""
+    while thread.is_alive():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                scraped = response.read().decode()
+        except OSError:
+            pass
+        if f"juno_ingest_files_registered_total {float(valid)}" in scraped:
+            break
+        time.sleep(0.1)
+    thread.join(300)
+    summary = done["summary"]
 
     bad = malformed + conflicts
-    # Prometheus on loopback (the endpoint outlives run(): it is a daemon thread of this process).
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        scraped = response.read().decode()
     assert f"juno_ingest_files_registered_total {float(valid)}" in scraped
     assert f'juno_ingest_dead_lettered_total{{reason="conflict"}} {float(conflicts)}' in scraped
     assert "juno_ingest_consumer_lag" in scraped and "juno_ingest_batch_seconds_bucket" in scraped

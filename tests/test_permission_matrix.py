@@ -16,8 +16,6 @@ from typing import Any
 import pytest
 from rucio.common.exception import AccessDenied
 
-pytestmark = pytest.mark.grid
-
 RUN = uuid.uuid4().hex[:8]
 _counter = itertools.count()
 ROLES = ("root", "juno_ingest", "juno_prod", "jcoord", "analyst1")
@@ -228,6 +226,7 @@ def clients(grid: Any) -> dict[str, Any]:
     return {role: grid.client(role) for role in ROLES}
 
 
+@pytest.mark.grid
 @pytest.mark.parametrize(("action", "role", "cell"), CELLS)
 def test_permission(clients: dict[str, Any], action: str, role: str, cell: Cell) -> None:
     run = ACTIONS[action]

@@ -9,7 +9,9 @@ with the condor backend (the grid's HTCondor pool) and the local backend (proces
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import threading
 import time
 import uuid
@@ -77,8 +79,17 @@ def backend(request: pytest.FixtureRequest, grid: Any) -> str:
     return str(request.param)
 
 
-def _session(grid: Any, backend: str, account: str = "analyst1") -> control.Session:
-    work = condor.job_dir(grid.cfg, f"test-submit-{uuid.uuid4().hex[:12]}")
+@pytest.fixture
+def work_dir(grid: Any) -> Iterator[Path]:
+    """A work directory under the grid's state (the pool sees it), removed afterwards unless
+    JUNO_KEEP_TEST_DIRS is set (to look at task directories after a failure)."""
+    path = condor.job_dir(grid.cfg, f"test-submit-{uuid.uuid4().hex[:12]}")
+    yield path
+    if not os.environ.get("JUNO_KEEP_TEST_DIRS"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _session(grid: Any, backend: str, work: Path, account: str = "analyst1") -> control.Session:
     cfg = Settings(work_dir=work, backend=backend, job_owner=(condor.JOB_UID, condor.JOB_GID), max_idle=100)
     client = grid.client(account)
     return control.Session(cfg=cfg, store=Store(cfg.db_path), rucio=lambda: client, log=print)
@@ -114,8 +125,8 @@ def _unique(tag: str) -> str:
 
 
 def test_jobs_run_where_their_input_is_and_outputs_reach_rucio(grid: Any, raw_input: RawInput, backend: str,
-                                                                tmp_path: Path) -> None:
-    sess = _session(grid, backend)
+                                                                work_dir: Path, tmp_path: Path) -> None:
+    sess = _session(grid, backend, work_dir)
     name = _unique("locality")
     exe = Path(__file__).resolve().parents[1] / "etc" / "tasks" / "raw_checksum.py"
     (tmp_path / "raw_checksum.py").write_bytes(exe.read_bytes())
@@ -168,13 +179,13 @@ resources: {{memory: 256MB, wall_time: 10m}}
     assert client.get_did(task.output_scope, task.output_dataset)["open"] is False
 
 
-def test_finalizing_twice_registers_each_output_once(grid: Any, tmp_path: Path) -> None:
+def test_finalizing_twice_registers_each_output_once(grid: Any, work_dir: Path) -> None:
     """Two finalizations of the same job, one after the other and two at once: one file per output."""
     client = grid.client("analyst1")
     scope = "user.analyst1"
     dataset = f"user.analyst1.{_unique('twice')}"
     outputs.ensure_dataset(client, scope, dataset)
-    outdir = condor.job_dir(grid.cfg, f"test-submit-{uuid.uuid4().hex[:12]}")
+    outdir = work_dir
     (outdir / "a.txt").write_text(f"output {uuid.uuid4()}\n")
     (outdir / "b.txt").write_text(f"other {uuid.uuid4()}\n")
     records = [{"file": f, "bytes": (outdir / f).stat().st_size, "adler32": storage.adler32_file(outdir / f)}
@@ -206,9 +217,9 @@ def test_finalizing_twice_registers_each_output_once(grid: Any, tmp_path: Path) 
 # --------------------------------------------------------------------------- retries and memory
 
 
-def test_failing_jobs_are_retried_per_policy_and_every_attempt_has_logs(grid: Any, backend: str,
+def test_failing_jobs_are_retried_per_policy_and_every_attempt_has_logs(grid: Any, backend: str, work_dir: Path,
                                                                          tmp_path: Path) -> None:
-    sess = _session(grid, backend)
+    sess = _session(grid, backend, work_dir)
     name = _unique("retry")
     # job 0 fails once (exit 3) then works; job 1 always exits 3 (retried to the cap);
     # job 2 exits 9, which the policy does not retry.
@@ -258,15 +269,23 @@ sites:
     assert "payload exit code 3" in out.output or "exited with code 3" in out.output
     if backend == "condor":
         assert "Job executing on host" in out.output and "Job terminated" in out.output
+        _same_events_from_both_readers(control.task_dir(task).events_log)
     # resubmit brings the failed jobs back (here: still failing, but as new attempts).
     out = runner.invoke(main, ["--dir", str(sess.cfg.work_dir), "-q", "resubmit", str(task.id), "--jobs", "2"])
     assert out.exit_code == 0, out.output
     assert sess.store.job(task.id, 2)["attempts"] == 2
+    out = runner.invoke(main, ["--dir", str(sess.cfg.work_dir), "-q", "resubmit", str(task.id), "--jobs", "0"])
+    assert out.exit_code == 4 and "not failed or killed" in out.output
+    # kill takes it out of the batch system again; it ends as killed.
+    out = runner.invoke(main, ["--dir", str(sess.cfg.work_dir), "-q", "kill", str(task.id)])
+    assert out.exit_code == 0, out.output
+    assert sess.store.job(task.id, 2)["state"] in ("killed", "failed")  # it may have failed before the kill
 
 
-def test_a_job_that_needs_more_memory_succeeds_after_escalation(grid: Any, backend: str, tmp_path: Path) -> None:
+def test_a_job_that_needs_more_memory_succeeds_after_escalation(grid: Any, backend: str, work_dir: Path,
+                                                                tmp_path: Path) -> None:
     """The payload holds 700 MB: over the 512MB request (the wrapper measures and stops it), then 1GB works."""
-    sess = _session(grid, backend)
+    sess = _session(grid, backend, work_dir)
     name = _unique("memory")
     task_file = _task_file(tmp_path, f"""
 name: {name}
@@ -294,6 +313,22 @@ retry:
     assert task.dataset_closed
 
 
+def _same_events_from_both_readers(log: Path) -> None:
+    """The user-log text parser (used for speed) and htcondor2's JobEventLog agree on a real log."""
+    import htcondor2
+
+    from juno_jobs.monitor import from_condor, parse_text
+
+    def key(e: Any) -> tuple[Any, ...]:
+        return (e.cluster, e.proc, e.kind, e.site, e.exit_code, e.signal, e.hold_code, e.memory_mb)
+
+    reference = [e for e in (from_condor(ev) for ev in htcondor2.JobEventLog(str(log)).events(stop_after=0)) if e]
+    parsed, _ = parse_text(log.read_text())
+    assert [key(e) for e in parsed] == [key(e) for e in reference]
+    assert any(e.kind == "terminated" and e.exit_code == 3 for e in parsed)
+    assert any(e.kind == "info" and e.site in ("CNAF", "JINR") for e in parsed)
+
+
 # --------------------------------------------------------------------------- nothing submitted
 
 
@@ -307,9 +342,10 @@ def _cli(grid: Any, work: Path, *args: str) -> Any:
     return CliRunner().invoke(main, ["--dir", str(work), "-q", *args])
 
 
-def test_bad_task_file_is_reported_with_file_and_line_and_nothing_is_submitted(grid: Any, tmp_path: Path) -> None:
+def test_bad_task_file_is_reported_with_file_and_line_and_nothing_is_submitted(grid: Any, work_dir: Path,
+                                                                                 tmp_path: Path) -> None:
     condor.configure_bindings(grid.cfg)
-    work = condor.job_dir(grid.cfg, f"test-submit-{uuid.uuid4().hex[:12]}")
+    work = work_dir
     name = _unique("bad")
     task_file = _task_file(tmp_path, f"""name: {name}
 script: "true"
@@ -330,9 +366,9 @@ resources:
 
 
 def test_missing_input_did_is_a_clear_error_and_nothing_is_submitted(grid: Any, raw_input: RawInput,
-                                                                       tmp_path: Path) -> None:
+                                                                       work_dir: Path, tmp_path: Path) -> None:
     condor.configure_bindings(grid.cfg)
-    work = condor.job_dir(grid.cfg, f"test-submit-{uuid.uuid4().hex[:12]}")
+    work = work_dir
     name = _unique("missing")
     missing = raw_input.container.replace(".202503", ".202504")
     task_file = _task_file(tmp_path, f"""name: {name}
@@ -350,8 +386,8 @@ splitting:
     assert _no_jobs_named(name)
 
 
-def test_input_only_on_tape_is_a_clear_error(grid: Any, raw_input: RawInput, tmp_path: Path) -> None:
-    work = condor.job_dir(grid.cfg, f"test-submit-{uuid.uuid4().hex[:12]}")
+def test_input_only_on_tape_is_a_clear_error(grid: Any, raw_input: RawInput, work_dir: Path, tmp_path: Path) -> None:
+    work = work_dir
     client = grid.client()
     block = next(iter(raw_input.blocks)).replace("20250301", "20250303")
     name = f"RUN.12345.JUNODAQ.Physics.ds-2.{block.split('.')[2]}.20250303120000.001.dat"
@@ -383,3 +419,71 @@ def _cleanup_schedd(grid: Any) -> Iterator[None]:
                                f'regexp("{grid.cfg.state_dir.resolve()}/jobs/test-submit-", Iwd)')
     except Exception:  # noqa: BLE001 - cleanup only
         pass
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_cli_plan_submit_wait_status_list_logs(grid: Any, raw_input: RawInput, work_dir: Path,
+                                               tmp_path: Path) -> None:
+    """The commands as a person runs them (Rucio account root, so the output scope is written out)."""
+    name = _unique("cli")
+    raw_task = _task_file(tmp_path, f"""name: {name}-raw
+script: "true"
+input:
+  dids: raw:{raw_input.container}
+splitting:
+  files_per_job: 2
+""", "raw.yaml")
+    out = _cli(grid, work_dir, "plan", str(raw_task), "--json")
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    assert (doc["jobs"], doc["files"]) == (2, 4)
+    assert sorted((g["sites"], g["jobs"], g["files"]) for g in doc["groups"]) == [("CNAF", 1, 2), ("JINR", 1, 2)]
+    assert doc["jobs_per_site"] == {"CNAF": 1, "JINR": 1}
+    assert "requirements = stringListMember(TARGET.JUNO_Site, MY.DESIRED_Sites)" in doc["submit_description"]
+    assert "queue job,attempt,memory,sites from " in doc["submit_description"]
+    assert not Store(work_dir / "tasks.sqlite").tasks()  # plan submits nothing
+
+    task_file = _task_file(tmp_path, f"""name: {name}
+script: 'echo "seed $1" > out-$1.txt'
+arguments: "{{seed}}"
+splitting:
+  jobvars:
+    seed: {{type: range, first: 5, count: 2}}
+output:
+  dataset: user.jcoord:{name}
+  files: "out-*.txt"
+  rse: JINR-DISK
+resources: {{memory: 64MB, wall_time: 2m}}
+""")
+    out = _cli(grid, work_dir, "--backend", "local", "submit", str(task_file), "--wait")
+    assert out.exit_code == 0, out.output
+    assert "task 1 (" in out.output and "completed" in out.output
+    out = _cli(grid, work_dir, "status", "1", "--json", "--jobs")
+    doc = json.loads(out.output)
+    assert (doc["state"], doc["counts"]["done"], doc["outputs_registered"], doc["dataset_closed"]) == (
+        "completed", 2, 2, True)
+    assert doc["output_dataset"] == f"user.jcoord:user.jcoord.{name}"
+    assert [j["state"] for j in doc["job_list"]] == ["done", "done"]
+    files = {f["name"] for f in grid.client().list_files("user.jcoord", f"user.jcoord.{name}")}
+    assert files == {f"user.jcoord.{name}.00000.out-5.txt", f"user.jcoord.{name}.00001.out-6.txt"}
+    out = _cli(grid, work_dir, "list", "--json")
+    assert [t["name"] for t in json.loads(out.output)] == [name]
+    out = _cli(grid, work_dir, "logs", name, "-j", "1", "--only", "result")
+    assert out.exit_code == 0 and '"exit_code": 0' in out.output
+    out = _cli(grid, work_dir, "logs", "1", "-j", "7")
+    assert out.exit_code == 4 and "jobs 0..1" in out.output
+    out = _cli(grid, work_dir, "status", "42")
+    assert out.exit_code == 6 and "no task '42'" in out.output
+
+    failing = _task_file(tmp_path, f"""name: {name}-fails
+script: "exit 1"
+splitting:
+  jobvars:
+    n: {{type: range, count: 1}}
+retry: {{max_attempts: 1}}
+""", "fails.yaml")
+    out = _cli(grid, work_dir, "--backend", "local", "submit", str(failing), "--wait")
+    assert out.exit_code == 7, out.output
+    assert "resubmit 2 --failed" in out.output

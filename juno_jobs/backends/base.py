@@ -30,6 +30,10 @@ class Backend(Protocol):
         """Submit one round; return its cluster id (condor) or the round number (local)."""
         ...
 
+    def find_round(self, td: TaskDir, uuid: str, rnd: int) -> int | None:
+        """The id of round `rnd` if the batch system already has it (else None)."""
+        ...
+
     def events(self, td: TaskDir) -> list[Event]:
         """Events since the last call (positions are kept in the task directory)."""
         ...

@@ -7,16 +7,19 @@ CLAIMTOBE on the local grid (loopback only); IDTOKENS or SciTokens in production
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from juno_jobs import submit as subdesc
 from juno_jobs.backends.base import BackendError
 from juno_jobs.model import Resources
-from juno_jobs.monitor import CondorLog, Event
+from juno_jobs.monitor import Event, condor_reader
 from juno_jobs.settings import Settings
 from juno_jobs.submit import Item
 from juno_jobs.taskdir import TaskDir
+
+REMOVE_TRIES = 5
 
 
 class CondorBackend:
@@ -42,15 +45,21 @@ class CondorBackend:
                                    "running and CONDOR_CONFIG set (on the local grid: juno-grid exec -- ...)?") from err
         return self._schedd
 
-    def _description(self, td: TaskDir, *, uuid: str, name: str, task_id: int, resources: Resources,
-                     hold: bool) -> dict[str, str]:
-        return subdesc.description(td, uuid=uuid, name=name, task_id=task_id, resources=resources,
-                                   max_idle=self.cfg.max_idle, hold=hold)
-
     def describe(self, td: TaskDir, *, uuid: str, name: str, task_id: int, resources: Resources, rnd: int,
                  hold: bool = False) -> str:
-        desc = self._description(td, uuid=uuid, name=name, task_id=task_id, resources=resources, hold=hold)
+        desc = subdesc.description(td, uuid=uuid, name=name, task_id=task_id, resources=resources,
+                                   max_idle=self.cfg.max_idle, rnd=rnd, hold=hold)
         return subdesc.submit_text(desc, str(td.items(rnd)))
+
+    def find_round(self, td: TaskDir, uuid: str, rnd: int) -> int | None:
+        """The cluster of a round the schedd has although the store never heard back (a crash between
+        submitting and recording): submitting it again would double it."""
+        try:
+            ads = self.schedd().query(f'JunoTask == "{uuid}" && JunoRound == {rnd}', projection=["ClusterId"],
+                                      limit=1)
+        except Exception as err:  # noqa: BLE001 - see schedd()
+            raise BackendError(f"cannot ask the schedd about round {rnd}: {err}") from err
+        return int(ads[0]["ClusterId"]) if ads else None
 
     def submit(self, td: TaskDir, items: Sequence[Item], *, uuid: str, name: str, task_id: int,
                resources: Resources, rnd: int, hold: bool = False) -> int:
@@ -69,7 +78,7 @@ class CondorBackend:
         return int(result.cluster())
 
     def events(self, td: TaskDir) -> list[Event]:
-        return CondorLog(td.events_log, td.events_state).read()
+        return condor_reader(td.events_log, td.root).read()
 
     def remove(self, td: TaskDir, uuid: str, procs: Sequence[tuple[int, int]] | None = None) -> int:
         import htcondor2
@@ -81,8 +90,16 @@ class CondorBackend:
         if procs is not None:
             ids = " || ".join(f"(ClusterId == {c} && ProcId == {p})" for c, p in procs)
             constraint += f" && ({ids})"
-        try:
-            result = self.schedd().act(htcondor2.JobAction.Remove, constraint)
-        except Exception as err:  # noqa: BLE001 - see schedd()
-            raise BackendError(f"the schedd did not remove the jobs: {err}") from err
-        return int(result.get("TotalSuccess", 0)) if result is not None else 0
+        # A schedd busy materializing or removing thousands of jobs can time a request out: removing is
+        # idempotent, so it is asked again (unlike submitting, which could double a round).
+        for attempt in range(REMOVE_TRIES):
+            try:
+                result = self.schedd().act(htcondor2.JobAction.Remove, constraint)
+                return int(result.get("TotalSuccess", 0)) if result is not None else 0
+            except Exception as err:  # noqa: BLE001 - see schedd()
+                if attempt == REMOVE_TRIES - 1:
+                    raise BackendError(f"the schedd did not remove the jobs ({REMOVE_TRIES} tries): {err}. "
+                                       f"Try again: juno-submit kill, or condor_rm -constraint '{constraint}'"
+                                       ) from err
+                time.sleep(2.0 * (attempt + 1))
+        return 0

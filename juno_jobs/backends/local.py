@@ -60,7 +60,11 @@ class LocalBackend:
             log.close()
         return rnd
 
+    def find_round(self, td: TaskDir, uuid: str, rnd: int) -> int | None:
+        return rnd if (td.root / f"local-runner.{rnd:03d}.log").exists() else None
+
     def events(self, td: TaskDir) -> list[Event]:
+        _reap_dead_runners(td)
         return LocalLog(td.local_events, td.root / ".local-events.pos").read()
 
     def remove(self, td: TaskDir, uuid: str, procs: Sequence[tuple[int, int]] | None = None) -> int:
@@ -71,6 +75,50 @@ class LocalBackend:
 
 
 # --------------------------------------------------------------------------- the runner
+
+
+def _pidfile(td: TaskDir, rnd: int) -> Path:
+    return td.root / f"local-runner.{rnd:03d}.pid"
+
+
+def _donefile(td: TaskDir, rnd: int) -> Path:
+    return td.root / f"local-runner.{rnd:03d}.done"
+
+
+def _runner_alive(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return b"juno_jobs.backends.local" in cmdline and state != "Z"
+
+
+def _reap_dead_runners(td: TaskDir) -> None:
+    """A runner that died before its round ended (a reboot, a kill) leaves jobs that will never report:
+    write 'lost' events for them, once, so that they are retried like any lost job."""
+    for pidfile in td.root.glob("local-runner.*.pid"):
+        rnd = int(pidfile.name.split(".")[1])
+        if _donefile(td, rnd).exists():
+            continue
+        try:
+            pid = int(pidfile.read_text())
+        except (OSError, ValueError):
+            continue
+        if _runner_alive(pid):
+            continue
+        ended = set()
+        if td.local_events.exists():
+            for line in td.local_events.read_text().splitlines():
+                d = json.loads(line)
+                if d["round"] == rnd and d["kind"] in ("terminated", "removed", "lost"):
+                    ended.add(d["proc"])
+        n_items = len(td.items(rnd).read_text().splitlines())
+        with open(td.local_events, "a", encoding="utf-8") as events:
+            for proc in range(n_items):
+                if proc not in ended:
+                    _event(events, rnd, proc, "lost")
+        _donefile(td, rnd).touch()
 
 
 def _event(fh: IO[str], rnd: int, proc: int, kind: str, **extra: object) -> None:
@@ -96,6 +144,7 @@ def _cancelled(path: Path, rnd: int) -> set[int] | None:
 
 def run_round(root: Path, rnd: int) -> None:
     td = TaskDir(root)
+    _pidfile(td, rnd).write_text(str(os.getpid()))
     items = []
     for line in td.items(rnd).read_text().splitlines():
         job, attempt, memory, sites = (line.split(maxsplit=3) + [""])[:4]
@@ -137,6 +186,7 @@ def run_round(root: Path, rnd: int) -> None:
                 err.close()
                 _event(events, rnd, proc, "execute", site=site)
             time.sleep(POLL_S)
+    _donefile(td, rnd).touch()
 
 
 def main(argv: list[str]) -> int:
