@@ -46,7 +46,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=5000, help="files for the throughput run")
     parser.add_argument("--size", type=int, default=1024, help="bytes per file")
-    parser.add_argument("--batch", type=int, default=1000, help="ingester batch (messages)")
+    parser.add_argument("--batch", type=int, default=2000, help="ingester batch (messages)")
     parser.add_argument("--bulk", type=int, default=500, help="files per Rucio call, ingester and ceiling")
     parser.add_argument("--parallel", type=int, default=2, help="Rucio calls in flight, ingester and ceiling")
     parser.add_argument("--latency-files", type=int, default=40, help="messages for the latency run")

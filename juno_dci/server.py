@@ -49,6 +49,8 @@ class StatusCache:
                     self._error = None
                 except StatusError as err:
                     self._error = str(err)
+                except Exception as err:  # noqa: BLE001 - shown on the page and in /api/status, not swallowed
+                    self._error = f"collecting the status failed: {type(err).__name__}: {err}"
                 self._at = time.monotonic()
             return self._value, self._error
 

@@ -22,8 +22,13 @@ from enum import Enum
 
 @dataclass(frozen=True)
 class BatchPolicy:
+    """A batch goes when full, max_wait_s after its first message, or as soon as no message came for
+    linger_s: in a backlog messages arrive at once and batches fill up; at JUNO's nominal rate (a file a
+    minute) a lone message is not held back for max_wait_s."""
+
     max_messages: int
     max_wait_s: float
+    linger_s: float = 0.05
 
     def full(self, count: int) -> bool:
         return count >= self.max_messages
@@ -38,7 +43,7 @@ class BatchPolicy:
         """How long the next consume call may block without delaying a due batch."""
         if first_at is None:
             return self.max_wait_s
-        return max(0.0, self.max_wait_s - (now - first_at))
+        return max(0.0, min(self.linger_s, self.max_wait_s - (now - first_at)))
 
 
 @dataclass(frozen=True)

@@ -207,7 +207,8 @@ def _default_endpoint() -> str:
 @click.option("--stream", "streams", multiple=True, help="Stream key <DETECTOR>.<stream> (repeatable; default "
                                                          "JUNODAQ.global_trigger). Files are split evenly.")
 @click.option("--run", "first_run", type=click.IntRange(0, 99_999_999), help="First run number (default: random).")
-@click.option("--files-per-run", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--files-per-run", type=click.IntRange(1), default=100, show_default=True,
+              help="A new run every N files of a stream.")
 @click.option("--duplicates", type=click.IntRange(0), default=0, help="Extra exact copies of valid messages.")
 @click.option("--conflicts", type=click.IntRange(0), default=0,
               help="Messages reusing a valid file's name with another adler32 (must be dead-lettered).")

@@ -58,8 +58,9 @@ class DlqSettings:
 
 @dataclass(frozen=True)
 class BatchSettings:
-    max_messages: int = 1000
+    max_messages: int = 2000
     max_wait_s: float = 0.5
+    linger_s: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(IngestConfig)[f.name]
 _RANGES: dict[tuple[str, str], tuple[float, float | None]] = {
     ("dlq", "max_ratio"): (0.0, 1.0), ("dlq", "window"): (1, None), ("dlq", "min_messages"): (1, None),
     ("dlq", "max_consecutive"): (1, None), ("batch", "max_messages"): (1, 100_000),
-    ("batch", "max_wait_s"): (0.0, None),
+    ("batch", "max_wait_s"): (0.0, None), ("batch", "linger_s"): (0.0, None),
     ("rucio", "bulk_size"): (1, 1000), ("rucio", "parallel"): (1, 32), ("rucio", "timeout_s"): (1.0, None),
     ("rucio", "retry_initial_s"): (0.01, None), ("rucio", "retry_max_s"): (0.01, None),
     ("blocks", "grace_s"): (0.0, None),

@@ -41,7 +41,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from juno_ingest.batching import Backoff, BatchPolicy, DlqLimit, OpenBlock, Position, blocks_due, commit_offsets
 from juno_ingest.config import IngestConfig, kafka_common
 from juno_ingest.dlq import DeadLetterError, DeadLetterProducer
-from juno_ingest.logs import fields
+from juno_ingest.logs import RUCIO_CLIENT_LOGGER, fields
 from juno_ingest.mapping import BlockPlan
 from juno_ingest.metrics import IngestMetrics
 from juno_ingest.pipeline import BatchResult, Fate, Incoming, Pipeline
@@ -100,7 +100,7 @@ def default_client_factory(cfg: IngestConfig) -> Callable[[], Any]:
     def make() -> Any:
         from rucio.client import Client
 
-        kwargs: dict[str, Any] = {"timeout": cfg.rucio.timeout_s}
+        kwargs: dict[str, Any] = {"timeout": cfg.rucio.timeout_s, "logger": logging.getLogger(RUCIO_CLIENT_LOGGER)}
         if cfg.rucio.account:
             kwargs["account"] = cfg.rucio.account
         if cfg.rucio.auth_type:
@@ -162,7 +162,7 @@ class Ingester:
         self._stop = threading.Event()
         self._stop_at: float | None = None
         self.summary = RunSummary()
-        self.policy = BatchPolicy(cfg.batch.max_messages, cfg.batch.max_wait_s)
+        self.policy = BatchPolicy(cfg.batch.max_messages, cfg.batch.max_wait_s, cfg.batch.linger_s)
         self.limit = DlqLimit(cfg.dlq.max_ratio, cfg.dlq.window, cfg.dlq.min_messages, cfg.dlq.max_consecutive)
         self.closer = Closer(timedelta(seconds=cfg.blocks.grace_s), cfg.blocks.close_check_s)
         self._carry: list[Incoming] = []
@@ -355,8 +355,8 @@ class Ingester:
             self._update_lag()
             if not batch:
                 return [], None
-            if self.policy.due(len(batch), first_at, time.monotonic()):
-                break
+            if not msgs or self.policy.due(len(batch), first_at, time.monotonic()):
+                break  # nothing more came within linger_s (or the batch is full or old): it goes
         return batch, first_at
 
     def _incoming(self, msg: Message) -> Incoming | None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 _FIELDS = "juno_fields"
+RUCIO_CLIENT_LOGGER = "juno_ingest.rucio_client"  # given to every Rucio client the ingester makes
 
 
 def fields(**values: Any) -> dict[str, Any]:
@@ -48,7 +49,7 @@ def setup(level: str = "INFO", stream: Any = None) -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("juno_ingest").setLevel(level.upper())
-    # The Rucio client logs every connection retry at ERROR while the server restarts; we log the
-    # outage once per attempt ourselves, with what happens next.
-    logging.getLogger("rucio").setLevel(logging.CRITICAL)
-    logging.getLogger("rucio.client").setLevel(logging.CRITICAL)
+    # The Rucio client logs every connection retry at ERROR (in colour, on its own handler) while the
+    # server restarts; the ingester logs each failed attempt itself, with what happens next.
+    for name in ("rucio", "baseclient", RUCIO_CLIENT_LOGGER):
+        logging.getLogger(name).setLevel(logging.CRITICAL)

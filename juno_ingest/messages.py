@@ -78,6 +78,12 @@ class SpadeMessage:
     metadata: Mapping[str, MetaValue] = field(default_factory=dict)
     id: str | None = None
     version: int = MESSAGE_VERSION
+    started: datetime | None = field(default=None, compare=False, repr=False)  # run start, from the name
+
+    @property
+    def run_start(self) -> datetime:
+        """The run start the file name encodes (the storage path's date)."""
+        return self.started if self.started is not None else naming.parse_raw_file(self.lfn).started
 
     @property
     def md5(self) -> str | None:
@@ -197,7 +203,8 @@ def from_dict(data: Mapping[str, Any]) -> SpadeMessage | InvalidMessage:
     if msg_id is not None and (not isinstance(msg_id, str) or not 0 < len(msg_id) <= MAX_ID):
         return InvalidMessage(f"'id' must be text of 1 to {MAX_ID} characters, got {msg_id!r}")
     return SpadeMessage(lfn=lfn, size=size, adler32=adler32.lower(), run=run, stream=stream,
-                        received_at=received_at, path=path, checksums=checksums, metadata=metadata, id=msg_id)
+                        received_at=received_at, path=path, checksums=checksums, metadata=metadata, id=msg_id,
+                        started=name.started)
 
 
 def _parse_time(value: object) -> datetime | InvalidMessage:

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -165,6 +166,7 @@ def _plan(ctx: Context, task_file: Path, inputs: tuple[str, ...] = ()) -> Any:
     from juno_jobs.model import Did, InputSpec
 
     task = taskfile.load(task_file)  # before anything talks to a service
+    _warn_memory(ctx, task)
     if inputs:
         bad = [d for d in inputs if ":" not in d or not d.split(":", 1)[1]]
         if bad:
@@ -177,6 +179,24 @@ def _plan(ctx: Context, task_file: Path, inputs: tuple[str, ...] = ()) -> Any:
     ctx.log(f"task {task.name}: planning with Rucio account {sess.client.account} ...")
     return plan_mod.make_plan(task, sess.client, log=ctx.log,
                               owned=lambda s, n: sess.store.output_dataset_owner(s, n) is not None)
+
+
+def _warn_memory(ctx: Context, task: Any) -> None:
+    """Memory no slot offers means jobs that never start (the local pool's slots have 2 GB)."""
+    if (ctx.backend or ctx.session().cfg.backend) != "condor":
+        return
+    backend = ctx.session().backend("condor")
+    largest: dict[str, int] = getattr(backend, "largest_slots", dict)()
+    sites = [s for s in largest if task.sites.permits(s)]
+    if not sites:
+        return
+    top = max(largest[s] for s in sites)
+    for label, mb in [("resources.memory", task.resources.memory_mb),
+                      *(("retry.memory step", m) for m in task.retry.memory_ladder_mb)]:
+        if mb > top:
+            ctx.log(f"warning: {label} {units.format_mb(mb)} is more than any slot offers "
+                    f"({units.format_mb(top)} at most, at {', '.join(sorted(s for s in sites if largest[s] == top))}): "
+                    "jobs asking for it will stay idle")
 
 
 def _plan_json(ctx: Context, plan: Any, description: str, *, jobs: bool) -> dict[str, Any]:
@@ -359,8 +379,8 @@ def _print_status(ctx: Context, task: TaskRow, *, jobs: bool) -> None:
                        + (f"{r['failure']}: {r['reason']}" if r["failure"] else (r["reason"] or "")))
     else:
         bad = sess.store.jobs(task.id, states=["failed", "held"])
-        for r in bad[:5]:
-            click.echo(f"  job {r['job']} {r['state']}: {r['failure'] or ''}: {r['reason'] or ''}")
+        for b in bad[:5]:
+            click.echo(f"  job {b['job']} {b['state']}: {b['failure'] or ''}: {b['reason'] or ''}")
         if len(bad) > 5:
             click.echo(f"  ... and {len(bad) - 5} more (--jobs lists them all)")
         if any(r["state"] == "failed" for r in bad):
@@ -510,13 +530,13 @@ def logs(ctx: Context, task_ref: str, job: int, attempt: int | None, only: str |
                        + (f", peak {a['max_rss_mb']} MB" if a["max_rss_mb"] else "")
                        + (f", exit {a['exit_code']}" if a["exit_code"] is not None else "")
                        + (f", {a['failure']}: {a['reason']}" if a["failure"] else ""))
+            events = (_event_blocks(td.events_log, a["cluster"], a["proc"]) if task.backend == "condor"
+                      else _local_events(td.local_events, a["round"], a["proc"])) if only in (None, "events") else []
             parts: list[tuple[str, Callable[[], str]]] = [
-                ("stdout", lambda n=n: _read(td.stdout(job, n))),
-                ("stderr", lambda n=n: _read(td.stderr(job, n))),
-                ("events", lambda a=a: "\n".join(
-                    _event_blocks(td.events_log, a["cluster"], a["proc"]) if task.backend == "condor"
-                    else _local_events(td.local_events, a["round"], a["proc"])) or "(none yet)"),
-                ("result", lambda n=n: _read(td.result(job, n))),
+                ("stdout", partial(_read, td.stdout(job, n))),
+                ("stderr", partial(_read, td.stderr(job, n))),
+                ("events", partial(str, "\n".join(events) or "(none yet)")),
+                ("result", partial(_read, td.result(job, n))),
             ]
             for name, read in parts:
                 if only in (None, name):

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import fcntl
 import shutil
+import subprocess
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from juno_jobs import backends, gcpause, retry
@@ -152,17 +154,27 @@ def _submit(sess: Session, plan: Plan, *, backend: str | None, hold: bool) -> Ta
         if plan.output is not None:
             outputs.ensure_dataset(sess.client, plan.output.scope, plan.output.name)
     except BaseException:
-        # Nothing reached the batch system: leave no trace of the task.
-        with store.transaction() as db:
-            for table in ("jobs", "tasks"):
-                db.execute(f"DELETE FROM {table} WHERE {'id' if table == 'tasks' else 'task_id'}=?", (task_id,))
-        shutil.rmtree(td.root, ignore_errors=True)
+        _forget(store, task_id, td)  # nothing reached the batch system: leave no trace of the task
         raise
     sess.log(f"task {task_id} written to {td.root} ({time.perf_counter() - started:.2f} s)")
     items = [Item(job=j.index, attempt=1, memory_mb=memory, sites=j.sites) for j in plan.jobs]
     task = store.task(task_id)
-    _submit_round(sess, be, task, items, hold=hold)
+    try:
+        _submit_round(sess, be, task, items, hold=hold)
+    except BackendError:
+        # The batch system refused the first round: nothing runs, so nothing of the task is kept (the
+        # output dataset stays, open and empty: submitting again uses it).
+        _forget(store, task_id, td)
+        raise
     return store.task(task_id)
+
+
+def _forget(store: Store, task_id: int, td: TaskDir) -> None:
+    with store.transaction() as db:
+        for table in ("attempts", "rounds", "jobs"):
+            db.execute(f"DELETE FROM {table} WHERE task_id=?", (task_id,))
+        db.execute("DELETE FROM tasks WHERE id=?", (task_id,))
+    shutil.rmtree(td.root, ignore_errors=True)
 
 
 def _submit_round(sess: Session, be: Backend, task: TaskRow, items: Sequence[Item], *, hold: bool = False) -> int:
@@ -315,6 +327,9 @@ def _judge(td: TaskDir, job: int, attempt: int, exit_code: int | None, signal: i
 
 
 def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
+    from requests import RequestException
+    from rucio.common.exception import RucioException
+
     from juno_jobs import outputs
     from juno_jobs.pfns import PfnMaker
     from juno_jobs.resolve import rse_infos
@@ -338,8 +353,8 @@ def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
         preferred = [i.get("rse") for i in result.get("inputs", []) if i.get("rse")] + sorted(bases)
         try:
             rse = outputs.choose_rse(target.rse, row["site"] or result.get("site"), rses, preferred)
-            done = outputs.finalize(client, maker, dataset=(target.scope, target.name),
-                                    file_name=lambda f, j=job: target.file_name(j, f),
+            name_of: Callable[[str], str] = partial(target.file_name, job)
+            done = outputs.finalize(client, maker, dataset=(target.scope, target.name), file_name=name_of,
                                     outputs_dir=td.attempt_dir(job, attempt) / "outputs",
                                     records=list(result.get("outputs", [])), rse=rse, log=sess.log)
         except outputs.OutputError as err:
@@ -348,6 +363,12 @@ def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
                 report.gave_up += 1
             else:
                 report.warnings.append(f"job {job}: outputs not registered yet ({err}); the next status tries again")
+            continue
+        except (RucioException, RequestException, OSError, subprocess.TimeoutExpired) as err:
+            # Rucio or storage unreachable for a moment: the job stays `finishing`, and because every
+            # step is idempotent the next status simply goes through it again.
+            report.warnings.append(f"job {job}: outputs not registered yet ({type(err).__name__}: {err}); "
+                                   "the next status tries again")
             continue
         sess.store.add_outputs(task.id, [(job, attempt, d.scope, d.name, d.rse, d.bytes, d.adler32) for d in done])
         sess.store.set_jobs(task.id, [job], state="done")

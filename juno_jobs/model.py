@@ -138,7 +138,7 @@ class RseInfo:
     tape: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: 100,000 of them per large task, and frozen __init__ is 3x slower
 class InputFile:
     """A file of the input and the RSEs holding an AVAILABLE replica of it."""
 

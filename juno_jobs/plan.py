@@ -61,17 +61,18 @@ def output_target(task: Task, account: str) -> OutputTarget | None:
     return OutputTarget(scope=scope, name=name, rse=task.output.rse, patterns=task.output.files)
 
 
-def output_exists(client: Any, target: OutputTarget) -> bool:
+def output_exists(client: Any, target: OutputTarget) -> str:
+    """'no', 'empty' (exists, open, no files: e.g. left by a submission the schedd refused) or 'used'."""
     from rucio.common.exception import DataIdentifierNotFound
 
     try:
-        client.get_did(target.scope, target.name)
+        did = client.get_did(target.scope, target.name, dynamic_depth="FILE")
     except DataIdentifierNotFound:
-        return False
-    return True
+        return "no"
+    return "empty" if did.get("open") and not did.get("length") else "used"
 
 
-def check_output(target: OutputTarget, exists: bool, rses: dict[str, RseInfo], owned: Callable[[str, str], bool]
+def check_output(target: OutputTarget, exists: str, rses: dict[str, RseInfo], owned: Callable[[str, str], bool]
                  ) -> None:
     if target.rse != "site":
         info = rses.get(target.rse)
@@ -80,11 +81,13 @@ def check_output(target: OutputTarget, exists: bool, rses: dict[str, RseInfo], o
                             f"{', '.join(sorted(r for r, i in rses.items() if not i.tape))}, or 'site'")
         if info.tape:
             raise PlanError(f"output.rse {target.rse} is a tape RSE: outputs go to disk")
-    if not exists:
+    if exists == "no":
         return
     if owned(target.scope, target.name):
         raise PlanError(f"output dataset {target.did} belongs to an earlier task here: resubmit that task "
                         "(juno-submit resubmit), or give this one another output.dataset")
+    if exists == "empty":
+        return  # open and empty: nothing to collide with, it is used as it is
     raise PlanError(f"output dataset {target.did} already exists in Rucio: give output.dataset another name")
 
 
@@ -92,7 +95,11 @@ def _bases(plan: Plan, maker: PfnMaker, log: Callable[[str], None]) -> None:
     """One base URL per RSE the jobs read from; per-file PFNs where Rucio's paths differ from ours."""
     samples: dict[str, InputFile] = {}
     for group in plan.groups:
+        seen: set[tuple[str, ...]] = set()  # files of one block share their RSE tuple: look at each once
         for f in group.files:
+            if f.rses in seen:
+                continue
+            seen.add(f.rses)
             for r in f.rses:
                 if r not in samples and r in plan.rses and not plan.rses[r].tape \
                         and plan.rses[r].site in group.sites:
@@ -147,10 +154,13 @@ def _make_plan(task: Task, client: Any, *, owned: Callable[[str, str], bool], lo
         plan.resolve_s, plan.rucio_calls = res.resolve_s, res.calls
         plan.groups = locality.group_by_sites(res.files, rses, task.sites)
         assert split.files_per_job is not None
-        plan.jobs = splitting.split_files(plan.groups, split.files_per_job, max_jobs=split.max_jobs)
-        plan.n_files = len(res.files)
-        plan.bytes = sum(g.bytes for g in plan.groups)
-        _bases(plan, PfnMaker(client), log)
+        with ThreadPoolExecutor(1) as side:
+            # The RSE bases are a few REST calls: they come in while the files are split into jobs.
+            bases = side.submit(_bases, plan, PfnMaker(client), log)
+            plan.jobs = splitting.split_files(plan.groups, split.files_per_job, max_jobs=split.max_jobs)
+            plan.n_files = len(res.files)
+            plan.bytes = sum(g.bytes for g in plan.groups)
+            bases.result()
         readable = set(plan.rse_bases)
         cache: dict[frozenset[tuple[str, ...]], tuple[str, ...]] = {}
         for job in plan.jobs:

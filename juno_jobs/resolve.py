@@ -217,7 +217,7 @@ class Resolver:
         """(datasets, files) reachable from the inputs; containers are walked level by level."""
         datasets: list[Did] = []
         files: list[Did] = []
-        containers = []
+        containers: list[Did] = []
         for did, kind in roots:
             {"DATASET": datasets, "FILE": files}.get(kind, containers).append(did)
         seen: set[Did] = set()

@@ -293,7 +293,8 @@ def main(argv: list[str]) -> int:
                               "request_memory_mb": memory_mb, "started": time.time(), "exit_code": None,
                               "failure": None, "message": "", "max_rss_mb": 0, "inputs": [], "outputs": []}
     try:
-        attempt_dir.mkdir(parents=True, exist_ok=True)
+        # Not parents=True: if the task directory is gone (removed under a late job), do not recreate it.
+        attempt_dir.mkdir(exist_ok=True)
         task = json.loads((task_dir / "task.json").read_text())
         spec = job_line(task_dir, job)
         log(f"task {task['name']} job {job} attempt {attempt} at site {site}, {memory_mb} MB requested")
@@ -337,7 +338,7 @@ def main(argv: list[str]) -> int:
         result["exit_code"] = EXIT[result["failure"]]
     tmp = attempt_dir / "result.json.tmp"
     try:
-        attempt_dir.mkdir(parents=True, exist_ok=True)
+        attempt_dir.mkdir(exist_ok=True)
         tmp.write_text(json.dumps(result, indent=1))
         tmp.replace(attempt_dir / "result.json")
     except OSError as err:

@@ -29,7 +29,8 @@ def test_batch_goes_when_full_or_old() -> None:
     assert policy.due(2, 10.0, 10.5)
     assert policy.due(3, 10.0, 10.0)
     assert policy.wait_left(None, 1.0) == 0.5
-    assert policy.wait_left(10.0, 10.2) == pytest.approx(0.3)
+    assert policy.wait_left(10.0, 10.2) == pytest.approx(0.05)  # linger: a short wait for more
+    assert policy.wait_left(10.0, 10.48) == pytest.approx(0.02)  # never past max_wait_s
     assert policy.wait_left(10.0, 11.0) == 0.0
 
 

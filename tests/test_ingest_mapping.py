@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
 
+from juno_ingest import messages
 from juno_ingest.mapping import expected_path, plan_block, plan_file, receiving_day
 from juno_ingest.messages import SpadeMessage
 from rucio_policy import naming
@@ -50,6 +51,18 @@ def test_file_dict_has_no_metadata_unless_asked_or_given() -> None:
     assert rich["md5"] == "a" * 32
     assert rich["meta"] == {"events": 7, "juno_sha256": "b" * 64, "run_number": 10554,
                             "stream_name": "JUNODAQ.global_trigger", "juno_received_at": "2025-10-09T14:05:00.000Z"}
+
+
+def test_raw_path_is_rucios_lfn2pfn() -> None:
+    from juno_ingest.simulate import SimSpec, make_plan
+    from rucio_policy import lfn2pfn
+
+    plan = make_plan(SimSpec(files=300, days=3, streams=("JUNODAQ.p1", "TAODAQ.p2"), files_per_run=7, seed=3))
+    for f in plan.files:
+        msg = message(lfn=f.lfn, run=f.run, stream=f.stream)
+        parsed = messages.parse(msg.to_json())
+        assert isinstance(parsed, messages.SpadeMessage)
+        assert plan_file(parsed).path == lfn2pfn.juno_path("raw", f.lfn) == plan_file(msg).path
 
 
 def test_expected_path_with_rucio_prefixes() -> None:

@@ -35,6 +35,7 @@ def make_task(tmp_path: Path, script: str, *, outputs: list[str], wall_s: int = 
               release: str | None = None) -> Path:
     root = tmp_path / "task"
     (root / "payload").mkdir(parents=True)
+    (root / "attempts").mkdir()  # as taskdir.write makes it
     (root / "payload" / "script.sh").write_text(script)
     (root / "task.json").write_text(json.dumps({
         "id": 1, "uuid": "u", "name": "t", "payload": {"kind": "script", "path": "payload/script.sh"},

@@ -36,7 +36,7 @@ def stream(grid, tmp_path_factory: pytest.TempPathFactory) -> str:
     name = new_stream()
     blocks = make_blocks(client, tmp_path_factory.mktemp("cli"), name, [date(2025, 10, 12)], files_per_block=2)
     rule_ids = add_rules(client, blocks, "CNAF-DISK")
-    daemons.drive_until(lambda: rules_ok(client, rule_ids), timeout=300)
+    daemons.drive_until(lambda: rules_ok(client, rule_ids), timeout=900)
     return name
 
 
@@ -154,3 +154,26 @@ def test_page_embeds_data_that_cannot_end_its_script_element() -> None:
     html = render_page({"reason": "</script><img src=x onerror=alert(1)>"}, live=False)
     assert "</script><img" not in html and "\\u003c/script\\u003e\\u003cimg" in html
     assert html.count("<script") == html.count("</script>") == 3
+
+
+def test_serve_collects_at_most_once_per_refresh_and_keeps_the_last_good_status() -> None:
+    import time
+
+    from juno_dci.collect import Selection
+    from juno_dci.db import StatusError
+    from juno_dci.server import StatusCache
+
+    calls: list[int] = []
+
+    def collector(_selection: Selection) -> dict[str, int]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise StatusError("database down")
+        return {"n": len(calls)}
+
+    cache = StatusCache(Selection(), ttl=0.2, collector=collector)
+    assert cache.get() == ({"n": 1}, None) and cache.get() == ({"n": 1}, None) and len(calls) == 1
+    time.sleep(0.25)
+    assert cache.get() == ({"n": 1}, "database down")  # the page keeps the last numbers, with a banner
+    time.sleep(0.25)
+    assert cache.get() == ({"n": 3}, None)

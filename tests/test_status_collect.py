@@ -115,7 +115,7 @@ def replicated(grid, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, lis
     stream = new_stream()
     blocks = make_blocks(client, tmp_path_factory.mktemp("status"), stream, [date(2025, 10, 9), date(2025, 10, 10)])
     rule_ids = add_rules(client, blocks, "CNAF-DISK")
-    daemons.drive_until(lambda: rules_ok(client, rule_ids), timeout=300)
+    daemons.drive_until(lambda: rules_ok(client, rule_ids), timeout=900)
     return stream, blocks
 
 

@@ -95,6 +95,23 @@ def _session(grid: Any, backend: str, work: Path, account: str = "analyst1") -> 
     return control.Session(cfg=cfg, store=Store(cfg.db_path), rucio=lambda: client, log=print)
 
 
+def _wait_runners_done(td: Any, timeout: float = 60) -> None:
+    """The local backend's runners are detached: let them finish before the directory goes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = {p.name.split(".")[1] for p in td.root.glob("local-runner.*.pid")}
+        if all((td.root / f"local-runner.{r}.done").exists() for r in pids):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"local runners of {td.root} still running after {timeout:.0f} s")
+
+
+def _job(sess: control.Session, task_id: int, job: int) -> Any:
+    row = sess.store.job(task_id, job)
+    assert row is not None
+    return row
+
+
 def _task_file(tmp_path: Path, text: str, name: str = "task.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)
@@ -273,13 +290,14 @@ sites:
     # resubmit brings the failed jobs back (here: still failing, but as new attempts).
     out = runner.invoke(main, ["--dir", str(sess.cfg.work_dir), "-q", "resubmit", str(task.id), "--jobs", "2"])
     assert out.exit_code == 0, out.output
-    assert sess.store.job(task.id, 2)["attempts"] == 2
+    assert _job(sess, task.id, 2)["attempts"] == 2
     out = runner.invoke(main, ["--dir", str(sess.cfg.work_dir), "-q", "resubmit", str(task.id), "--jobs", "0"])
     assert out.exit_code == 4 and "not failed or killed" in out.output
     # kill takes it out of the batch system again; it ends as killed.
     out = runner.invoke(main, ["--dir", str(sess.cfg.work_dir), "-q", "kill", str(task.id)])
     assert out.exit_code == 0, out.output
-    assert sess.store.job(task.id, 2)["state"] in ("killed", "failed")  # it may have failed before the kill
+    assert _job(sess, task.id, 2)["state"] in ("killed", "failed")  # it may have failed before the kill
+    _wait_runners_done(control.task_dir(task))
 
 
 def test_a_job_that_needs_more_memory_succeeds_after_escalation(grid: Any, backend: str, work_dir: Path,
@@ -309,7 +327,7 @@ retry:
     assert [(a["memory"], a["state"], a["failure"]) for a in attempts] == [
         (512, "failed", "memory"), (1024, "succeeded", None)], [dict(a) for a in attempts]
     assert attempts[0]["max_rss_mb"] > 512
-    assert sess.store.job(task.id, 0)["state"] == "done"
+    assert _job(sess, task.id, 0)["state"] == "done"
     assert task.dataset_closed
 
 
@@ -487,3 +505,20 @@ retry: {{max_attempts: 1}}
     out = _cli(grid, work_dir, "--backend", "local", "submit", str(failing), "--wait")
     assert out.exit_code == 7, out.output
     assert "resubmit 2 --failed" in out.output
+
+
+def test_a_refused_submission_leaves_no_task(grid: Any, work_dir: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    condor.configure_bindings(grid.cfg)
+    monkeypatch.setenv("JUNO_SUBMIT_SCHEDD", f"no-such-schedd-{uuid.uuid4().hex[:6]}")
+    task_file = _task_file(tmp_path, f"""name: {_unique('refused')}
+script: "true"
+splitting:
+  jobvars:
+    n: {{type: range, count: 2}}
+""")
+    out = _cli(grid, work_dir, "submit", str(task_file))
+    assert out.exit_code == 5, out.output
+    assert "cannot reach the schedd no-such-schedd-" in out.output
+    assert not Store(work_dir / "tasks.sqlite").tasks()
+    assert not list((work_dir / "tasks").glob("*"))

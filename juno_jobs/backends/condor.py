@@ -37,6 +37,8 @@ class CondorBackend:
             try:
                 if self.cfg.schedd:
                     ad = htcondor2.Collector().locate(htcondor2.DaemonType.Schedd, self.cfg.schedd)
+                    if ad is None:  # htcondor2 answers None, and Schedd(None) would be the local schedd
+                        raise LookupError(f"the collector knows no schedd named {self.cfg.schedd}")
                     self._schedd = htcondor2.Schedd(ad)
                 else:
                     self._schedd = htcondor2.Schedd()
@@ -50,6 +52,24 @@ class CondorBackend:
         desc = subdesc.description(td, uuid=uuid, name=name, task_id=task_id, resources=resources,
                                    max_idle=self.cfg.max_idle, rnd=rnd, hold=hold)
         return subdesc.submit_text(desc, str(td.items(rnd)))
+
+    def largest_slots(self) -> dict[str, int]:
+        """Site → the most memory (MB) one slot there offers, from the collector; {} if it does not answer.
+        A job asking for more never starts: planning warns about it."""
+        import htcondor2
+
+        try:
+            ads = htcondor2.Collector().query(htcondor2.AdType.Startd, projection=["JUNO_Site", "Memory",
+                                                                                   "TotalSlotMemory"])
+        except Exception:  # noqa: BLE001 - a warning only: no collector, no warning
+            return {}
+        out: dict[str, int] = {}
+        for ad in ads:
+            site = ad.get("JUNO_Site")
+            memory = ad.get("TotalSlotMemory", ad.get("Memory"))
+            if site and isinstance(memory, int):
+                out[str(site)] = max(out.get(str(site), 0), memory)
+        return out
 
     def find_round(self, td: TaskDir, uuid: str, rnd: int) -> int | None:
         """The cluster of a round the schedd has although the store never heard back (a crash between

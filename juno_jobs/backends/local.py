@@ -145,10 +145,10 @@ def _cancelled(path: Path, rnd: int) -> set[int] | None:
 def run_round(root: Path, rnd: int) -> None:
     td = TaskDir(root)
     _pidfile(td, rnd).write_text(str(os.getpid()))
-    items = []
+    items: list[tuple[int, int, int, list[str]]] = []
     for line in td.items(rnd).read_text().splitlines():
-        job, attempt, memory, sites = (line.split(maxsplit=3) + [""])[:4]
-        items.append((int(job), int(attempt), int(memory), [s for s in sites.split(",") if s]))
+        fields = (line.split(maxsplit=3) + [""])[:4]
+        items.append((int(fields[0]), int(fields[1]), int(fields[2]), [s for s in fields[3].split(",") if s]))
     slots = max(1, os.cpu_count() or 1)
     running: dict[int, subprocess.Popen[bytes]] = {}
     waiting = list(range(len(items)))
