@@ -7,15 +7,16 @@ CRAB does, with the cheap calls, several blocks at a time:
 
   1. `get_did` for every input DID (a missing DID stops the task here, before anything else);
   2. containers → their datasets (`list_content`, a handful of calls);
-  3. per dataset, in parallel: `list_files` (names, bytes, adler32) and `list_dataset_replicas(deep=True)`
-     (per RSE, how many of the dataset's files have an AVAILABLE replica there, counted from the file
-     replicas themselves);
+  3. per dataset, six at a time: `list_files` (names, bytes, adler32; parsed in one piece, see list_files)
+     and `list_dataset_replicas(deep=True)` (per RSE, how many of the dataset's files have an AVAILABLE
+     replica there, counted from the file replicas themselves, not from Rucio's collection-replica
+     summary, which only a daemon keeps current);
   4. an RSE with all of a dataset's files holds each of them; a dataset that is only partly at an RSE
      (a copy in progress) gets the exact answer from `list_replicas` restricted to those RSEs;
   5. files given directly (not in a dataset) go through `list_replicas`.
 
-PFNs are not needed to plan: `pfns.py` computes them from each RSE's protocol and the lfn2pfn path when the
-job specs are written. Metadata filters on fields of raw file names cost nothing; other keys cost one
+PFNs are not needed to plan: planning fixes one URL base per RSE (pfns.py) and each job computes the
+paths of its own files. Metadata filters on fields of raw file names cost nothing; other keys cost one
 `get_metadata_bulk` per 1000 files.
 """
 

@@ -328,7 +328,7 @@ class Plan:
     pending: int = 0  # open blocks whose fraction placement is decided when they close
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)  # where the seconds went: read, diff, open_state
+    timings: dict[str, float] = field(default_factory=dict)  # where the seconds went: read, diff
 
     def count(self, kind: str) -> int:
         return sum(1 for a in self.actions if a.kind == kind)
@@ -393,51 +393,72 @@ def _policy_meta(client: Any, policy: Policy, scope: str, name_filter: str | Non
 
 @dataclass
 class _ScopeView:
-    """What plan reads of one scope."""
+    """What plan reads of one scope: its collections, what the policy reads of them, their rules."""
 
-    types: dict[str, str]  # collection name → DATASET | CONTAINER (plus DIDs seen only through a rule)
-    meta: dict[str, dict[str, Any]]  # name → the metadata classes match on
+    dids: dict[str, Did]  # name → the DID as the policy sees it (type, class metadata, open state if needed)
     verdicts: dict[str, dict[str, bool]]  # name → placement key → placed?
     rules: dict[str, list[ExistingRule]]  # name → its rules
-    rules_listed: int
+    rules_listed: int = 0
 
 
 def _read_scope(client: Any, policy: Policy, scope: str, name_filter: str | None) -> _ScopeView:
-    rules: dict[str, list[ExistingRule]] = {}
     if name_filter:
-        types, meta, verdicts = _collections_and_meta(client, policy, scope, name_filter)
-        if len(types) <= _PER_DID_LIMIT:
+        view = _collections(client, policy, scope, name_filter)
+        if len(view.dids) <= _PER_DID_LIMIT:
             # A few DIDs (one stream, one block): their own rules, not the whole scope's.
-            for name in types:
-                rules[name] = [ExistingRule.from_rucio(r) for r in client.list_did_rules(scope, name)]
-            return _ScopeView(types, meta, verdicts, rules, sum(len(r) for r in rules.values()))
-    listed = 0
-    # The collections and metadata searches run while the rules stream in: the server answers them in
-    # parallel (the client's HTTP session pools its connections, so one client can serve both).
-    with ThreadPoolExecutor(1) as pool:
-        pending = None if name_filter else pool.submit(_collections_and_meta, client, policy, scope, None)
-        for row in client.list_replication_rules({"scope": scope}):
-            if name_filter and not fnmatchcase(str(row["name"]), name_filter):
-                continue
-            rule = ExistingRule.from_rucio(row)
-            rules.setdefault(rule.name, []).append(rule)
-            listed += 1
-        if pending is not None:
-            types, meta, verdicts = pending.result()
-    for name, found in rules.items():
-        types.setdefault(name, found[0].did_type or "FILE")
-    return _ScopeView(types, meta, verdicts, rules, listed)
+            for name in view.dids:
+                view.rules[name] = [ExistingRule.from_rucio(r) for r in client.list_did_rules(scope, name)]
+            view.rules_listed = sum(len(r) for r in view.rules.values())
+            return view
+        rules = _scope_rules(client, scope, name_filter)
+    else:
+        # The collections, their metadata and open states are read while the rules stream in: the
+        # server answers both at once (the client's HTTP session pools its connections, so one client
+        # serves both threads), and the rule listing is what takes the time.
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(_collections, client, policy, scope, None)
+            rules = _scope_rules(client, scope, None)
+            view = pending.result()
+    view.rules = rules
+    view.rules_listed = sum(len(r) for r in rules.values())
+    for name, found in rules.items():  # DIDs that only appear through a rule (files, say)
+        if name not in view.dids:
+            view.dids[name] = Did(scope, name, naming.normalize_did_type(found[0].did_type) or "FILE")
+    return view
 
 
-def _collections_and_meta(client: Any, policy: Policy, scope: str, name_filter: str | None
-                          ) -> tuple[dict[str, str], dict[str, dict[str, Any]], dict[str, dict[str, bool]]]:
-    """Name → DATASET|CONTAINER of the scope's collections, and what the policy reads of their metadata."""
-    types: dict[str, str] = {}
+def _scope_rules(client: Any, scope: str, name_filter: str | None) -> dict[str, list[ExistingRule]]:
+    rules: dict[str, list[ExistingRule]] = {}
+    for row in client.list_replication_rules({"scope": scope}):
+        if name_filter and not fnmatchcase(str(row["name"]), name_filter):
+            continue
+        rule = ExistingRule.from_rucio(row)
+        rules.setdefault(rule.name, []).append(rule)
+    return rules
+
+
+def _collections(client: Any, policy: Policy, scope: str, name_filter: str | None) -> _ScopeView:
+    """The scope's collections with what the policy reads of them: the metadata its classes match on,
+    placement verdicts, and, for the DIDs whose placement is undecided, whether they are still open
+    (decided when they close) and their size (Rucio's DID listings say neither)."""
+    meta, verdicts = _policy_meta(client, policy, scope, name_filter)
+    dids: dict[str, Did] = {}
     for did_type in ("dataset", "container"):
         for name in client.list_dids(scope, [_name_search(name_filter)], did_type=did_type):
-            types[str(name)] = did_type.upper()
-    meta, verdicts = _policy_meta(client, policy, scope, name_filter)
-    return types, meta, verdicts
+            dids[str(name)] = Did(scope, str(name), did_type.upper(), meta=meta.get(str(name), {}))
+    undecided = [did for did in dids.values() if _undecided(policy, did, verdicts.get(did.name, {}))]
+    for start in range(0, len(undecided), _META_CHUNK):
+        chunk = [{"scope": scope, "name": d.name} for d in undecided[start:start + _META_CHUNK]]
+        for row in client.get_metadata_bulk(chunk, plugin="DID_COLUMN"):
+            name = str(row["name"])
+            dids[name] = replace(dids[name], is_open=bool(row.get("is_open")), bytes=row.get("bytes"))
+    return _ScopeView(dids, verdicts, {})
+
+
+def _undecided(policy: Policy, did: Did, verdicts: Mapping[str, bool]) -> bool:
+    """The DID is in a class with a fraction rule whose decision it does not carry."""
+    data_class = policy.class_for(did.scope, did.name, did.did_type, did.meta)
+    return data_class is not None and any(key not in verdicts for key in _placement_keys(data_class))
 
 
 def _name_search(name_filter: str | None) -> dict[str, str]:
@@ -458,63 +479,33 @@ def plan(client: Any, policy: Policy, *, scope_filter: str | Iterable[str] | Non
     scopes = _scopes(client, policy, scope_filter)
     result = Plan(policy_source=policy.source, scopes=scopes, name_filter=name_filter)
     now = _now()
-    timings = dict.fromkeys(("read", "diff", "open_state"), 0.0)
+    timings = dict.fromkeys(("read", "diff"), 0.0)
     for index, scope in enumerate(scopes):
         mark = time.perf_counter()
         view = _read_scope(client, policy, scope, name_filter)
         timings["read"] += time.perf_counter() - mark
         mark = time.perf_counter()
         result.rules_listed += view.rules_listed
-        types, meta, verdicts, rules_by_name = view.types, view.meta, view.verdicts, view.rules
         owner = rule_owner(scope)
-        diffs: list[DidDiff] = []
-        undecided: list[Did] = []
-        for name, did_type in types.items():
-            did = Did(scope, name, did_type, meta=meta.get(name, {}))
-            rules = rules_by_name.get(name, ())
-            if not rules and policy.class_for(scope, name, did_type, did.meta) is None:
+        for name, did in view.dids.items():
+            rules = view.rules.get(name, ())
+            if not rules and policy.class_for(scope, name, did.did_type, did.meta) is None:
                 continue  # no class, no rules: nothing to say (most user data)
-            diff = diff_did(policy, did, rules, owner=owner, now=now, verdicts=verdicts.get(name))
-            if diff.plan.pending:
-                undecided.append(did)  # open, or closed and to decide: Rucio's listings do not say
-            else:
-                diffs.append(diff)
-        timings["diff"] += time.perf_counter() - mark
-        mark = time.perf_counter()
-        for did in _with_open_state(client, undecided):
-            diffs.append(diff_did(policy, did, rules_by_name.get(did.name, ()), owner=owner, now=now,
-                                  verdicts=verdicts.get(did.name)))
-        timings["open_state"] += time.perf_counter() - mark
-        for diff in diffs:
+            diff = diff_did(policy, did, rules, owner=owner, now=now, verdicts=view.verdicts.get(name))
             result.dids += 1
             result.classified += diff.plan.class_name is not None
             result.in_sync += diff.in_sync
             result.others += len(diff.others)
-            result.pending += bool(diff.plan.pending) and diff.did.is_open is not False
+            result.pending += bool(diff.plan.pending) and did.is_open is not False
             result.actions.extend(diff.actions)
-            result.problems.extend(f"{diff.did.scope}:{diff.did.name}: {p}" for p in diff.plan.problems)
+            result.problems.extend(f"{scope}:{name}: {p}" for p in diff.plan.problems)
+        timings["diff"] += time.perf_counter() - mark
         if progress:
             progress(index + 1, len(scopes))
     result.actions.sort(key=lambda a: (a.scope, a.name, ACTION_ORDER[a.kind]))
     result.seconds = time.perf_counter() - started
     result.timings = {key: round(value, 3) for key, value in timings.items()}
     return result
-
-
-def _with_open_state(client: Any, dids: list[Did]) -> list[Did]:
-    """The DIDs with is_open and bytes filled in from Rucio (DID columns, in bulk)."""
-    state: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for start in range(0, len(dids), _META_CHUNK):
-        chunk = [{"scope": d.scope, "name": d.name} for d in dids[start:start + _META_CHUNK]]
-        for row in client.get_metadata_bulk(chunk, plugin="DID_COLUMN"):
-            state[(str(row["scope"]), str(row["name"]))] = row
-    out = []
-    for did in dids:
-        row = state.get((did.scope, did.name))
-        if row is not None:
-            did = replace(did, is_open=bool(row.get("is_open")), bytes=row.get("bytes"))
-        out.append(did)
-    return out
 
 
 # -- apply ----------------------------------------------------------------------------------------

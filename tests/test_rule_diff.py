@@ -180,3 +180,17 @@ def test_a_deleted_rule_is_restored_and_a_deleted_unwanted_one_left_alone() -> N
     assert "deleted (Rucio removes it at" in action.reason and "restore it" in action.reason
     gone = rule("cnaf_disk", id="old", comment=rule_comment("raw", "old_rule"), expires_at=NOW + timedelta(minutes=5))
     assert diff_did(POLICY, block(), [*all_rules(), gone], owner=OWNER, now=NOW).actions == ()
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"priority": 1}, {"activity": "Debug"}, {"locked": True}, {"comment": "x"}, {"account": "jcoord"},
+    {"copies": 2}, {"grouping": "ALL"}, {"rse_expression": "IN2P3-DISK"}, {"expires_at": None},
+    {"expires_at": NOW + timedelta(days=29, hours=23, minutes=30)}, {"expires_at": NOW + timedelta(days=40)},
+])
+def test_fast_in_sync_check_agrees_with_the_full_comparison(changes: dict[str, Any]) -> None:
+    from rucio_policy.rule_diff import _identical, deviations
+
+    desired = wanted(block())["ihep_disk"]
+    existing = rule("ihep_disk", created=NOW - timedelta(days=1), **changes)
+    words, _, replace = deviations(desired, existing, OWNER, NOW)
+    assert _identical(desired, existing, OWNER) is (not words and not replace)

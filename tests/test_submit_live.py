@@ -69,10 +69,10 @@ def raw_input(grid: Any, tmp_path_factory: pytest.TempPathFactory) -> RawInput:
     return RawInput(container=month, blocks=blocks, files=files)
 
 
-@pytest.fixture(params=["condor", "local"])
+@pytest.fixture(params=[pytest.param("condor", marks=pytest.mark.condor), "local"])
 def backend(request: pytest.FixtureRequest, grid: Any) -> str:
+    """The same behaviour tests on both backends."""
     if request.param == "condor":
-        request.applymarker(pytest.mark.condor)
         condor.configure_bindings(grid.cfg)
         ok, msg = condor.health(grid.cfg)
         assert ok, msg
@@ -360,6 +360,7 @@ def _cli(grid: Any, work: Path, *args: str) -> Any:
     return CliRunner().invoke(main, ["--dir", str(work), "-q", *args])
 
 
+@pytest.mark.condor
 def test_bad_task_file_is_reported_with_file_and_line_and_nothing_is_submitted(grid: Any, work_dir: Path,
                                                                                  tmp_path: Path) -> None:
     condor.configure_bindings(grid.cfg)
@@ -383,6 +384,7 @@ resources:
     assert _no_jobs_named(name)
 
 
+@pytest.mark.condor
 def test_missing_input_did_is_a_clear_error_and_nothing_is_submitted(grid: Any, raw_input: RawInput,
                                                                        work_dir: Path, tmp_path: Path) -> None:
     condor.configure_bindings(grid.cfg)
@@ -507,6 +509,7 @@ retry: {{max_attempts: 1}}
     assert "resubmit 2 --failed" in out.output
 
 
+@pytest.mark.condor
 def test_a_refused_submission_leaves_no_task(grid: Any, work_dir: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     condor.configure_bindings(grid.cfg)
@@ -522,3 +525,35 @@ splitting:
     assert "cannot reach the schedd no-such-schedd-" in out.output
     assert not Store(work_dir / "tasks.sqlite").tasks()
     assert not list((work_dir / "tasks").glob("*"))
+
+
+def test_input_filter_on_name_fields_and_rucio_metadata(grid: Any, raw_input: RawInput, work_dir: Path,
+                                                        tmp_path: Path) -> None:
+    """seq comes from the raw names; bytes is Rucio DID metadata (get_metadata_bulk)."""
+    def planned(filt: str) -> list[str]:
+        task_file = _task_file(tmp_path, f"""name: {_unique('filter')}
+script: "true"
+input:
+  dids: raw:{raw_input.container}
+  filter: {filt}
+splitting:
+  files_per_job: 10
+""")
+        out = _cli(grid, work_dir, "plan", str(task_file), "--json", "--jobs")
+        assert out.exit_code == 0, out.output
+        return sorted(f.split(":", 1)[1] for j in json.loads(out.output)["job_list"] for f in j["files"])
+
+    seq2 = sorted(n for n in raw_input.files if n.endswith(".002.dat"))
+    assert planned("{seq: 2}") == seq2
+    assert planned("{bytes: {min: 21500}}") == seq2  # 22,000-byte files; the .001 ones have 21,000
+    assert planned("{seq: [1, 2], run_type: Physics}") == sorted(raw_input.files)
+    task_file = _task_file(tmp_path, f"""name: {_unique('filter')}
+script: "true"
+input:
+  dids: raw:{raw_input.container}
+  filter: {{run_type: Calib}}
+splitting:
+  files_per_job: 10
+""")
+    out = _cli(grid, work_dir, "plan", str(task_file))
+    assert out.exit_code == 4 and "passes input.filter (4 files looked at)" in out.output

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -14,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import daemons, procs, storage
-from .config import load
+from .config import REPO_ROOT, VENV_BIN, GridConfig, load
 from .grid import DAEMONS
 
 
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=5)
     parser.add_argument("--mb", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--no-jobs", action="store_true", help="stop after replication (no HTCondor task)")
     args = parser.parse_args(argv)
     # Rucio's client logs a VO warning on every start; the demo's own lines say what happens.
     logging.basicConfig(level=logging.ERROR)
@@ -112,7 +115,31 @@ def main(argv: list[str] | None = None) -> int:
         say(f"   {rep['name']:<70} {rep['adler32']:<9} {ihep or '-':<9} {cnaf or '-':<9} {verdict}")
     say(f"\n{'All copies verified.' if ok else 'Checksum mismatch: see above.'} "
         f"Try: .venv/bin/juno-grid exec -- rucio rule list --did raw:{block}")
-    return 0 if ok else 1
+    if not ok:
+        return 1
+    if args.no_jobs:
+        return 0
+    return run_task(cfg, block)
+
+
+def run_task(cfg: GridConfig, block: str) -> int:
+    """An analyst's task over the demo's block: jobs run on HTCondor at the sites holding the files."""
+    say("\n== 4. analyst1 runs a task over the block: jobs go where the data is, outputs go to Rucio")
+    env = {**os.environ, "RUCIO_CONFIG": str(cfg.rucio_cfg.parent / "analyst1.cfg")}
+    task = REPO_ROOT / "etc" / "tasks" / "raw-checksum.yaml"
+    submit = [str(VENV_BIN / "juno-submit"), "submit", str(task), "--input", f"raw:{block}", "--wait"]
+    say(f"   $ juno-submit submit etc/tasks/raw-checksum.yaml --input raw:{block} --wait")
+    done = subprocess.run(submit, env=env, text=True, capture_output=True, timeout=900)
+    for line in (done.stdout + done.stderr).splitlines():
+        say(f"   {line}")
+    if done.returncode != 0:
+        say(f"   the task did not complete (exit {done.returncode})")
+        return 1
+    status = subprocess.run([str(VENV_BIN / "juno-submit"), "status", "--jobs"], env=env, text=True,
+                            capture_output=True, timeout=120)
+    for line in status.stdout.splitlines():
+        say(f"   {line}")
+    return 0
 
 
 if __name__ == "__main__":
