@@ -66,3 +66,18 @@ def grid() -> Iterator[Grid]:
     left = grid_mod.running(CFG)
     assert not left or left <= _before, f"grid processes left after the session: {sorted(left)}"
 
+
+
+# Tests that need transfers to finish run first, while the transfer queue is short: the ingest and
+# policy tests that follow create thousands of raw rules, and Rucio's submitter serves the oldest
+# requests first whatever their priority.
+FIRST = ("test_grid", "test_grid_lifecycle", "test_transfers", "test_replication", "test_demo",
+         "test_condor_pool", "test_status_collect", "test_status_page", "test_status_cli", "test_fts_service")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        return FIRST.index(module) if module in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: within a module, and among the rest, the usual order stays

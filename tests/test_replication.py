@@ -78,7 +78,7 @@ def test_jinr_copy_goes_multihop_through_cnaf(grid, tmp_path: Path) -> None:
     client = grid.client()
     name, local = _put(grid, tmp_path, "multihop")
     [rule_id] = client.add_replication_rule([{"scope": SCOPE, "name": name}], 1, "JINR-DISK")
-    daemons.drive_until(lambda: _rule_ok(client, rule_id), timeout=240)
+    daemons.drive_until(lambda: _rule_ok(client, rule_id), timeout=480)
 
     hops = [(h["src"], h["dst"]) for h in _history(name) if str(h["state"]).endswith("DONE")]
     # The direct IHEP->JINR link is unavailable in etc/sites.yaml: the bytes went through CNAF.
@@ -95,11 +95,11 @@ def test_tape_write_then_read_back_stages_first(grid, tmp_path: Path) -> None:
     did = [{"scope": SCOPE, "name": name}]
     assert client.get_rse("IHEP-TAPE")["rse_type"] == "TAPE"
     [to_tape] = client.add_replication_rule(did, 1, "IHEP-TAPE")
-    daemons.drive_until(lambda: _rule_ok(client, to_tape), timeout=240)
+    daemons.drive_until(lambda: _rule_ok(client, to_tape), timeout=480)
 
     # Read back with the tape copy as the only allowed source.
     [back] = client.add_replication_rule(did, 1, "CNAF-DISK", source_replica_expression="IHEP-TAPE")
-    daemons.drive_until(lambda: _rule_ok(client, back), timeout=240)
+    daemons.drive_until(lambda: _rule_ok(client, back), timeout=480)
 
     from_tape = [h for h in _history(name) if h["src"] == "IHEP-TAPE" and h["dst"] == "CNAF-DISK"]
     assert from_tape and str(from_tape[-1]["state"]).endswith("DONE")
@@ -121,7 +121,7 @@ def test_destination_down_rule_stuck_then_repaired(grid, tmp_path: Path) -> None
     procs.stop(grid.cfg.run_dir, xrootd.proc_name(dst.name))
     try:
         [rule_id] = client.add_replication_rule([{"scope": SCOPE, "name": name}], 1, dst.name)
-        daemons.drive_until(lambda: client.get_replication_rule(rule_id)["state"] == "STUCK", timeout=300,
+        daemons.drive_until(lambda: client.get_replication_rule(rule_id)["state"] == "STUCK", timeout=480,
                             describe=lambda: _describe(client, rule_id, name))
         failures = [h for h in _history(name) if h["dst"] == dst.name]
         assert failures and all(str(h["state"]).endswith("FAILED") for h in failures)
@@ -133,7 +133,7 @@ def test_destination_down_rule_stuck_then_repaired(grid, tmp_path: Path) -> None
     # old (first day; rule_grouping.__is_retry_required): move that clock instead of waiting.
     _age_locks(rule_id, minutes=121)
     # The judge-repairer picks the STUCK rule up and new transfers complete.
-    daemons.drive_until(lambda: _rule_ok(client, rule_id), timeout=300,
+    daemons.drive_until(lambda: _rule_ok(client, rule_id), timeout=480,
                         describe=lambda: _describe(client, rule_id, name))
     rep = next(iter(client.list_replicas([{"scope": SCOPE, "name": name}], schemes=["root"])))
     assert storage.remote_adler32(rep["rses"][dst.name][0]) == storage.adler32_file(local)
