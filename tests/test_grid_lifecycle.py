@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,10 @@ def test_up_status_down_leaves_nothing(state_dir: Path) -> None:
     if os.geteuid() != 0:
         pytest.fail("needs root")
     cfg = GridConfig(state_dir=state_dir, netns=f"juno-life-{os.getpid()}")
-    # grid.up moves this thread into the new grid's namespace: come back for the tests that follow.
-    with netns.returning():
+    # grid.up moves this thread into the new grid's namespace and points RUCIO_CONFIG & co. at it:
+    # come back, and restore the environment, for the tests that follow.
+    saved_env = dict(os.environ)
+    with netns.returning(), _restored_environ(saved_env):
         try:
             grid.up(cfg, daemons=True, condor_pool=True, log=lambda m: None)
             rows = grid.status(cfg)
@@ -66,6 +69,15 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+@contextmanager
+def _restored_environ(saved: dict[str, str]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _root_of(pid: int) -> str:
