@@ -6,9 +6,11 @@ Figures, all measured in this run against the same Rucio server:
                        creation, the policy's rules (rucio_policy.engine), registration and attachment, dead-letter
                        checks and offset commits all inside the window
   ceiling_files_per_s  the raw bulk API on the same number of new files: add_replicas + attach_dids per chunk of
-                       the same size, with the same number of parallel clients, into blocks made beforehand
-                       (no validation, no lookup, no storage check, no rules); measured before and after the
-                       ingester, the mean of the two
+                       the same size, with the same number of parallel clients, into blocks made beforehand with
+                       the same policy rules (no validation, no lookup, no storage check; the judge's work on
+                       attaches to ruled datasets loads both alike); measured before and after the ingester,
+                       the mean of the two. ceiling_without_rules_files_per_s: the same into blocks without
+                       rules, for reference
   ratio                files_per_s / ceiling_files_per_s   (target >= 0.8; files_per_s target >= 1,000)
   latency_median_s     JUNO's nominal rate is about one file a minute; replayed 60x faster (one message a
                        second, received_at = publication time) into a running ingester: median time from
@@ -53,6 +55,8 @@ def main() -> int:
     parser.add_argument("--latency-rate", type=float, default=1.0,
                         help="messages per second for the latency run (nominal: 1/60; default 60x faster)")
     parser.add_argument("--keep-rules", action="store_true", help="leave the test blocks' rules in place")
+    parser.add_argument("--no-rules", action="store_true",
+                        help="diagnostic: the ingester gives blocks no rules (then the figures miss their cost)")
     parser.add_argument("-v", "--verbose", action="store_true", help="the ingester's JSON logs on stderr")
     args = parser.parse_args()
     if args.verbose:
@@ -64,15 +68,27 @@ def main() -> int:
         return run(args, cfg)
 
 
-def ceiling(client_factory: Any, n: int, bulk: int, parallel: int, size: int) -> float:
-    """add_replicas + attach_dids of n new files in chunks of `bulk`, `parallel` clients: files/s."""
+_ceiling_blocks: set[str] = set()
+
+
+def ceiling(client_factory: Any, n: int, bulk: int, parallel: int, size: int, *, rules: bool) -> float:
+    """add_replicas + attach_dids of n new files in chunks of `bulk`, `parallel` clients: files/s.
+
+    The blocks are made beforehand (not timed), with the policy's rules when `rules` (as the ingester's
+    blocks have them: attaching to a dataset with rules makes Rucio's judge evaluate the new files, and
+    that work competes with the attaches on the same server and database)."""
     from juno_ingest.mapping import SCOPE, plan_block
+    from rucio_policy import engine
 
     tag = uuid.uuid4().hex[:7]
     stream = f"JUNODAQ.c{tag}"
     blocks = [plan_block(stream, day).name for day in _days(3)]
+    _ceiling_blocks.update(blocks)
     client = client_factory()
     client.add_dids([{"scope": SCOPE, "name": b, "type": "DATASET"} for b in blocks])
+    if rules:
+        for block in blocks:
+            engine.ensure_block_rules(client, SCOPE, block)
     run = 1_000_000 + zlib.crc32(tag.encode()) % 8_000_000
     files = [{"scope": SCOPE, "name": f"RUN.{run}.JUNODAQ.Physics.ds-2.c{tag}.20251009140223.{i:05d}.dat",
               "bytes": size, "adler32": f"{zlib.adler32(f'{tag}{i}'.encode()):08x}"} for i in range(n)]
@@ -128,15 +144,19 @@ def run(args: argparse.Namespace, grid_cfg: Any) -> int:
         dlq={"topic": f"{topic}.dlq"}, batch={"max_messages": args.batch, "max_wait_s": 0.5},
         rucio={"bulk_size": args.bulk, "parallel": args.parallel},
         blocks={"streams": list(streams), "grace_s": 0.0, "close_check_s": 1.0},
-        metrics={"port": 0}, run={"once_idle_s": 2.0})
+        metrics={"port": 0}, run={"once_idle_s": 2.0}, rules={"apply": not args.no_rules})
     factory = default_client_factory(cfg)
     root = Client()
     load_before = os.getloadavg()
 
+    with_rules = not args.no_rules
     log(f"ceiling (before): add_replicas + attach_dids of {args.files} files, chunks of {args.bulk}, "
-        f"{args.parallel} clients ...")
-    ceiling_before = ceiling(factory, args.files, args.bulk, args.parallel, args.size)
+        f"{args.parallel} clients, blocks {'with' if with_rules else 'without'} the policy's rules ...")
+    ceiling_before = ceiling(factory, args.files, args.bulk, args.parallel, args.size, rules=with_rules)
     log(f"  {ceiling_before:.0f} files/s")
+    log("ceiling without rules (for reference) ...")
+    ceiling_bare = ceiling(factory, args.files, args.bulk, args.parallel, args.size, rules=False)
+    log(f"  {ceiling_bare:.0f} files/s")
 
     plan = sim.make_plan(sim.SimSpec(files=args.files, size=args.size, days=3, streams=streams, reorder=20,
                                      prefix=endpoint.prefix))
@@ -155,13 +175,13 @@ def run(args: argparse.Namespace, grid_cfg: Any) -> int:
         f"{summary.batches} batches, {summary.blocks_created} blocks)")
 
     log("ceiling (after) ...")
-    ceiling_after = ceiling(factory, args.files, args.bulk, args.parallel, args.size)
+    ceiling_after = ceiling(factory, args.files, args.bulk, args.parallel, args.size, rules=with_rules)
     log(f"  {ceiling_after:.0f} files/s")
     ceiling_mean = (ceiling_before + ceiling_after) / 2
 
     log("checking Rucio against the plan ...")
     today = _days(1)[0]
-    problems = verify.check_rucio(root, plan, closed_before=today, open_from=today)
+    problems = verify.check_rucio(root, plan, closed_before=today, open_from=today, policy_rules=not args.no_rules)
     if problems:
         log("Rucio does not hold what it should:\n  " + "\n  ".join(problems))
         return 1
@@ -174,7 +194,7 @@ def run(args: argparse.Namespace, grid_cfg: Any) -> int:
 
     blocks = set(plan.expected_blocks())
     if not args.keep_rules:
-        deleted = verify.cleanup_rules(root, sorted(blocks | _latency_blocks))
+        deleted = verify.cleanup_rules(root, sorted(blocks | _latency_blocks | _ceiling_blocks))
         log(f"deleted {deleted} rules of the benchmark's blocks")
     result = {
         "ratio": round(files_per_s / ceiling_mean, 3),
@@ -182,13 +202,14 @@ def run(args: argparse.Namespace, grid_cfg: Any) -> int:
         "ceiling_files_per_s": round(ceiling_mean, 1),
         "ceiling_before_files_per_s": round(ceiling_before, 1),
         "ceiling_after_files_per_s": round(ceiling_after, 1),
+        "ceiling_without_rules_files_per_s": round(ceiling_bare, 1),
         "latency_median_s": round(median, 3),
         "latency_p90_s": round(p90, 3),
         "latency_rate_per_s": args.latency_rate,
         "files": summary.registered,
         "batches": summary.batches,
         "blocks": summary.blocks_created,
-        "batch": args.batch, "bulk": args.bulk, "parallel": args.parallel,
+        "batch": args.batch, "bulk": args.bulk, "parallel": args.parallel, "rules": not args.no_rules,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import TypeVar
 
 # -- batches --------------------------------------------------------------------------------------
 
@@ -53,6 +54,24 @@ class Position:
     topic: str
     partition: int
     offset: int
+
+
+T = TypeVar("T")
+
+
+def even_chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """At most `size` items each, as even as possible: 520 by 500 → 260 + 260, not 500 + 20, so that
+    parallel Rucio calls finish together."""
+    if not items:
+        return []
+    count = -(-len(items) // size)
+    base, extra = divmod(len(items), count)
+    chunks, start = [], 0
+    for i in range(count):
+        end = start + base + (1 if i < extra else 0)
+        chunks.append(items[start:end])
+        start = end
+    return chunks
 
 
 def commit_offsets(positions: Iterable[Position]) -> dict[tuple[str, int], int]:

@@ -87,7 +87,6 @@ class Pipeline:
         self.file_metadata = file_metadata
         # Blocks this process has seen: ensured open ones (created, rules given) and closed ones.
         self.blocks: dict[str, BlockState] = {}
-        self._rules: list[tuple[str, Future[object]]] = []
         self._side = ThreadPoolExecutor(1, thread_name_prefix="storage")
 
     def close(self) -> None:
@@ -169,13 +168,10 @@ class Pipeline:
                 del new[i]
         seconds["blocks"] = time.perf_counter() - clock
 
-        # 6. register, per block; then wait for the rules of new blocks.
+        # 6. register, per block.
         clock = time.perf_counter()
-        try:
-            for i, outcome in self._register(new).items():
-                outcomes[i] = outcome
-        finally:
-            self._wait_for_rules(result)
+        for i, outcome in self._register(new).items():
+            outcomes[i] = outcome
         seconds["register"] = time.perf_counter() - clock
 
         for i, first in followers:
@@ -224,32 +220,11 @@ class Pipeline:
                 self.blocks[name] = states[name]
             elif states[name].exists or name in needed:
                 todo.append(blocks[name])
-        for plan, created in zip(todo, self.registrar.create_blocks(todo), strict=True):
+        for plan, (created, rules) in zip(todo, self.registrar.setup_blocks(todo), strict=True):
             if created:
                 result.created_blocks.append(plan.name)
+            result.rules_added += list(getattr(rules, "added", None) or [])
             self.blocks[plan.name] = BlockState(exists=True, is_open=True)
-        # The policy's rules: on a side thread while the files are registered (waited for before the
-        # batch counts as done). Rules before or after the files makes no difference to Rucio: the
-        # judge evaluates files attached to a dataset with rules, and a rule added to a dataset covers
-        # the files it already has.
-        self._rules = [(plan.name, f) for plan, f in zip(todo, self.registrar.ensure_rules_later(
-            [p.name for p in todo]), strict=True)]
-
-    def _wait_for_rules(self, result: BatchResult) -> None:
-        """Wait for the rules of this batch's new blocks; a block whose rules failed is forgotten, so the
-        retried batch (RucioUnavailable) or the next process gives it its rules again."""
-        rules, self._rules = self._rules, []
-        failure: BaseException | None = None
-        for name, future in rules:
-            try:
-                added = future.result()
-            except BaseException as err:  # noqa: BLE001 - re-raised below, after every future was waited for
-                self.blocks.pop(name, None)
-                failure = failure or err
-                continue
-            result.rules_added += list(getattr(added, "added", None) or [])
-        if failure is not None:
-            raise failure
 
     def _register(self, new: dict[int, FilePlan]) -> dict[int, Outcome]:
         out: dict[int, Outcome] = {}
@@ -262,8 +237,8 @@ class Pipeline:
             for plan in pending.values():
                 per_block.setdefault(plan.block.name, []).append(plan)
             recheck: list[str] = []
-            for block, plans in per_block.items():
-                res = self.registrar.register(block, [p.rucio_file() for p in plans])
+            results = self.registrar.register({b: [p.rucio_file() for p in plans] for b, plans in per_block.items()})
+            for block, res in results.items():
                 for name in res.registered:
                     out[by_name[name]] = Outcome(Fate.REGISTERED, name=name, block=block)
                 for name in res.closed:

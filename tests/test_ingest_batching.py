@@ -18,6 +18,7 @@ from juno_ingest.batching import (
     blocks_due,
     classify,
     commit_offsets,
+    even_chunks,
 )
 from juno_ingest.storage_check import StorageUnavailable, parse_stat_output
 
@@ -39,6 +40,15 @@ def test_commit_is_highest_offset_plus_one_per_partition() -> None:
                  Position("t", 1, 9)]
     assert commit_offsets(positions) == {("t", 0): 8, ("t", 1): 10, ("u", 0): 1}
     assert commit_offsets([]) == {}
+
+
+def test_chunks_are_even_and_capped() -> None:
+    for n in (0, 1, 499, 500, 501, 520, 1000, 1001, 1003, 2000, 2999):
+        chunks = even_chunks(list(range(n)), 500)
+        assert [x for c in chunks for x in c] == list(range(n))
+        assert all(len(c) <= 500 for c in chunks)
+        assert not chunks or max(map(len, chunks)) - min(map(len, chunks)) <= 1
+    assert [len(c) for c in even_chunks(list(range(520)), 500)] == [260, 260]
 
 
 def test_classify_against_rucio_and_within_the_batch() -> None:
