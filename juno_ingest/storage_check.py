@@ -1,8 +1,11 @@
-"""Is the file really on IHEP's storage, with the announced size? One `xrdfs` per chunk of files.
+"""Is the file really on IHEP's storage, with the announced size? A few `xrdfs` calls per batch.
 
 `xrdfs HOST stat PATH` per file costs a process each (~20 ms); xrdfs also reads commands from stdin,
-so one process stats hundreds of files over one connection (measured: 1,000 stats in 0.22 s on the
-local grid). Chunks run in parallel processes.
+so one process stats hundreds of files over one connection, and chunks run in parallel processes. Still,
+stat costs about 0.6 ms per file (2,000 in 1.3 s on the local grid, the ingester's slowest step), while
+`xrdfs HOST ls -l DIR` lists a whole directory with sizes in one request (4,884 entries in 0.18 s). A
+batch's files share a few day directories (rucio_policy.lfn2pfn), so a directory holding at least
+`LIST_MIN` of the batch's files is listed; the rest are stat'ed.
 
 Outcomes per path: its size, or None (not there, or not a file). Anything else xrdfs reports (server
 down, timeout, permission) raises StorageUnavailable: the batch is retried later, never dead-lettered
@@ -14,15 +17,19 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 # XRootD's "not found" (kXR_NotFound = 3011) and the text the client prints for it.
 _NOT_FOUND = re.compile(r"\[3011\]|no such file or directory", re.IGNORECASE)
 _PATH = re.compile(r"^Path:\s+(.*\S)\s*$")
 _SIZE = re.compile(r"^Size:\s+(\d+)\s*$")
 _FLAGS = re.compile(r"^Flags:\s+\d+\s+\((.*)\)\s*$")
+# `ls -l`: "-rw-r--r-- owner group 1024 2026-11-22 02:44:37 /eos/juno/dci/raw/2026/1122/RUN...dat"
+_LISTED = re.compile(r"^([-d])\S*\s+\S+\s+\S+\s+(\d+)\s+\S+\s+\S+\s+(/.*\S)\s*$")
+LIST_MIN = 16  # a directory with at least this many of the batch's files is listed instead of stat'ed
 
 
 class StorageUnavailable(Exception):
@@ -81,6 +88,26 @@ def parse_stat_output(text: str, paths: Sequence[str]) -> dict[str, int | None]:
     return sizes
 
 
+def parse_list_output(text: str, returncode: int, directory: str, paths: Sequence[str]) -> dict[str, int | None]:
+    """Sizes of `paths` (all in `directory`) from `xrdfs HOST ls -l DIRECTORY` output (stdout and stderr).
+
+    None for a path not listed (not there) or listed as a directory; all None when the directory does not
+    exist. Any other error, or a failed exit without a reason, raises StorageUnavailable.
+    """
+    sizes: dict[str, int | None] = {_norm(p): None for p in paths}
+    for line in text.splitlines():
+        if "[ERROR]" in line or "[FATAL]" in line:
+            if "[FATAL]" in line or not _NOT_FOUND.search(line):
+                raise StorageUnavailable(f"xrdfs ls {directory}: {line.strip()}")
+            return sizes  # the directory is not there, so neither are its files
+        m = _LISTED.match(line)
+        if m and (path := _norm(m.group(3))) in sizes:
+            sizes[path] = int(m.group(2)) if m.group(1) == "-" else None
+    if returncode != 0:
+        raise StorageUnavailable(f"xrdfs ls {directory}: exit code {returncode} and no reason given")
+    return sizes
+
+
 class StorageChecker:
     """Stats files on one XRootD endpoint, `parallel` xrdfs processes at a time, `chunk` files each."""
 
@@ -105,11 +132,27 @@ class StorageChecker:
         unique = list(dict.fromkeys(_norm(p) for p in paths))
         if not unique:
             return {}
-        chunks = [unique[i:i + self.chunk] for i in range(0, len(unique), self.chunk)]
+        by_dir: dict[str, list[str]] = {}
+        for path in unique:
+            by_dir.setdefault(path.rsplit("/", 1)[0] or "/", []).append(path)
+        listed = [(d, ps) for d, ps in by_dir.items() if len(ps) >= LIST_MIN]
+        single = [p for ps in by_dir.values() if len(ps) < LIST_MIN for p in ps]
+        chunks = [single[i:i + self.chunk] for i in range(0, len(single), self.chunk)]
+        work: list[Callable[[], dict[str, int | None]]] = [partial(self._list_dir, d, ps) for d, ps in listed]
+        work += [partial(self._stat_chunk, chunk) for chunk in chunks]
         out: dict[str, int | None] = {}
-        for part in self._pool.map(self._stat_chunk, chunks):
+        for part in self._pool.map(lambda job: job(), work):
             out.update(part)
         return out
+
+    def _list_dir(self, directory: str, paths: list[str]) -> dict[str, int | None]:
+        try:
+            proc = subprocess.run([self._xrdfs, self.endpoint.host, "ls", "-l", directory], capture_output=True,
+                                  text=True, timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            raise StorageUnavailable(f"xrdfs {self.endpoint.host}: no listing of {directory} within "
+                                     f"{self.timeout_s:.0f} s") from None
+        return parse_list_output(proc.stdout + "\n" + proc.stderr, proc.returncode, directory, paths)
 
     def _stat_chunk(self, paths: list[str]) -> dict[str, int | None]:
         commands = "".join(f"stat {p}\n" for p in paths) + "exit\n"

@@ -156,5 +156,8 @@ def cleanup_rules(client: Any, blocks: Iterable[str]) -> int:
             if rule.get("locked"):
                 client.update_replication_rule(rule["id"], {"locked": False})
             client.delete_replication_rule(rule["id"], purge_replicas=None)
+            # Rucio's API only schedules the deletion an hour ahead (the judge-cleaner then removes the
+            # rule, its locks and its queued transfers): bring that forward to now.
+            client.update_replication_rule(rule["id"], {"lifetime": 1})
             n += 1
     return n

@@ -24,12 +24,14 @@ def get_algorithms() -> dict[str, dict[str, Callable[..., Any]]]:
     Only types in rucio.common.constants.POLICY_ALGORITHM_TYPES are allowed: any other key makes
     PolicyPackageAlgorithms._register raise, and the daemons refuse to start.
       lfn2pfn "juno"   deterministic JUNO paths (RSE attribute lfn2pfn_algorithm=juno)
+      pfn2lfn "juno"   scope and name back from such a path ([policy] pfn2lfn = juno)
       scope   "juno"   scope from a bare JUNO name (client config [common] extract_scope = juno)
     """
-    from rucio_policy.lfn2pfn import ALGORITHM_NAME, lfn2pfn_juno
+    from rucio_policy.lfn2pfn import ALGORITHM_NAME, lfn2pfn_juno, pfn2lfn_juno
     from rucio_policy.naming import extract_scope_juno
 
     return {
         "lfn2pfn": {ALGORITHM_NAME: lfn2pfn_juno},
+        "pfn2lfn": {ALGORITHM_NAME: pfn2lfn_juno},
         "scope": {"juno": extract_scope_juno},
     }

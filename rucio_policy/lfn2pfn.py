@@ -11,6 +11,9 @@ This mirrors JUNO's storage at IHEP (e.g. /eos/juno/rtraw/2025/0903/, /eos/juno/
 and keeps a day's files together, which is how tape families and operators think about raw data.
 
 Registered by name through get_algorithms(); RSEs opt in with the attribute lfn2pfn_algorithm=juno.
+The way back, PFN → scope:name (`[policy] pfn2lfn = juno`), is what Rucio uses when replicas are
+declared bad or suspicious by PFN (conveyor-finisher, `rucio-admin replicas declare-bad`): Rucio's
+default takes the first directory as the scope, which is wrong for user.<account> and group.<name>.
 This module deliberately has no function called `lfn2pfn`: Rucio would silently make it the default
 for every RSE without that attribute (RSEDeterministicTranslation._get_default_algorithm), and
 clients without this package would then compute different paths than the server.
@@ -55,3 +58,13 @@ def lfn2pfn_juno(scope: str, name: str, rse: str, rse_attrs: dict[str, Any],
     """The callable Rucio invokes (RSEDeterministicTranslation.path): RSE and protocol do not matter."""
     del rse, rse_attrs, protocol_attrs
     return juno_path(scope, name)
+
+
+def pfn2lfn_juno(parsed_pfn: dict[str, str]) -> tuple[str, str]:
+    """(name, scope) of a path made by juno_path (Rucio's pfn2lfn signature; parsed_pfn from the
+    protocol's parse_pfns: `path` below the RSE prefix, `name` the last component). Names that contain
+    '/' cannot be recovered from a path (nor can Rucio's own "hash" layout)."""
+    parts = parsed_pfn["path"].strip("/").split("/")
+    if parts[0] in ("user", "group") and len(parts) > 1:
+        return parsed_pfn["name"], f"{parts[0]}.{parts[1]}"
+    return parsed_pfn["name"], parts[0]

@@ -20,7 +20,7 @@ from juno_ingest.batching import (
     commit_offsets,
     even_chunks,
 )
-from juno_ingest.storage_check import StorageUnavailable, parse_stat_output
+from juno_ingest.storage_check import StorageUnavailable, parse_list_output, parse_stat_output
 
 
 def test_batch_goes_when_full_or_old() -> None:
@@ -152,3 +152,31 @@ def test_xrdfs_server_down_is_not_missing() -> None:
         parse_stat_output(XRDFS_OUT.split("[127.0.0.1:11094] / > stat /eos/dir")[0], ["/eos/a.dat", "/eos/b.dat"])
     with pytest.raises(StorageUnavailable, match="3010"):
         parse_stat_output("[ERROR] Server responded with an error: [3010] permission denied\n", ["/eos/a.dat"])
+
+
+XRDFS_LS = """\
+-rw-r--r-- xrootd xrootd    1024 2026-11-22 02:44:37 /eos/raw/2026/1122/a.dat
+-rw-r--r-- xrootd xrootd       0 2026-11-22 02:44:37 /eos/raw/2026/1122/empty.dat
+drwxr-xr-x xrootd xrootd    4096 2026-11-22 02:37:53 /eos/raw/2026/1122/sub
+-rw-r--r-- xrootd xrootd      77 2026-11-22 02:44:37 /eos/raw/2026/1122/other.dat
+"""
+
+
+def test_listing_gives_sizes_missing_and_directories() -> None:
+    asked = ["/eos/raw/2026/1122/a.dat", "//eos/raw/2026/1122/empty.dat", "/eos/raw/2026/1122/sub",
+             "/eos/raw/2026/1122/missing.dat"]
+    assert parse_list_output(XRDFS_LS, 0, "/eos/raw/2026/1122", asked) == {
+        "/eos/raw/2026/1122/a.dat": 1024, "/eos/raw/2026/1122/empty.dat": 0, "/eos/raw/2026/1122/sub": None,
+        "/eos/raw/2026/1122/missing.dat": None}
+
+
+def test_listing_of_a_missing_directory_means_missing_files_but_errors_are_not() -> None:
+    gone = "[ERROR] Server responded with an error: [3011] Unable to locate /eos/x; no such file or directory \n"
+    assert parse_list_output(gone, 54, "/eos/x", ["/eos/x/a.dat"]) == {"/eos/x/a.dat": None}
+    with pytest.raises(StorageUnavailable, match="Connection error"):
+        parse_list_output("[FATAL] Connection error\n", 51, "/eos/x", ["/eos/x/a.dat"])
+    with pytest.raises(StorageUnavailable, match="3010"):
+        parse_list_output("[ERROR] Server responded with an error: [3010] permission denied\n", 54, "/eos/x",
+                          ["/eos/x/a.dat"])
+    with pytest.raises(StorageUnavailable, match="exit code 1"):
+        parse_list_output("", 1, "/eos/x", ["/eos/x/a.dat"])

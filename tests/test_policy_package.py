@@ -32,6 +32,7 @@ def run_with_rucio(tmp_path: Path, *parts: str) -> dict:
         default = sqlite:///{tmp_path}/rucio.db
         [policy]
         package = rucio_policy
+        pfn2lfn = juno
         """))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUCIO_", "JUNO_"))}
     env["RUCIO_CONFIG"] = str(cfg)
@@ -56,6 +57,8 @@ def test_rucio_loads_the_package(tmp_path: Path) -> None:
         from rucio.common.utils import extract_scope
         from rucio.common.constants import POLICY_ALGORITHM_TYPES
         path = RSEDeterministicTranslation("IHEP-EOS", {{"lfn2pfn_algorithm": "juno"}}, {{}}).path("raw", "{RAW}")
+        from rucio.rse.rsemanager import get_scope_protocol
+        pfn2lfn = get_scope_protocol()
         print(json.dumps({{
             "current": current_version(),
             "other_majors": [v in SpecifierSet(rucio_policy.SUPPORTED_VERSION) for v in ("40", "42")],
@@ -67,6 +70,8 @@ def test_rucio_loads_the_package(tmp_path: Path) -> None:
             "default_lfn2pfn": repr(RSEDeterministicTranslation._get_default_algorithm("lfn2pfn", "")),
             "default_scope": repr(RSEDeterministicTranslation._get_default_algorithm("scope", "")),
             "scope": list(extract_scope("{RAW}")),
+            "pfn2lfn": [list(pfn2lfn({{"path": "/raw/2025/1009/", "name": "{RAW}"}})),
+                        list(pfn2lfn({{"path": "/user/jdoe/ab/cd/", "name": "out.root"}}))],
         }}))
     """)
     assert out["current"] == "41"
@@ -77,6 +82,7 @@ def test_rucio_loads_the_package(tmp_path: Path) -> None:
     assert out["path"] == f"raw/2025/1009/{RAW}"
     assert out["default_lfn2pfn"] == "None" and out["default_scope"] == "None"
     assert out["scope"] == ["raw", RAW]
+    assert out["pfn2lfn"] == [[RAW, "raw"], ["out.root", "user.jdoe"]]
 
 
 _STUB = """
@@ -162,6 +168,17 @@ def test_other_paths_use_rucio_hash_layout() -> None:
     assert lfn2pfn.juno_path("raw", "not-a-raw-name").startswith("raw/")
     assert lfn2pfn.juno_path("mc", "/juno/mc/x.root").endswith("/juno/mc/x.root")
     assert "//" not in lfn2pfn.juno_path("mc", "/juno/mc/x.root")
+
+
+@pytest.mark.parametrize(("scope", "name"), [
+    ("raw", RAW), ("rtraw", f"{STEM}_J25.5.0.rtraw"), ("esd", f"{STEM}_J25.5.0_J25.5.0.b.esd"),
+    ("user.jdoe", "out.root"), ("group.calib", "pmt.v2.root"), ("mc", "sim.00001.root"), ("raw", "not-a-raw-name"),
+])
+def test_pfn2lfn_inverts_the_paths(scope: str, name: str) -> None:
+    """Declaring a replica bad by PFN finds it again (Rucio passes the path below the prefix, split)."""
+    path = "/" + lfn2pfn.juno_path(scope, name)
+    directory, _, last = path.rpartition("/")
+    assert lfn2pfn.pfn2lfn_juno({"path": directory + "/", "name": last}) == (name, scope)
 
 
 def test_no_hidden_default_algorithm() -> None:

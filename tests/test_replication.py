@@ -1,14 +1,20 @@
 """Replication paths and recovery on the live grid, through Rucio's daemons and the transfer service.
 
 Multihop to JINR through CNAF, tape write and staged read-back, a destination storage that goes down
-(rule STUCK, then repaired to OK), and the transfer service killed in the middle of copies.
+(rule STUCK, then repaired to OK), the transfer service killed in the middle of copies, and a source
+whose bytes are corrupted (declared bad and re-copied from another site).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import re
+import time
 import urllib.request
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,8 +32,8 @@ def _put(grid, tmp_path: Path, tag: str, size: int = 2_000_000) -> tuple[str, Pa
     return name, local
 
 
-def _history(name: str) -> list[dict]:
-    """Every finished transfer of `name` (Rucio's request history), oldest first."""
+def _history(name: str, scope: str = SCOPE) -> list[dict]:
+    """Every finished transfer of scope:name (Rucio's request history), oldest first."""
     from rucio.common.types import InternalScope
     from rucio.core.rse import get_rse_name
     from rucio.db.sqla import models
@@ -37,7 +43,7 @@ def _history(name: str) -> list[dict]:
     session = get_session()
     try:
         rows = [r.to_dict() for r in session.execute(
-            select(models.RequestHistory).where(models.RequestHistory.scope == InternalScope(SCOPE),
+            select(models.RequestHistory).where(models.RequestHistory.scope == InternalScope(scope),
                                                 models.RequestHistory.name == name)
             .order_by(models.RequestHistory.created_at)).scalars()]
         for r in rows:
@@ -170,3 +176,125 @@ def _fts_busy(grid) -> bool:  # noqa: ANN001
             return bool(json.load(resp))
     except OSError:
         return False
+
+
+def _bad_replicas(scope: str, name: str) -> list[dict]:
+    """Rucio's bad_replicas rows of scope:name (each declaration, SUSPICIOUS or BAD/RECOVERED), oldest first."""
+    from rucio.common.types import InternalScope
+    from rucio.core.rse import get_rse_name
+    from rucio.db.sqla import models
+    from rucio.db.sqla.session import get_session
+    from sqlalchemy import select
+
+    session = get_session()
+    try:
+        rows = session.execute(select(models.BadReplica).where(models.BadReplica.scope == InternalScope(scope),
+                                                               models.BadReplica.name == name)
+                               .order_by(models.BadReplica.created_at)).scalars()
+        return [{"rse": get_rse_name(r.rse_id), "state": r.state.name, "reason": r.reason} for r in rows]
+    finally:
+        session.close()
+
+
+def _replica_states(client, scope: str, name: str) -> dict[str, str]:  # noqa: ANN001
+    return {rse: state for rep in client.list_replicas([{"scope": scope, "name": name}], all_states=True)
+            for rse, state in rep["states"].items()}
+
+
+def _corrupt(path: Path) -> None:
+    """Flip bytes in the middle of a file on disk, keeping its size. The new mtime makes XRootD
+    recompute the checksum it caches with the file."""
+    before = path.stat()
+    with open(path, "r+b") as fh:
+        fh.seek(before.st_size // 2)
+        chunk = fh.read(4096)
+        fh.seek(before.st_size // 2)
+        fh.write(bytes(b ^ 0xFF for b in chunk))
+    os.utime(path, (before.st_atime, max(time.time(), before.st_mtime + 2)))
+    assert path.stat().st_size == before.st_size
+
+
+def test_corrupted_source_is_declared_bad_and_recovered_from_another_site(grid, tmp_path: Path) -> None:
+    from juno_dci.collect import Selection, collect
+
+    client = grid.client()
+    scope = "raw"
+    name = (f"RUN.{random.randint(10_000_000, 99_999_999)}.JUNODAQ.Physics.ds-2.global_trigger."
+            f"{datetime.now(UTC):%Y%m%d%H%M%S}.{random.randint(0, 999):03d}.dat")
+    did = [{"scope": scope, "name": name}]
+    local = storage.make_file(tmp_path / name, 2_000_000)
+    good = storage.adler32_file(local)
+    ihep_pfn = storage.put_replica(client, "IHEP-EOS", scope, name, local)["pfn"]
+    # As the replication policy does for raw data: a rule keeps the landing copy at IHEP, another
+    # makes the CNAF copy.
+    [at_ihep] = client.add_replication_rule(did, 1, "IHEP-EOS")
+    [at_cnaf] = client.add_replication_rule(did, 1, "CNAF-DISK")
+    daemons.drive_until(lambda: _rule_ok(client, at_ihep) and _rule_ok(client, at_cnaf), timeout=300)
+
+    # The bytes at IHEP go bad behind Rucio's back; the storage now computes another adler32.
+    _corrupt(grid.storage_path("IHEP-EOS") / storage.split_url(ihep_pfn)[1].lstrip("/"))
+    bad = storage.remote_adler32(ihep_pfn)
+    assert bad and bad != good
+
+    def describe() -> str:
+        hist = [(h["src"], h["dst"], str(h["state"]), (h["err_msg"] or "")[:90]) for h in _history(name, scope)]
+        rules = {r: client.get_replication_rule(r)["state"] for r in (at_ihep, at_cnaf, at_in2p3)}
+        return (f"rules {rules}; replicas {_replica_states(client, scope, name)}; "
+                f"bad_replicas {_bad_replicas(scope, name)}; attempts {hist}")
+
+    # A copy to IN2P3 that may only read from IHEP: the transfer service finds the source's checksum
+    # wrong, the finisher declares the source SUSPICIOUS, the replica-recoverer declares it BAD
+    # (CNAF has a good copy), the necromancer re-queues the IHEP rule's lock: CNAF -> IHEP.
+    [at_in2p3] = client.add_replication_rule(did, 1, "IN2P3-DISK", source_replica_expression="IHEP-EOS")
+    daemons.drive_until(lambda: any(b["rse"] == "IHEP-EOS" and b["state"] in ("BAD", "RECOVERED")
+                                    for b in _bad_replicas(scope, name)), timeout=300, describe=describe)
+
+    # The failure names the checksum: the catalogue's value and the one the source storage computed.
+    failed = [h for h in _history(name, scope) if h["dst"] == "IN2P3-DISK" and str(h["state"]).endswith("FAILED")]
+    assert failed, describe()
+    err = failed[0]["err_msg"]
+    match = re.search(r"SOURCE CHECKSUM MISMATCH .*\b([0-9a-f]{1,8}) != ([0-9a-f]{1,8})\b", err)
+    assert match, err
+    assert (int(match[1], 16), int(match[2], 16)) == (int(good, 16), int(bad, 16)), err
+    assert failed[0]["src"] == "IHEP-EOS"
+    # Rucio's bad-replica records at IHEP: SUSPICIOUS with that reason, then declared BAD.
+    ihep_bad = [b for b in _bad_replicas(scope, name) if b["rse"] == "IHEP-EOS"]
+    suspicious = [b for b in ihep_bad if b["state"] == "SUSPICIOUS"]
+    assert suspicious and all("SOURCE CHECKSUM MISMATCH" in b["reason"] for b in suspicious), ihep_bad
+    assert [b["state"] for b in ihep_bad if b["state"] != "SUSPICIOUS"] in (["BAD"], ["RECOVERED"]), ihep_bad
+    assert not [b for b in _bad_replicas(scope, name) if b["rse"] != "IHEP-EOS"]
+
+    # The status tool groups the failure under its checksum reason, on the IHEP -> IN2P3 link.
+    status = collect(Selection(blocks=f"block.NONE.{uuid.uuid4().hex}", transfers="all", ingest=False))
+    groups = [g for g in status["transfers"]["failed"]
+              if any(link["link"] == "IHEP-EOS → IN2P3-DISK" for link in g["links"])]
+    assert any(g["checksum"] and "SOURCE CHECKSUM MISMATCH" in g["reason"] for g in groups), groups
+
+    # Recovered: IHEP's replica re-copied from CNAF, AVAILABLE, the bad record closed as RECOVERED.
+    def recovered() -> bool:
+        return (_replica_states(client, scope, name).get("IHEP-EOS") == "AVAILABLE"
+                and any(b["rse"] == "IHEP-EOS" and b["state"] == "RECOVERED" for b in _bad_replicas(scope, name))
+                and _rule_ok(client, at_ihep))
+
+    daemons.drive_until(recovered, timeout=300, describe=describe)
+    recovery = [h for h in _history(name, scope) if h["dst"] == "IHEP-EOS" and str(h["state"]).endswith("DONE")]
+    assert [(h["src"], h["activity"]) for h in recovery] == [("CNAF-DISK", "Recovery")], describe()
+    assert storage.remote_adler32(ihep_pfn) == good
+    back = tmp_path / "read-back.dat"
+    storage.copy(ihep_pfn, str(back))
+    assert storage.adler32_file(back) == good and back.read_bytes() == local.read_bytes()
+
+    # The IN2P3 rule's lock went STUCK while its only allowed source was bad. Rucio's judge-repairer
+    # retries a STUCK lock once its last attempt is 2 hours old (first day): move that clock.
+    daemons.drive_until(lambda: client.get_replication_rule(at_in2p3)["state"] in ("STUCK", "OK"), timeout=300,
+                        describe=describe)
+    if client.get_replication_rule(at_in2p3)["state"] == "STUCK":
+        _age_locks(at_in2p3, minutes=121)
+    daemons.drive_until(lambda: all(_rule_ok(client, r) for r in (at_ihep, at_cnaf, at_in2p3)), timeout=300,
+                        describe=describe)
+    done = [h for h in _history(name, scope) if h["dst"] == "IN2P3-DISK" and str(h["state"]).endswith("DONE")]
+    assert [h["src"] for h in done] == ["IHEP-EOS"], describe()
+    reps = next(iter(client.list_replicas(did, schemes=["root"])))
+    assert reps["adler32"] == good
+    for rse in ("IHEP-EOS", "CNAF-DISK", "IN2P3-DISK"):
+        assert storage.remote_adler32(reps["rses"][rse][0]) == good, rse

@@ -1,7 +1,7 @@
 """Rucio's replication daemons, driven in-process: one cycle on demand (tests) or a loop (the grid).
 
 These are Rucio's own daemon functions, unmodified, called with `once=True` and no partition wait:
-a cycle of all eight takes about a second, where their CLIs' `--run-once` waits 10 s each first.
+a cycle of all eleven takes a second or a few, where their CLIs' `--run-once` waits 10 s each first.
 The loop (`python -m juno_grid.daemons`) is what `juno-grid up` runs in the background; production
 runs each daemon as its own service (see deploy/production).
 
@@ -18,6 +18,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
 
 ORDER = (
     "judge-evaluator",
@@ -25,13 +27,36 @@ ORDER = (
     "conveyor-submitter",
     "conveyor-poller",
     "conveyor-finisher",
+    "replica-recoverer",
+    "necromancer",
     "judge-repairer",
+    "judge-cleaner",
     "undertaker",
     "reaper",
 )
 TRANSFER = ("conveyor-preparer", "conveyor-submitter", "conveyor-poller", "conveyor-finisher")
 
 log = logging.getLogger("juno_grid.daemons")
+
+# Bad replicas. The conveyor-finisher declares a transfer's source SUSPICIOUS when the failure matches
+# `[conveyor] suspicious_pattern` (rucio.cfg: a checksum mismatch measured at the source). The
+# replica-recoverer declares BAD the suspicious replicas that have an AVAILABLE copy on another RSE
+# (on RSEs with the attribute enable_suspicious_file_recovery=true, etc/sites.yaml), and the
+# necromancer sends the rules that lock a BAD replica back to REPLICATING with a new transfer to it,
+# from such a copy (a BAD replica no rule locks is deleted; a file with no copy left becomes LOST).
+# Rucio counts a replica's SUSPICIOUS declarations of the last 10 days (get_suspicious_files' own
+# window: the daemon's younger_than days reach it as an int and are ignored) and acts when the count is
+# > nattempts. ATLAS's default (5) absorbs flaky storage behind broad patterns ("No such file", ...);
+# JUNO's pattern is only the storage's own checksum of the source disagreeing with Rucio's, which does
+# not go away on a retry: one is enough.
+RECOVERER_NATTEMPTS = 0
+# More suspicious replicas than this on one RSE in one pass look like a storage problem, not corrupted
+# files: Rucio then marks them TEMPORARY_UNAVAILABLE (for 3 days) instead of declaring them BAD.
+RECOVERER_LIMIT_PER_RSE = 20
+# The recoverer's per-datatype policy for suspicious *last* copies. Empty: a last copy is never declared
+# bad automatically (the necromancer would mark the file LOST); operators decide. Note that Rucio's
+# recoverer always declares bad suspicious files named log.* or user* (an ATLAS convention in its code).
+RECOVERER_POLICY = Path(__file__).resolve().parents[3] / "etc" / "suspicious_replica_recoverer.json"
 
 
 def _runner(name: str) -> Callable[[], None]:
@@ -60,6 +85,37 @@ def _runner(name: str) -> Callable[[], None]:
         from rucio.daemons.conveyor import finisher
 
         return lambda: finisher.finisher(once=True, partition_wait_time=0, db_bulk=1000)
+    if name == "replica-recoverer":
+        from rucio.daemons.common import run_daemon
+        from rucio.daemons.replicarecoverer import suspicious_replica_recoverer as recoverer
+
+        # The daemon's own run_once through Rucio's run_daemon, as declare_suspicious_replicas_bad does,
+        # without its 1 s partition wait.
+        return lambda: run_daemon(
+            once=True, graceful_stop=recoverer.GRACEFUL_STOP, executable=recoverer.DAEMON_NAME,
+            partition_wait_time=0, sleep_time=60,
+            run_once_fnc=partial(recoverer.run_once, younger_than=10, nattempts=RECOVERER_NATTEMPTS, vos=None,
+                                 limit_suspicious_files_on_rse=RECOVERER_LIMIT_PER_RSE,
+                                 json_file_name=str(RECOVERER_POLICY), active_mode=True))
+    if name == "necromancer":
+        from rucio.daemons.badreplicas import necromancer
+        from rucio.daemons.common import run_daemon
+
+        # As necromancer.necromancer(), without its 10 s partition wait.
+        return lambda: run_daemon(once=True, graceful_stop=necromancer.graceful_stop,
+                                  executable=necromancer.DAEMON_NAME, partition_wait_time=0, sleep_time=60,
+                                  run_once_fnc=partial(necromancer.run_once, bulk=1000))
+    if name == "judge-cleaner":
+        from rucio.daemons.common import run_daemon
+        from rucio.daemons.judge import cleaner
+
+        # Removes expired rules, which is also how a rule deleted through the API goes (Rucio only sets
+        # its expiry an hour ahead). As cleaner.rule_cleaner(), without its 1 s partition wait; the paused
+        # rules (locked rows, retried later) are kept across cycles as the daemon keeps them.
+        paused: dict[str, object] = {}
+        return lambda: run_daemon(once=True, graceful_stop=cleaner.graceful_stop, executable=cleaner.DAEMON_NAME,
+                                  partition_wait_time=0, sleep_time=60,
+                                  run_once_fnc=partial(cleaner.run_once, paused_rules=paused))
     if name == "undertaker":
         from rucio.daemons.undertaker import undertaker
 

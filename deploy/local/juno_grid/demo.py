@@ -1,145 +1,412 @@
-"""`make demo`: JUNO raw files land at IHEP and Rucio replicates them to CNAF, verified by checksum.
+"""`make demo`: two days of SPADE raw data go through the whole JUNO chain on the local grid.
 
-Runs inside the grid (`juno-grid exec -- python -m juno_grid.demo`) with the background daemons up.
+  1. SPADE (`juno-ingest simulate`) writes raw files of yesterday and today to IHEP-EOS and publishes
+     their arrival messages to Kafka;
+  2. the ingester (`juno-ingest run --once`) registers them in Rucio, in daily blocks with the
+     replication policy's rules, and closes yesterday's blocks (IN2P3's third is decided then);
+  3. Rucio's daemons and the transfer service replicate until every rule is OK;
+  4. every copy's adler32 is read back from its storage through XRootD, and `juno-dci`'s per-site
+     table (expected vs present vs verified) is printed and written as the status page;
+  5. analyst1 runs an HTCondor task over one block (skip with --no-jobs).
+
+Runs inside the grid (`juno-grid exec -- python -m juno_grid.demo`). With the grid's background
+daemons running (`juno-grid up`) it watches them; without (the tests' grid) it drives them itself.
+Each run uses new streams (`JUNODAQ.demo<N>_a`, `_b`), so running it again on the same grid works.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import subprocess
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from . import daemons, procs, storage
 from .config import REPO_ROOT, VENV_BIN, GridConfig, load
 from .grid import DAEMONS
 
+SCOPE = "raw"
+LANDING = "IHEP-EOS"
+PLACEMENT_KEY = "juno_place_raw_in2p3_third"
+_DEMO_STREAM = re.compile(r"^stream\.JUNODAQ\.demo(\d+)_[a-z]$")
 
-def say(msg: str) -> None:
+
+class DemoFailed(Exception):
+    """A step did not do what it should: the message says what, and where to look."""
+
+
+@dataclass
+class Outcome:
+    """What the demo did (for the tests): 0 = every step worked."""
+
+    code: int = 1
+    number: int = 0
+    streams: tuple[str, ...] = ()
+    blocks: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    readback: dict[str, tuple[int, int]] = field(default_factory=dict)  # RSE -> (copies read, adler32 matches)
+    report: Path | None = None
+    seconds: float = 0.0
+
+
+def say(msg: str = "") -> None:
     print(msg, flush=True)
 
 
-def raw_name(run: int, started: datetime, seq: int) -> str:
-    return f"RUN.{run}.JUNODAQ.Physics.ds-2.global_trigger.{started:%Y%m%d%H%M%S}.{seq:03d}.dat"
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB" if n < 1e9 else f"{n / 1e9:,.2f} GB"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--files", type=int, default=5)
-    parser.add_argument("--mb", type=int, default=8)
-    parser.add_argument("--timeout", type=float, default=300)
+class Clock:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.step = self.start
+
+    def lap(self) -> str:
+        now = time.monotonic()
+        took, self.step = now - self.step, now
+        return f"{took:.1f} s"
+
+    def total(self) -> float:
+        return time.monotonic() - self.start
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m juno_grid.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=240, help="raw files over the two days and two streams")
+    parser.add_argument("--mb", type=float, default=2.0, help="size of each raw file, in MB")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds replication may take before the "
+                                                                   "demo gives up")
     parser.add_argument("--no-jobs", action="store_true", help="stop after replication (no HTCondor task)")
     args = parser.parse_args(argv)
+    if args.files < 4:
+        parser.error("--files: at least 4 (one per stream and day)")
+    if args.mb <= 0:
+        parser.error("--mb must be > 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(argv).code
+
+
+def run(argv: Sequence[str] | None = None) -> Outcome:
+    args = parse_args(argv)
     # Rucio's client logs a VO warning on every start; the demo's own lines say what happens.
     logging.basicConfig(level=logging.ERROR)
-
     from rucio.client import Client
-    from rucio.common.exception import DataIdentifierAlreadyExists, DuplicateRule
 
-    client = Client()
-    now = datetime.now(UTC)
-    run = 20000 + int(now.timestamp()) % 70000  # a fresh run number on every demo
-    day = f"{now:%Y%m%d}"
-    block = f"block.JUNODAQ.global_trigger.{day}"
-    names = [raw_name(run, now, seq) for seq in range(1, args.files + 1)]
-
-    say(f"\n== 1. SPADE lands {args.files} raw files of {args.mb} MB at IHEP (run {run})")
-    files = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            local = storage.make_file(Path(tmp) / name, args.mb * 1_000_000)
-            item = storage.put_replica(client, "IHEP-EOS", "raw", name, local, register=False)
-            files.append(item)
-            say(f"   {name}  adler32 {item['adler32']}")
-    try:
-        client.add_dataset("raw", block, meta={"stream": "JUNODAQ.global_trigger", "day": day})
-    except DataIdentifierAlreadyExists:
-        pass
-    # Registers the replicas at IHEP and attaches them to the day's block in one call.
-    client.attach_dids("raw", block, [{k: f[k] for k in ("scope", "name", "bytes", "adler32")} for f in files],
-                       rse="IHEP-EOS")
-    say(f"   registered in Rucio as raw:<file> at IHEP-EOS, attached to raw:{block}")
-
-    say("\n== 2. A rule asks for a copy at CNAF; Rucio's daemons and the transfer service move the bytes")
-    dids = [{"scope": "raw", "name": n} for n in names]
-    # One rule on the day's block: it covers every file attached to it.
-    try:
-        [rule_id] = client.add_replication_rule([{"scope": "raw", "name": block}], 1, "CNAF-DISK",
-                                                grouping="DATASET", comment="juno-dci demo: raw block to CNAF")
-    except DuplicateRule:
-        # A demo earlier today made the rule; it covers the files just attached as well.
-        rule_id = next(r["id"] for r in client.list_did_rules("raw", block)
-                       if r["rse_expression"] == "CNAF-DISK" and r["account"] == client.account)
     cfg = load()
-    # With the grid's background daemons (make demo) just watch; without them (tests), drive them here.
+    client = Client()
+    out = Outcome()
+    clock = Clock()
+    try:
+        _run(args, cfg, client, out, clock)
+    except DemoFailed as err:
+        say(f"\nDEMO FAILED after {clock.total():.0f} s: {err}")
+        return out
+    except TimeoutError as err:
+        say(f"\nDEMO FAILED after {clock.total():.0f} s: {err}")
+        return out
+    out.seconds = clock.total()
+    out.code = 0
+    return out
+
+
+def _run(args: argparse.Namespace, cfg: GridConfig, client: Any, out: Outcome, clock: Clock) -> None:
+    out.number = next_demo_number(client)
+    out.streams = (f"JUNODAQ.demo{out.number}_a", f"JUNODAQ.demo{out.number}_b")
+    size = int(args.mb * 1_000_000)
+    today = datetime.now(UTC).date()
+    yesterday = today - timedelta(days=1)
+    pattern = f"block.JUNODAQ.demo{out.number}_*"
+    say(f"juno-dci demo #{out.number}: {args.files} raw files of {_mb(size)} received yesterday ({yesterday}) "
+        f"and today ({today}) in streams {' and '.join(out.streams)}, from SPADE to every site the "
+        f"replication policy (etc/replication.yaml) names, checked by checksum"
+        + ("" if args.no_jobs else ", then an analysis task on HTCondor") + ".")
+
+    # -- 1. SPADE -------------------------------------------------------------------------------
+    say(f"\n== 1. SPADE lands {args.files} raw files at IHEP-EOS and announces each on Kafka")
+    sim = juno_ingest(["simulate", "--files", str(args.files), "--size", str(size), "--days", "2",
+                       *[a for s in out.streams for a in ("--stream", s)], "--json"], what="the SPADE simulator")
+    if sim.get("files_written") != args.files:
+        raise DemoFailed(f"SPADE wrote {sim.get('files_written')} files, not {args.files}")
+    say(f"   wrote {sim['files_written']} files ({_mb(sim['files_written'] * size)}) to {sim['storage']}, "
+        f"runs {sim['runs'][0]}-{sim['runs'][-1]}")
+    say(f"   published {sim['messages']} messages to Kafka topic {sim['topic']} in {sim['publish_seconds']} s "
+        f"({clock.lap()})")
+    expected_blocks: dict[str, int] = sim["blocks"]
+
+    # -- 2. ingest --------------------------------------------------------------------------------
+    say("\n== 2. juno-ingest registers them in Rucio: replicas at IHEP-EOS, daily blocks, the policy's rules")
+    say("   (blocks.grace_s=0: yesterday's blocks close as soon as everything is read; "
+        "the production setting waits 6 h after the day ends)")
+    ing = juno_ingest(["run", "--once", "--metrics-port", "0", "--json"], what="the ingester",
+                      env={"JUNO_INGEST_BLOCKS_GRACE_S": "0"})
+    say(f"   {ing['messages']} messages: {ing['registered']} files registered, {ing['duplicates']} duplicates, "
+        f"{ing['dead_lettered']} dead-lettered; {ing['blocks_created']} blocks created, "
+        f"{len(ing['blocks_closed'])} closed ({clock.lap()})")
+    out.blocks = sorted(expected_blocks)
+    out.closed = sorted(b for b in out.blocks if b.endswith(f"{yesterday:%Y%m%d}"))
+    for block in out.blocks:
+        out.files += [f["name"] for f in client.list_files(SCOPE, block)]
+    if len(out.files) != args.files:
+        raise DemoFailed(f"Rucio holds {len(out.files)} files in the demo's blocks, SPADE sent {args.files}: "
+                         f"see `juno-grid exec -- juno-ingest dlq`")
+    not_closed = [b for b in out.closed if client.get_did(SCOPE, b)["open"]]
+    if not_closed:
+        raise DemoFailed(f"the ingester did not close yesterday's block(s) {', '.join(not_closed)}")
+    for block in out.blocks:
+        show_block(client, block)
+
+    # -- 3. replication ---------------------------------------------------------------------------
     background = procs.alive(procs.read(cfg.run_dir, DAEMONS))
-    say(f"   rule {rule_id}: raw:{block} -> CNAF-DISK")
-    started = time.monotonic()
-    state = ""
-    while time.monotonic() - started < args.timeout:
-        rule = client.get_replication_rule(rule_id)
-        new = f"{rule['state']} (ok {rule['locks_ok_cnt']}, replicating {rule['locks_replicating_cnt']}, " \
-              f"stuck {rule['locks_stuck_cnt']})"
-        if new != state:
-            state = new
-            say(f"   [{time.monotonic() - started:5.1f} s] rule {state}")
-        at_cnaf = sum(r["states"].get("CNAF-DISK") == "AVAILABLE"
-                      for r in client.list_replicas(dids, all_states=True))
-        # The rule alone is not enough: files attached to a block that already has its rule are
-        # added to it by the judge a moment later.
-        if rule["state"] == "OK" and at_cnaf == len(dids):
-            break
-        if background:
-            time.sleep(1)
-        else:
-            daemons.run_once()
+    say("\n== 3. Rucio replicates: judge -> conveyor -> transfer service (xrdcp, adler32 checked at the "
+        "destination) -> rules OK")
+    say("   " + ("the grid's Rucio daemons run in the background (a cycle every 2 s); waiting for them" if background
+                 else "no background daemons: running Rucio's daemon cycles here"))
+    say("   (rules OK/total, then copies present/expected at the other RSEs, as juno-dci counts them. A new "
+        "rule is OK with no files yet,\n   and REPLICATING once the judge has added the block's files to it)")
+    wait_for_replication(client, pattern, out.blocks, background=background, timeout=args.timeout)
+    say(f"   replication complete ({clock.lap()})")
+
+    # -- 4. verify and show -----------------------------------------------------------------------
+    say("\n== 4. Every copy's adler32, read back from its storage through XRootD, against Rucio's")
+    out.readback = read_back(client, out.files)
+    for rse, (read, good) in out.readback.items():
+        say(f"   {rse:<11} {read:>5} copies read, {good:>5} adler32 match" + ("" if read == good else "  MISMATCH"))
+    if any(read != good for read, good in out.readback.values()):
+        raise DemoFailed("some copies do not have Rucio's adler32 (see above)")
+    say(f"   all {sum(r for r, _ in out.readback.values())} copies verified ({clock.lap()})")
+
+    out.status = status_of(pattern, ingest=True)
+    check_against_rucio(client, out.blocks, out.status)
+    say(f"\n   $ juno-dci status --blocks '{pattern}'")
+    from juno_dci.text import render
+
+    for line in render(out.status).splitlines():
+        say(f"   {line}".rstrip())
+    if not out.status["complete"]:
+        raise DemoFailed("juno-dci finds the demo's data incomplete (see above)")
+    out.report = write_report(cfg, out.number, out.status)
+    say("\n   juno-dci's numbers are Rucio's: for every RSE, present = the demo's AVAILABLE replicas in Rucio")
+    say(f"   status page (static, data inside): {out.report}")
+    say(f"      open file://{out.report} in any browser (it loads nothing else; copy it anywhere)")
+    say(f"   live page: .venv/bin/juno-grid exec -- juno-dci serve --blocks '{pattern}'   "
+        "(http://127.0.0.1:18500 inside the grid's network namespace)")
+
+    # -- 5. jobs ----------------------------------------------------------------------------------
+    if not args.no_jobs:
+        # A block IN2P3 holds too, if one was placed there: its jobs can then run at all four sites.
+        at_in2p3 = [b for b in out.closed
+                    if any(r["rse_expression"] == "IN2P3-DISK" for r in client.list_did_rules(SCOPE, b))]
+        run_task(cfg, (at_in2p3 or out.closed)[0])
+        say(f"   ({clock.lap()})")
+
+    say(f"\nDemo #{out.number} done in {clock.total():.0f} s: {args.files} files ({_mb(args.files * size)}) "
+        f"from SPADE through Kafka into Rucio, {len(out.blocks)} blocks ({len(out.closed)} closed), "
+        f"{out.status['rules']['total']} policy rules OK, "
+        f"{sum(r for r, _ in out.readback.values())} copies at {len(out.readback)} RSEs verified by adler32"
+        + ("" if args.no_jobs else ", an analysis task run where the data is") + ".")
+    say(f"Look around: .venv/bin/juno-grid exec -- rucio rule list --did raw:{out.closed[0]}")
+    say(f"             .venv/bin/juno-grid exec -- juno-policy explain raw:{out.closed[0]}")
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def next_demo_number(client: Any) -> int:
+    """1 + the highest demo number whose stream containers exist (every run gets new streams)."""
+    seen = [0]
+    for name in client.list_dids(SCOPE, {"name": "stream.JUNODAQ.demo*"}, did_type="container"):
+        name = name if isinstance(name, str) else name.get("name", "")
+        if m := _DEMO_STREAM.match(name):
+            seen.append(int(m.group(1)))
+    return max(seen) + 1
+
+
+def juno_ingest(args: list[str], *, what: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a juno-ingest command (printed as the user would type it) and return its JSON summary."""
+    shown = [a for a in args if a != "--json"]
+    extra = " ".join(f"{k}={v}" for k, v in (env or {}).items())
+    say(f"   $ {extra + ' ' if extra else ''}juno-ingest {' '.join(shown)}")
+    done = subprocess.run([str(VENV_BIN / "juno-ingest"), *args], env={**os.environ, **(env or {})}, text=True,
+                          capture_output=True, timeout=900)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = "\n".join(f"     {line}" for line in (done.stderr.strip().splitlines()[-15:]))
+        raise DemoFailed(f"{what} failed (exit {done.returncode}):\n{tail}")
+    return dict(json.loads(lines[-1]))
+
+
+def show_block(client: Any, block: str) -> None:
+    did = client.get_did(SCOPE, block, dynamic_depth="FILE")
+    rules = sorted(client.list_did_rules(SCOPE, block), key=lambda r: r["created_at"])
+    state = "open" if did["open"] else "closed"
+    say(f"   raw:{block}: {did['length']} files, {_mb(did['bytes'] or 0)}, {state}")
+    say("      rules: " + ", ".join(r["rse_expression"] + (" (30 d)" if r.get("expires_at") else "")
+                                   for r in rules))
+    record = client.get_metadata(SCOPE, block, plugin="JSON").get(PLACEMENT_KEY)
+    if record:
+        from rucio_policy.placement import PlacementRecord
+
+        say(f"      IN2P3's third, decided at closing: {PlacementRecord.from_meta(record).explain()}")
     else:
-        say(f"   the files did not all reach CNAF within {args.timeout:.0f} s: see .grid/log/rucio-daemons.log "
-            "and .grid/log/fts.log")
-        return 1
-
-    say("\n== 3. Where the bytes are, and their adler32 as each storage computes it")
-    say(f"   {'file':<70} {'Rucio':<9} {'IHEP-EOS':<9} {'CNAF-DISK':<9}")
-    ok = True
-    for rep in client.list_replicas(dids, schemes=["root"]):
-        ihep = storage.remote_adler32(rep["rses"]["IHEP-EOS"][0])
-        cnaf = storage.remote_adler32(rep["rses"]["CNAF-DISK"][0])
-        good = rep["adler32"] == ihep == cnaf
-        ok &= good
-        verdict = "ok" if good else "MISMATCH"
-        say(f"   {rep['name']:<70} {rep['adler32']:<9} {ihep or '-':<9} {cnaf or '-':<9} {verdict}")
-    say(f"\n{'All copies verified.' if ok else 'Checksum mismatch: see above.'} "
-        f"Try: .venv/bin/juno-grid exec -- rucio rule list --did raw:{block}")
-    if not ok:
-        return 1
-    if args.no_jobs:
-        return 0
-    return run_task(cfg, block)
+        say("      IN2P3's third: decided when the block closes (after its day)")
 
 
-def run_task(cfg: GridConfig, block: str) -> int:
-    """An analyst's task over the demo's block: jobs run on HTCondor at the sites holding the files."""
-    say("\n== 4. analyst1 runs a task over the block: jobs go where the data is, outputs go to Rucio")
+def status_of(pattern: str, *, ingest: bool = False) -> dict[str, Any]:
+    from juno_dci.collect import Selection, collect
+
+    return collect(Selection(blocks=pattern, transfers="blocks", ingest=ingest))
+
+
+def wait_for_replication(client: Any, pattern: str, blocks: list[str], *, background: bool, timeout: float) -> None:
+    """Until juno-dci finds every expected copy present and every rule on the blocks OK; a progress line
+    every few seconds. TimeoutError (with what is missing) after `timeout` seconds."""
+    started = time.monotonic()
+    last: dict[str, Any] = {"line": "", "at": float("-inf"), "status": None}
+
+    def complete() -> bool:
+        status = status_of(pattern)
+        last["status"] = status
+        rules = status["rules"]
+        copies = [r for r in status["rses"] if r["rse"] != LANDING and r["expected"]["files"]]
+        line = (f"rules OK {rules['states'].get('OK', 0)}/{rules['total']}, "
+                f"copies {sum(r['present']['files'] for r in copies):,}/{sum(r['expected']['files'] for r in copies):,}"
+                f" files, {_mb(sum(r['present']['bytes'] for r in copies))}/"
+                f"{_mb(sum(r['expected']['bytes'] for r in copies))}, "
+                f"in flight {status['transfers']['in_flight_files']:,}")
+        if status["transfers"]["failed_attempts"]:
+            line += f", failed attempts {status['transfers']['failed_attempts']:,} (retried)"
+        now = time.monotonic()
+        done = bool(status["complete"]) and rules["total"] > 0
+        # A line when something moved (at most every 3 s), and every 15 s anyway.
+        if done or (line != last["line"] and now - last["at"] >= 3) or now - last["at"] >= 15:
+            say(f"   [{now - started:5.0f} s] {line}")
+            last["line"], last["at"] = line, now
+        return done
+
+    def describe() -> str:
+        status = last["status"]
+        missing = "; ".join(status["incomplete"]) if status else "no status"
+        return (f"replication not complete: {missing}. Logs: {os.environ.get('JUNO_GRID_DIR', '.grid')}/log/"
+                "rucio-daemons.log and fts.log; `juno-grid exec -- juno-dci status --blocks '" + pattern + "'`")
+
+    if not background:
+        daemons.drive_until(complete, timeout=timeout, describe=describe, pause=0.2)
+        return
+    while not complete():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"after {timeout:.0f} s: {describe()}")
+        time.sleep(2)
+
+
+def _chunks(items: list[Any], n: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def read_back(client: Any, names: list[str]) -> dict[str, tuple[int, int]]:
+    """For every AVAILABLE copy of the files: the adler32 its storage computes (XRootD `query checksum`)
+    against the one in Rucio. Per RSE: (copies read, matches)."""
+    wanted: dict[str, list[tuple[str, str]]] = {}  # RSE -> [(pfn, adler32 in Rucio)]
+    for chunk in _chunks(names, 500):
+        for rep in client.list_replicas([{"scope": SCOPE, "name": n} for n in chunk], schemes=["root"]):
+            for rse, pfns in rep["rses"].items():
+                if pfns:
+                    wanted.setdefault(rse, []).append((pfns[0], rep["adler32"]))
+    order = ["IHEP-EOS", "IHEP-TAPE", "CNAF-DISK", "CNAF-TAPE", "JINR-DISK", "IN2P3-DISK"]
+    rses = sorted(wanted, key=lambda r: (order.index(r) if r in order else len(order), r))
+    with ThreadPoolExecutor(max_workers=len(rses) or 1) as pool:
+        found = dict(zip(rses, pool.map(lambda r: checksums([p for p, _ in wanted[r]]), rses), strict=True))
+    return {rse: (len(wanted[rse]), sum(found[rse].get(p) == a for p, a in wanted[rse])) for rse in rses}
+
+
+def checksums(pfns: list[str]) -> dict[str, str | None]:
+    """adler32 of each PFN as its XRootD server computes it: one `xrdfs` session per server, the queries
+    on its standard input; anything it did not answer is asked again one by one."""
+    out: dict[str, str | None] = {}
+    by_host: dict[str, dict[str, str]] = {}
+    for pfn in pfns:
+        host, path = storage.split_url(pfn)
+        by_host.setdefault(host, {})[path] = pfn
+    for host, paths in by_host.items():
+        script = "".join(f"query checksum {p}\n" for p in paths)
+        done = subprocess.run(["xrdfs", host], input=script, capture_output=True, text=True, timeout=600)
+        current = None
+        for line in done.stdout.splitlines():
+            if "> query checksum " in line:
+                current = line.split("> query checksum ", 1)[1].strip()
+            elif current in paths and line.startswith("adler32 "):
+                out[paths[current]] = line.split()[1].lower().rjust(8, "0")
+                current = None
+    for pfn in pfns:
+        if pfn not in out:
+            out[pfn] = storage.remote_adler32(pfn)
+    return out
+
+
+def check_against_rucio(client: Any, blocks: list[str], status: dict[str, Any]) -> None:
+    """juno-dci reads Rucio's database directly: its per-RSE present counts must equal what Rucio's API
+    lists (AVAILABLE replicas of the blocks' files at the RSEs the blocks have rules for)."""
+    from_api: dict[str, int] = {}
+    for block in blocks:
+        rses = {r["rse_expression"] for r in client.list_did_rules(SCOPE, block)}
+        names = [f["name"] for f in client.list_files(SCOPE, block)]
+        for chunk in _chunks(names, 500):
+            for rep in client.list_replicas([{"scope": SCOPE, "name": n} for n in chunk], all_states=True):
+                for rse, state in rep["states"].items():
+                    if state == "AVAILABLE" and rse in rses:
+                        from_api[rse] = from_api.get(rse, 0) + 1
+    table = {r["rse"]: r["present"]["files"] for r in status["rses"] if r["present"]["files"]}
+    if table != from_api:
+        raise DemoFailed(f"juno-dci's present counts {table} differ from Rucio's API {from_api}")
+
+
+def write_report(cfg: GridConfig, number: int, status: dict[str, Any]) -> Path:
+    from juno_dci.page import render_page
+
+    path = cfg.state_dir / "demo" / f"status-demo{number}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_page(status, live=False), encoding="utf-8")
+    path.chmod(0o644)
+    return path
+
+
+def run_task(cfg: GridConfig, block: str) -> None:
+    """An analyst's task over one block: jobs run on HTCondor at the sites holding the files."""
+    say("\n== 5. analyst1 runs a task over the block: jobs go where the data is, outputs go to Rucio")
     env = {**os.environ, "RUCIO_CONFIG": str(cfg.rucio_cfg.parent / "analyst1.cfg")}
     task = REPO_ROOT / "etc" / "tasks" / "raw-checksum.yaml"
     submit = [str(VENV_BIN / "juno-submit"), "submit", str(task), "--input", f"raw:{block}", "--wait"]
     say(f"   $ juno-submit submit etc/tasks/raw-checksum.yaml --input raw:{block} --wait")
-    done = subprocess.run(submit, env=env, text=True, capture_output=True, timeout=900)
-    for line in (done.stdout + done.stderr).splitlines():
-        say(f"   {line}")
+    done = subprocess.run(submit, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900)
+    for line in done.stdout.splitlines():
+        say(f"   {line}".rstrip())
     if done.returncode != 0:
-        say(f"   the task did not complete (exit {done.returncode})")
-        return 1
+        raise DemoFailed(f"the task did not complete (exit {done.returncode}): see above")
     status = subprocess.run([str(VENV_BIN / "juno-submit"), "status", "--jobs"], env=env, text=True,
                             capture_output=True, timeout=120)
-    for line in status.stdout.splitlines():
-        say(f"   {line}")
-    return 0
+    lines = status.stdout.splitlines()
+    # The task's summary was printed above: only the per-job table (where each job ran, its exit code).
+    header = next((i for i, line in enumerate(lines) if line.split()[:2] == ["job", "state"]), 0)
+    say("   $ juno-submit status --jobs")
+    for line in lines[header:]:
+        say(f"   {line}".rstrip())
 
 
 if __name__ == "__main__":

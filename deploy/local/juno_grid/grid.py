@@ -69,6 +69,45 @@ def start_daemons(cfg: GridConfig, sleep: float = 2.0) -> None:
                 [sys.executable, "-m", "juno_grid.daemons", "--sleep", str(sleep)], env=client_env(cfg))
 
 
+def cmdline(cfg: GridConfig, name: str) -> list[str]:
+    """The command line of the grid's process `name` if it runs (started by us: recorded PID), else []."""
+    rec = procs.read(cfg.run_dir, name)
+    if rec is None or not procs.alive(rec):
+        return []
+    try:
+        return Path(f"/proc/{rec.pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+def option(argv: list[str], flag: str, default: str) -> str:
+    """The value after `flag` in a command line, or `default`."""
+    return argv[argv.index(flag) + 1] if flag in argv[:-1] else default
+
+
+@contextmanager
+def daemons_paused(cfg: GridConfig, log: Callable[[str], None] = print) -> Iterator[str]:
+    """Stop the background daemon loop (by its recorded PID) for the duration, restart it after with its
+    own --sleep, also on SIGTERM. Benchmarks use it: the loop would do their work in parallel (or work
+    of its own) while they measure. Yields "paused", or "absent" when no loop runs."""
+    import signal
+
+    argv = cmdline(cfg, DAEMONS)
+    if not argv:
+        yield "absent"
+        return
+    sleep = float(option(argv, "--sleep", "2.0"))
+    log("pausing the grid's background daemon loop (restarted at the end) ...")
+    procs.stop(cfg.run_dir, DAEMONS)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` restarts it
+    try:
+        yield "paused"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        start_daemons(cfg, sleep)
+        log(f"daemon loop restarted (--sleep {sleep})")
+
+
 def sync_topology(cfg: GridConfig, log: Callable[[str], None] = print) -> int:
     """Make the grid's Rucio match etc/sites.yaml (environment `local`)."""
     from rucio.client import Client
