@@ -57,6 +57,11 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     rex.ServerConnectionException, rex.ServiceUnavailable, rex.DatabaseException,
     requests.exceptions.RequestException, ConnectionError, TimeoutError,
 )
+# A name Rucio already has (replica at the RSE: Duplicate; attached: FileAlreadyExists; other size or
+# checksum: FileConsistencyMismatch): the chunk is looked up again and decided per file.
+_ALREADY: tuple[type[BaseException], ...] = (
+    rex.FileAlreadyExists, rex.FileConsistencyMismatch, rex.DataIdentifierAlreadyExists, rex.Duplicate,
+)
 _REFUSED: tuple[type[BaseException], ...] = (
     rex.AccessDenied, rex.CannotAuthenticate, rex.RSENotFound, rex.ScopeNotFound, rex.AccountNotFound,
     rex.RSEWriteBlocked, rex.InvalidRSEExpression, rex.MissingClientParameter, rex.ConfigNotFound,
@@ -351,7 +356,7 @@ class Registrar:
             with rucio_errors(f"registering {len(chunk)} files in {block}"):
                 client.attach_dids(SCOPE, block, list(chunk), rse=self.rse)
             return RegisterResult(registered=names)
-        except (rex.FileAlreadyExists, rex.FileConsistencyMismatch, rex.DataIdentifierAlreadyExists):
+        except _ALREADY:
             return RegisterResult(recheck=names)
         except rex.UnsupportedOperation as err:
             if "closed" in str(err):
@@ -369,7 +374,7 @@ class Registrar:
                 with rucio_errors(f"registering {name} in {block}"):
                     client.attach_dids(SCOPE, block, [item], rse=self.rse)
                 result.registered.append(name)
-            except (rex.FileAlreadyExists, rex.FileConsistencyMismatch, rex.DataIdentifierAlreadyExists):
+            except _ALREADY:
                 result.recheck.append(name)
             except rex.DataIdentifierNotFound as err:
                 # The block itself is gone (deleted by an admin while we ran): nothing per file to blame.

@@ -4,8 +4,8 @@
 so one process stats hundreds of files over one connection, and chunks run in parallel processes. Still,
 stat costs about 0.6 ms per file (2,000 in 1.3 s on the local grid, the ingester's slowest step), while
 `xrdfs HOST ls -l DIR` lists a whole directory with sizes in one request (4,884 entries in 0.18 s). A
-batch's files share a few day directories (rucio_policy.lfn2pfn), so a directory holding at least
-`LIST_MIN` of the batch's files is listed; the rest are stat'ed.
+batch's files share a few day directories (rucio_policy.lfn2pfn), so a directory holding enough of the
+batch's files, compared with its size at the last listing, is listed (should_list); the rest are stat'ed.
 
 Outcomes per path: its size, or None (not there, or not a file). Anything else xrdfs reports (server
 down, timeout, permission) raises StorageUnavailable: the batch is retried later, never dead-lettered
@@ -29,7 +29,16 @@ _SIZE = re.compile(r"^Size:\s+(\d+)\s*$")
 _FLAGS = re.compile(r"^Flags:\s+\d+\s+\((.*)\)\s*$")
 # `ls -l`: "-rw-r--r-- owner group 1024 2026-11-22 02:44:37 /eos/juno/dci/raw/2026/1122/RUN...dat"
 _LISTED = re.compile(r"^([-d])\S*\s+\S+\s+\S+\s+(\d+)\s+\S+\s+\S+\s+(/.*\S)\s*$")
-LIST_MIN = 16  # a directory with at least this many of the batch's files is listed instead of stat'ed
+LIST_MIN = 16  # a directory with at least this many of the batch's files may be listed instead of stat'ed
+# Measured on the local grid: stat ~0.65 ms per file (2,000 in 1.3 s), listing ~0.035 ms per entry
+# (4,884 in 0.17 s). Listing pays when the batch's files in a directory are at least this share of it.
+LIST_SHARE = 1 / 15
+
+
+def should_list(files: int, entries: int | None) -> bool:
+    """List the directory (rather than stat `files` of it) given its size at the last listing (None:
+    not listed yet; listed, then remembered)."""
+    return files >= LIST_MIN and (entries is None or files >= entries * LIST_SHARE)
 
 
 class StorageUnavailable(Exception):
@@ -123,6 +132,7 @@ class StorageChecker:
         self.timeout_s = timeout_s
         self._xrdfs = found
         self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="xrdfs")
+        self._entries: dict[str, int] = {}  # directory → entries at its last listing
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -135,8 +145,9 @@ class StorageChecker:
         by_dir: dict[str, list[str]] = {}
         for path in unique:
             by_dir.setdefault(path.rsplit("/", 1)[0] or "/", []).append(path)
-        listed = [(d, ps) for d, ps in by_dir.items() if len(ps) >= LIST_MIN]
-        single = [p for ps in by_dir.values() if len(ps) < LIST_MIN for p in ps]
+        listed = [(d, ps) for d, ps in by_dir.items() if should_list(len(ps), self._entries.get(d))]
+        chosen = {d for d, _ in listed}
+        single = [p for d, ps in by_dir.items() if d not in chosen for p in ps]
         chunks = [single[i:i + self.chunk] for i in range(0, len(single), self.chunk)]
         work: list[Callable[[], dict[str, int | None]]] = [partial(self._list_dir, d, ps) for d, ps in listed]
         work += [partial(self._stat_chunk, chunk) for chunk in chunks]
@@ -152,7 +163,11 @@ class StorageChecker:
         except subprocess.TimeoutExpired:
             raise StorageUnavailable(f"xrdfs {self.endpoint.host}: no listing of {directory} within "
                                      f"{self.timeout_s:.0f} s") from None
-        return parse_list_output(proc.stdout + "\n" + proc.stderr, proc.returncode, directory, paths)
+        sizes = parse_list_output(proc.stdout + "\n" + proc.stderr, proc.returncode, directory, paths)
+        self._entries[directory] = sum(1 for line in proc.stdout.splitlines() if _LISTED.match(line))
+        if len(self._entries) > 1000:  # day directories: keep the recent ones
+            del self._entries[next(iter(self._entries))]
+        return sizes
 
     def _stat_chunk(self, paths: list[str]) -> dict[str, int | None]:
         commands = "".join(f"stat {p}\n" for p in paths) + "exit\n"

@@ -134,7 +134,9 @@ def dead_letters(bootstrap: str, topic: str, *, idle_s: float = 3.0, max_wait_s:
         assigned = False
         while time.monotonic() - started < max_wait_s:
             msgs = consumer.consume(num_messages=1000, timeout=0.5)
-            assigned = assigned or bool(consumer.assignment())
+            if not assigned and consumer.assignment():
+                # Joining the group can take seconds (Tansu: ~3 s); idle counts from the assignment.
+                assigned, last = True, time.monotonic()
             for msg in msgs:
                 if msg.error() is None:
                     out.append(DeadLetter.from_message(msg))

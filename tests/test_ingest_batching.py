@@ -20,7 +20,7 @@ from juno_ingest.batching import (
     commit_offsets,
     even_chunks,
 )
-from juno_ingest.storage_check import StorageUnavailable, parse_list_output, parse_stat_output
+from juno_ingest.storage_check import StorageUnavailable, parse_list_output, parse_stat_output, should_list
 
 
 def test_batch_goes_when_full_or_old() -> None:
@@ -180,3 +180,11 @@ def test_listing_of_a_missing_directory_means_missing_files_but_errors_are_not()
                           ["/eos/x/a.dat"])
     with pytest.raises(StorageUnavailable, match="exit code 1"):
         parse_list_output("", 1, "/eos/x", ["/eos/x/a.dat"])
+
+
+def test_listing_only_when_it_beats_stat() -> None:
+    assert not should_list(5, None)  # a handful of files: stat them
+    assert should_list(16, None)  # never listed: try
+    assert should_list(2000, 14_000) and should_list(1000, 14_000)
+    assert not should_list(500, 14_000)  # a big day directory and few of the batch's files in it
+    assert not should_list(20, 1_440)

@@ -117,6 +117,11 @@ def _originals(bootstrap: str, topic: str) -> dict[tuple[int, int], bytes | None
     out: dict[tuple[int, int], bytes | None] = {}
     try:
         consumer.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while not consumer.assignment() and time.monotonic() < deadline:  # joining the group takes seconds
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is None:
+                    out[(msg.partition(), msg.offset())] = msg.value()
         last = time.monotonic()
         while time.monotonic() - last < 4:
             for msg in consumer.consume(1000, 0.5):
@@ -387,3 +392,57 @@ def test_rucio_outage_loses_nothing_and_the_backlog_drains(grid: Any, endpoint: 
     assert summary["stopped"] == "stop requested"
     problems = verify.check_rucio(grid.client(), plan, closed_before=None, open_from=_today())
     assert not problems, problems
+
+
+# -- optimistic registration: duplicates and conflicts after a clean batch ------------------------
+
+
+def test_duplicates_after_a_clean_batch_take_the_recheck_path(grid: Any, endpoint: Endpoint) -> None:
+    """A clean batch makes the next one register without looking names up first; duplicates and a
+    conflict in it must still end as duplicates and a dead letter, with Rucio unchanged for them."""
+    from juno_ingest.batching import Position
+    from juno_ingest.consumer import default_client_factory
+    from juno_ingest.pipeline import Fate, Incoming, Pipeline
+    from juno_ingest.registrar import NoRules, Registrar
+    from juno_ingest.storage_check import StorageChecker
+
+    stream = _streams(1)
+    plan = sim.make_plan(sim.SimSpec(files=60, size=128, days=1, streams=stream, prefix=endpoint.prefix))
+    sim.write_files(plan, endpoint)
+    cfg = _config(grid, f"unused-{_tag()}", stream)
+    registrar = Registrar(default_client_factory(cfg), rse="IHEP-EOS", bulk_size=20, parallel=2, rules=NoRules())
+    pipeline = Pipeline(registrar, StorageChecker(endpoint), prefix=endpoint.prefix, streams=frozenset(stream))
+    offsets = iter(range(1_000))
+
+    def incoming(values: list[bytes]) -> list[Incoming]:
+        return [Incoming(Position("t", 0, next(offsets)), None, v) for v in values]
+
+    first, second = plan.files[:30], plan.files[30:]
+    try:
+        result = pipeline.process(incoming([f.message(endpoint.prefix).to_json() for f in first]))
+        assert [o.fate for o in result.outcomes] == [Fate.REGISTERED] * 30
+        assert pipeline._lookup_all is False  # the next batch registers optimistically
+
+        conflicting = first[0].message(endpoint.prefix, adler32="0badc0de").to_json()
+        values = ([f.message(endpoint.prefix).to_json() for f in second[:15]]
+                  + [f.message(endpoint.prefix).to_json() for f in first[:10]]  # replays of registered files
+                  + [conflicting]
+                  + [f.message(endpoint.prefix).to_json() for f in second[15:]])
+        result = pipeline.process(incoming(values))
+        fates = [o.fate for o in result.outcomes]
+        assert fates.count(Fate.REGISTERED) == 30 and fates.count(Fate.DUPLICATE) == 10, result.outcomes
+        [dead] = [o for o in result.outcomes if o.fate is Fate.DEAD]
+        assert dead.code == "conflict" and "0badc0de" in dead.reason, dead
+        assert pipeline._lookup_all is True  # a batch with duplicates: the next one looks up first
+    finally:
+        pipeline.close()
+        registrar.close()
+
+    client = grid.client()
+    [block] = plan.expected_blocks()
+    attached = [c["name"] for c in client.list_content("raw", block)]
+    assert sorted(attached) == sorted(f.lfn for f in plan.files)  # each file once, none twice
+    meta = client.get_metadata("raw", first[0].lfn)
+    assert meta["adler32"] == first[0].adler32  # the conflict left the registered file untouched
+    reps = list(client.list_replicas([{"scope": "raw", "name": f.lfn} for f in plan.files], all_states=True))
+    assert all(list(r["states"].values()) == ["AVAILABLE"] for r in reps) and len(reps) == 60
