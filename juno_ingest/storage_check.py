@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ class StorageChecker:
         self._xrdfs = found
         self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="xrdfs")
         self._entries: dict[str, int] = {}  # directory → entries at its last listing
+        self._entries_lock = threading.Lock()  # listings finish on the pool's threads
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -145,7 +147,9 @@ class StorageChecker:
         by_dir: dict[str, list[str]] = {}
         for path in unique:
             by_dir.setdefault(path.rsplit("/", 1)[0] or "/", []).append(path)
-        listed = [(d, ps) for d, ps in by_dir.items() if should_list(len(ps), self._entries.get(d))]
+        with self._entries_lock:
+            known = {d: self._entries.get(d) for d in by_dir}
+        listed = [(d, ps) for d, ps in by_dir.items() if should_list(len(ps), known[d])]
         chosen = {d for d, _ in listed}
         single = [p for d, ps in by_dir.items() if d not in chosen for p in ps]
         chunks = [single[i:i + self.chunk] for i in range(0, len(single), self.chunk)]
@@ -164,9 +168,11 @@ class StorageChecker:
             raise StorageUnavailable(f"xrdfs {self.endpoint.host}: no listing of {directory} within "
                                      f"{self.timeout_s:.0f} s") from None
         sizes = parse_list_output(proc.stdout + "\n" + proc.stderr, proc.returncode, directory, paths)
-        self._entries[directory] = sum(1 for line in proc.stdout.splitlines() if _LISTED.match(line))
-        if len(self._entries) > 1000:  # day directories: keep the recent ones
-            del self._entries[next(iter(self._entries))]
+        entries = sum(1 for line in proc.stdout.splitlines() if _LISTED.match(line))
+        with self._entries_lock:
+            self._entries[directory] = entries
+            if len(self._entries) > 1000:  # day directories: keep the recent ones
+                del self._entries[next(iter(self._entries))]
         return sizes
 
     def _stat_chunk(self, paths: list[str]) -> dict[str, int | None]:
