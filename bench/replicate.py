@@ -108,6 +108,7 @@ class Copy:
 
 
 @functools.cache
+@functools.cache  # etc/sites.yaml, read once (asked for every copy record)
 def _topology() -> Any:
     from rucio_policy.topology import load as load_topology
 

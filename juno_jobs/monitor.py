@@ -95,12 +95,21 @@ def _int(value: Any) -> int | None:
         return None
 
 
-class CondorLog:
-    """Incremental reader of a task's HTCondor user log; its position survives in `state`."""
+class _PositionedLog:
+    """A log read incrementally; where the last pass stopped is kept in `state` (written atomically)."""
 
     def __init__(self, log: Path, state: Path) -> None:
         self.log = log
         self.state = state
+
+    def _save(self, position: bytes) -> None:
+        tmp = self.state.with_suffix(".tmp")
+        tmp.write_bytes(position)
+        tmp.replace(self.state)
+
+
+class CondorLog(_PositionedLog):
+    """Incremental reader of a task's HTCondor user log; its position survives in `state`."""
 
     def read(self) -> list[Event]:
         import htcondor2
@@ -120,9 +129,7 @@ class CondorLog:
             e = from_condor(ev)
             if e is not None:
                 out.append(e)
-        tmp = self.state.with_suffix(".tmp")
-        tmp.write_bytes(pickle.dumps(jel))
-        tmp.replace(self.state)
+        self._save(pickle.dumps(jel))
         return out
 
 
@@ -204,12 +211,8 @@ def parse_text(text: str) -> tuple[list[Event], int]:
     return out, used
 
 
-class TextLog:
+class TextLog(_PositionedLog):
     """Incremental reader of a task's HTCondor user log (text format) from a remembered byte offset."""
-
-    def __init__(self, log: Path, state: Path) -> None:
-        self.log = log
-        self.state = state
 
     def read(self) -> list[Event]:
         if not self.log.exists():
@@ -227,18 +230,12 @@ class TextLog:
         text = raw.decode("utf-8", errors="replace")
         events, used = parse_text(text)
         consumed = len(text[:used].encode("utf-8", errors="replace"))
-        tmp = self.state.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"offset": offset + consumed}))
-        tmp.replace(self.state)
+        self._save(json.dumps({"offset": offset + consumed}).encode())
         return events
 
 
-class LocalLog:
+class LocalLog(_PositionedLog):
     """The local backend's event lines (JSON), read from a remembered byte offset."""
-
-    def __init__(self, log: Path, state: Path) -> None:
-        self.log = log
-        self.state = state
 
     def read(self) -> list[Event]:
         if not self.log.exists():

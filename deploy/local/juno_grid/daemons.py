@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 ORDER = (
     "judge-evaluator",
@@ -59,6 +60,13 @@ RECOVERER_LIMIT_PER_RSE = 20
 RECOVERER_POLICY = Path(__file__).resolve().parents[3] / "etc" / "suspicious_replica_recoverer.json"
 
 
+def _one_cycle(graceful_stop: threading.Event, executable: str, run_once: Callable[..., Any]) -> Callable[[], None]:
+    from rucio.daemons.common import run_daemon
+
+    return lambda: run_daemon(once=True, graceful_stop=graceful_stop, executable=executable, partition_wait_time=0,
+                              sleep_time=60, run_once_fnc=run_once)
+
+
 def _runner(name: str) -> Callable[[], None]:
     # Imported lazily: each import pulls in Rucio's core and reads the configuration.
     if name == "judge-evaluator":
@@ -85,37 +93,27 @@ def _runner(name: str) -> Callable[[], None]:
         from rucio.daemons.conveyor import finisher
 
         return lambda: finisher.finisher(once=True, partition_wait_time=0, db_bulk=1000)
+    # These three have no entry point that skips the partition wait: their own run_once, one cycle,
+    # through Rucio's run_daemon (heartbeats), as their main functions call it with once=True.
     if name == "replica-recoverer":
-        from rucio.daemons.common import run_daemon
         from rucio.daemons.replicarecoverer import suspicious_replica_recoverer as recoverer
 
-        # The daemon's own run_once through Rucio's run_daemon, as declare_suspicious_replicas_bad does,
-        # without its 1 s partition wait.
-        return lambda: run_daemon(
-            once=True, graceful_stop=recoverer.GRACEFUL_STOP, executable=recoverer.DAEMON_NAME,
-            partition_wait_time=0, sleep_time=60,
-            run_once_fnc=partial(recoverer.run_once, younger_than=10, nattempts=RECOVERER_NATTEMPTS, vos=None,
-                                 limit_suspicious_files_on_rse=RECOVERER_LIMIT_PER_RSE,
-                                 json_file_name=str(RECOVERER_POLICY), active_mode=True))
+        return _one_cycle(recoverer.GRACEFUL_STOP, recoverer.DAEMON_NAME, partial(
+            recoverer.run_once, younger_than=10, nattempts=RECOVERER_NATTEMPTS, vos=None,
+            limit_suspicious_files_on_rse=RECOVERER_LIMIT_PER_RSE, json_file_name=str(RECOVERER_POLICY),
+            active_mode=True))
     if name == "necromancer":
         from rucio.daemons.badreplicas import necromancer
-        from rucio.daemons.common import run_daemon
 
-        # As necromancer.necromancer(), without its 10 s partition wait.
-        return lambda: run_daemon(once=True, graceful_stop=necromancer.graceful_stop,
-                                  executable=necromancer.DAEMON_NAME, partition_wait_time=0, sleep_time=60,
-                                  run_once_fnc=partial(necromancer.run_once, bulk=1000))
+        return _one_cycle(necromancer.graceful_stop, necromancer.DAEMON_NAME,
+                          partial(necromancer.run_once, bulk=1000))
     if name == "judge-cleaner":
-        from rucio.daemons.common import run_daemon
         from rucio.daemons.judge import cleaner
 
         # Removes expired rules, which is also how a rule deleted through the API goes (Rucio only sets
-        # its expiry an hour ahead). As cleaner.rule_cleaner(), without its 1 s partition wait; the paused
-        # rules (locked rows, retried later) are kept across cycles as the daemon keeps them.
-        paused: dict[str, object] = {}
-        return lambda: run_daemon(once=True, graceful_stop=cleaner.graceful_stop, executable=cleaner.DAEMON_NAME,
-                                  partition_wait_time=0, sleep_time=60,
-                                  run_once_fnc=partial(cleaner.run_once, paused_rules=paused))
+        # its expiry an hour ahead). The paused rules (locked rows, retried later) are kept across cycles
+        # as the daemon keeps them.
+        return _one_cycle(cleaner.graceful_stop, cleaner.DAEMON_NAME, partial(cleaner.run_once, paused_rules={}))
     if name == "undertaker":
         from rucio.daemons.undertaker import undertaker
 

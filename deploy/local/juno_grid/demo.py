@@ -31,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from rucio_policy import topology
+
 from . import daemons, procs, storage
 from .config import REPO_ROOT, VENV_BIN, GridConfig, load
 from .grid import DAEMONS
@@ -329,35 +331,12 @@ def read_back(client: Any, names: list[str]) -> dict[str, tuple[int, int]]:
             for rse, pfns in rep["rses"].items():
                 if pfns:
                     wanted.setdefault(rse, []).append((pfns[0], rep["adler32"]))
-    order = ["IHEP-EOS", "IHEP-TAPE", "CNAF-DISK", "CNAF-TAPE", "JINR-DISK", "IN2P3-DISK"]
+    order = [r.name for r in topology.load().rses]  # as etc/sites.yaml lists them
     rses = sorted(wanted, key=lambda r: (order.index(r) if r in order else len(order), r))
     with ThreadPoolExecutor(max_workers=len(rses) or 1) as pool:
-        found = dict(zip(rses, pool.map(lambda r: checksums([p for p, _ in wanted[r]]), rses), strict=True))
+        found = dict(zip(rses, pool.map(lambda r: storage.remote_adler32_many([p for p, _ in wanted[r]]), rses),
+                         strict=True))
     return {rse: (len(wanted[rse]), sum(found[rse].get(p) == a for p, a in wanted[rse])) for rse in rses}
-
-
-def checksums(pfns: list[str]) -> dict[str, str | None]:
-    """adler32 of each PFN as its XRootD server computes it: one `xrdfs` session per server, the queries
-    on its standard input; anything it did not answer is asked again one by one."""
-    out: dict[str, str | None] = {}
-    by_host: dict[str, dict[str, str]] = {}
-    for pfn in pfns:
-        host, path = storage.split_url(pfn)
-        by_host.setdefault(host, {})[path] = pfn
-    for host, paths in by_host.items():
-        script = "".join(f"query checksum {p}\n" for p in paths)
-        done = subprocess.run(["xrdfs", host], input=script, capture_output=True, text=True, timeout=600)
-        current = None
-        for line in done.stdout.splitlines():
-            if "> query checksum " in line:
-                current = line.split("> query checksum ", 1)[1].strip()
-            elif current in paths and line.startswith("adler32 "):
-                out[paths[current]] = line.split()[1].lower().rjust(8, "0")
-                current = None
-    for pfn in pfns:
-        if pfn not in out:
-            out[pfn] = storage.remote_adler32(pfn)
-    return out
 
 
 def check_against_rucio(client: Any, blocks: list[str], status: dict[str, Any]) -> None:

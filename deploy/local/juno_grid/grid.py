@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -90,8 +91,6 @@ def daemons_paused(cfg: GridConfig, log: Callable[[str], None] = print) -> Itera
     """Stop the background daemon loop (by its recorded PID) for the duration, restart it after with its
     own --sleep, also on SIGTERM. Benchmarks use it: the loop would do their work in parallel (or work
     of its own) while they measure. Yields "paused", or "absent" when no loop runs."""
-    import signal
-
     argv = cmdline(cfg, DAEMONS)
     if not argv:
         yield "absent"

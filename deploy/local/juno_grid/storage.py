@@ -50,6 +50,30 @@ def remote_adler32(pfn: str, timeout: float = 60) -> str | None:
     return parts[1].lower().rjust(8, "0") if len(parts) >= 2 and parts[0] == "adler32" else None
 
 
+def remote_adler32_many(pfns: list[str]) -> dict[str, str | None]:
+    """adler32 of each PFN as its XRootD server computes it: one `xrdfs` session per server, the queries
+    on its standard input; anything it did not answer is asked again one by one."""
+    out: dict[str, str | None] = {}
+    by_host: dict[str, dict[str, str]] = {}
+    for pfn in pfns:
+        host, path = split_url(pfn)
+        by_host.setdefault(host, {})[path] = pfn
+    for host, paths in by_host.items():
+        script = "".join(f"query checksum {p}\n" for p in paths)
+        done = subprocess.run(["xrdfs", host], input=script, capture_output=True, text=True, timeout=600)
+        current = None
+        for line in done.stdout.splitlines():
+            if "> query checksum " in line:
+                current = line.split("> query checksum ", 1)[1].strip()
+            elif current in paths and line.startswith("adler32 "):
+                out[paths[current]] = line.split()[1].lower().rjust(8, "0")
+                current = None
+    for pfn in pfns:
+        if pfn not in out:
+            out[pfn] = remote_adler32(pfn)
+    return out
+
+
 def copy(src: str, dst: str, *, tpc: bool = False, force: bool = True, timeout: float = 600) -> None:
     argv = ["xrdcp", "--nopbar", "--path"]  # --path: create the destination's directories
     if force:
