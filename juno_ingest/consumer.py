@@ -510,26 +510,42 @@ class Ingester:
 
     # -- state of the consumer --------------------------------------------------------------------
 
-    def _update_lag(self) -> None:
+    def _partition_lag(self, tp: TopicPartition) -> int | None:
+        """Messages published but not yet read in one partition; None when that cannot be known yet."""
+        try:
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high is None or high < 0:  # no fetch answered yet (just assigned): ask the broker
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            [pos] = self.consumer.position([tp])
+            offset = pos.offset
+            if offset < 0:  # nothing read yet: we start from the committed offset, or the beginning
+                [committed] = self.consumer.committed([tp], timeout=5)
+                offset = committed.offset if committed.offset >= 0 else low
+        except KafkaException:
+            return None
+        if high is None or high < 0 or offset < 0:
+            return None
+        return high - offset
+
+    def _update_lag(self) -> bool:
+        """Refresh the lag of every assigned partition; whether all of them are known."""
+        known = True
         for topic, partition in list(self._assigned):
-            tp = TopicPartition(topic, partition)
-            try:
-                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-                [pos] = self.consumer.position([tp])
-            except KafkaException:
+            lag = self._partition_lag(TopicPartition(topic, partition))
+            if lag is None:
+                known = False
                 continue
-            if high is None or high < 0:
-                continue
-            # Before the first message of a partition is read its position is "invalid" (< 0).
-            lag = high - pos.offset if pos.offset >= 0 else None
-            if lag is not None:
-                self._lag[(topic, partition)] = lag
-                self.metrics.lag.labels(topic, str(partition)).set(lag)
+            self._lag[(topic, partition)] = lag
+            self.metrics.lag.labels(topic, str(partition)).set(lag)
+        return known
 
     def _caught_up(self) -> bool:
-        """Everything published so far was read (a poll just came back empty and no known lag)."""
-        self._update_lag()
-        return bool(self._ever_assigned) and all(v <= 0 for v in self._lag.values())
+        """Everything published so far was read: every assigned partition's lag is known and none is left.
+        (Right after an assignment nothing is known yet: that is not caught up, or a restart would close
+        a day's blocks before reading that day's remaining messages.)"""
+        known = self._update_lag()
+        return bool(self._ever_assigned) and known and all(
+            self._lag.get(tp, 1) <= 0 for tp in self._assigned)
 
     def _close_due(self, caught_up: bool, *, force: bool = False) -> None:
         assert self.registrar is not None and self.pipeline is not None
