@@ -345,8 +345,7 @@ class Ingester:
         batch, self._carry = self._carry, []
         first_at = time.monotonic() if batch else None
         while not self.stopping and not self.policy.full(len(batch)):
-            timeout = self.policy.wait_left(first_at, time.monotonic()) if batch else 0.5
-            msgs = self.consumer.consume(num_messages=self.policy.max_messages - len(batch), timeout=timeout)
+            msgs = self._read(self.policy.max_messages - len(batch), first_at)
             for msg in msgs:
                 item = self._incoming(msg)
                 if item is not None:
@@ -358,6 +357,21 @@ class Ingester:
             if not msgs or self.policy.due(len(batch), first_at, time.monotonic()):
                 break  # nothing more came within linger_s (or the batch is full or old): it goes
         return batch, first_at
+
+    def _read(self, want: int, first_at: float | None) -> list[Message]:
+        """Up to `want` messages: what is already fetched at once; else, for an empty batch, wait up to 0.5 s
+        for the first one, and for a started batch up to linger_s for more. (librdkafka's consume() with a
+        timeout returns only when it has `want` messages or the timeout is over: a lone message would
+        always wait the whole timeout.)"""
+        msgs = self.consumer.consume(num_messages=want, timeout=0)
+        if msgs:
+            return msgs
+        if first_at is not None:
+            return self.consumer.consume(num_messages=want, timeout=self.policy.wait_left(first_at, time.monotonic()))
+        first = self.consumer.poll(0.5)  # returns as soon as a message (or an error event) is there
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(num_messages=want - 1, timeout=0)] if want > 1 else [first]
 
     def _incoming(self, msg: Message) -> Incoming | None:
         err = msg.error()

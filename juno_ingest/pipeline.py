@@ -133,8 +133,8 @@ class Pipeline:
         names = list(dict.fromkeys(p.name for p in plans.values()))
         sizes_future: Future[dict[str, int | None]] | None = None
         if self.checker is not None and self.prefix is not None and names:
-            paths = [expected_path(self.prefix, p) for p in dict((p.name, p) for p in plans.values()).values()]
-            sizes_future = self._side.submit(self.checker.sizes, paths)
+            wanted = {expected_path(self.prefix, p): p.size for p in plans.values()}
+            sizes_future = self._side.submit(self.checker.sizes, list(wanted), wanted)
         lookup_all, self._lookup_all = self._lookup_all, True  # a batch that fails is retried with a lookup
         looked_up = set(names) if lookup_all else {
             p.name for p in plans.values()

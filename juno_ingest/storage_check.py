@@ -7,6 +7,11 @@ stat costs about 0.6 ms per file (2,000 in 1.3 s on the local grid, the ingester
 batch's files share a few day directories (rucio_policy.lfn2pfn), so a directory holding enough of the
 batch's files, compared with its size at the last listing, is listed (should_list); the rest are stat'ed.
 
+A listing is kept for LISTING_TTL_S: a file it shows with exactly the size the caller expects is taken
+as there without asking again (a backlog's batches share their day directories: one listing answers
+them all). Anything else (not in the listing, another size, no expectation) is asked afresh, so a
+"not there" or "wrong size" is never an old answer.
+
 Outcomes per path: its size, or None (not there, or not a file). Anything else xrdfs reports (server
 down, timeout, permission) raises StorageUnavailable: the batch is retried later, never dead-lettered
 because the storage had a bad minute.
@@ -18,7 +23,8 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -34,12 +40,24 @@ LIST_MIN = 16  # a directory with at least this many of the batch's files may be
 # Measured on the local grid: stat ~0.65 ms per file (2,000 in 1.3 s), listing ~0.035 ms per entry
 # (4,884 in 0.17 s). Listing pays when the batch's files in a directory are at least this share of it.
 LIST_SHARE = 1 / 15
+LISTING_TTL_S = 60.0  # how long a listing confirms files it shows with the expected size
+LISTINGS_KEPT = 32  # directories whose last listing is kept (a few days x streams)
 
 
 def should_list(files: int, entries: int | None) -> bool:
     """List the directory (rather than stat `files` of it) given its size at the last listing (None:
     not listed yet; listed, then remembered)."""
     return files >= LIST_MIN and (entries is None or files >= entries * LIST_SHARE)
+
+
+def parse_listing(stdout: str) -> dict[str, int | None]:
+    """Every entry of `xrdfs ls -l` output: path → size (None for a directory)."""
+    out: dict[str, int | None] = {}
+    for line in stdout.splitlines():
+        m = _LISTED.match(line)
+        if m:
+            out[_norm(m.group(3))] = int(m.group(2)) if m.group(1) == "-" else None
+    return out
 
 
 class StorageUnavailable(Exception):
@@ -122,7 +140,8 @@ class StorageChecker:
     """Stats files on one XRootD endpoint, `parallel` xrdfs processes at a time, `chunk` files each."""
 
     def __init__(self, endpoint: Endpoint, *, parallel: int = 2, chunk: int = 500, timeout_s: float = 60.0,
-                 xrdfs: str = "xrdfs") -> None:
+                 xrdfs: str = "xrdfs", listing_ttl_s: float = LISTING_TTL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         found = shutil.which(xrdfs)
         if found is None:
             raise FileNotFoundError(f"{xrdfs} not found on PATH: install the XRootD client (Debian: xrootd-client) "
@@ -135,13 +154,37 @@ class StorageChecker:
         self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="xrdfs")
         self._entries: dict[str, int] = {}  # directory → entries at its last listing
         self._entries_lock = threading.Lock()  # listings finish on the pool's threads
+        self.listing_ttl_s = listing_ttl_s
+        self._clock = clock
+        self._listings: dict[str, tuple[float, dict[str, int | None]]] = {}  # directory → (when, path → size)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def sizes(self, paths: Sequence[str]) -> dict[str, int | None]:
-        """Absolute path → size in bytes, or None when the file is not there."""
+    def sizes(self, paths: Sequence[str], expected: Mapping[str, int] | None = None) -> dict[str, int | None]:
+        """Absolute path → size in bytes, or None when the file is not there. `expected` (path → size):
+        a path a recent listing shows with that size is answered from it."""
         unique = list(dict.fromkeys(_norm(p) for p in paths))
+        if not unique:
+            return {}
+        out = self._confirmed(unique, expected) if expected else {}
+        out.update(self._ask([p for p in unique if p not in out]))
+        return out
+
+    def _confirmed(self, paths: list[str], expected: Mapping[str, int]) -> dict[str, int | None]:
+        want = {_norm(p): size for p, size in expected.items()}
+        now = self._clock()
+        out: dict[str, int | None] = {}
+        with self._entries_lock:
+            for path in paths:
+                when, listing = self._listings.get(path.rsplit("/", 1)[0] or "/", (None, {}))
+                size = want.get(path)
+                if when is not None and now - when <= self.listing_ttl_s and size is not None \
+                        and listing.get(path) == size:
+                    out[path] = size
+        return out
+
+    def _ask(self, unique: list[str]) -> dict[str, int | None]:
         if not unique:
             return {}
         by_dir: dict[str, list[str]] = {}
@@ -161,6 +204,7 @@ class StorageChecker:
         return out
 
     def _list_dir(self, directory: str, paths: list[str]) -> dict[str, int | None]:
+        listed_at = self._clock()  # the listing is at least this old
         try:
             proc = subprocess.run([self._xrdfs, self.endpoint.host, "ls", "-l", directory], capture_output=True,
                                   text=True, timeout=self.timeout_s)
@@ -168,11 +212,15 @@ class StorageChecker:
             raise StorageUnavailable(f"xrdfs {self.endpoint.host}: no listing of {directory} within "
                                      f"{self.timeout_s:.0f} s") from None
         sizes = parse_list_output(proc.stdout + "\n" + proc.stderr, proc.returncode, directory, paths)
-        entries = sum(1 for line in proc.stdout.splitlines() if _LISTED.match(line))
+        listing = parse_listing(proc.stdout)
         with self._entries_lock:
-            self._entries[directory] = entries
+            self._entries[directory] = len(listing)
             if len(self._entries) > 1000:  # day directories: keep the recent ones
                 del self._entries[next(iter(self._entries))]
+            self._listings.pop(directory, None)
+            self._listings[directory] = (listed_at, listing)
+            while len(self._listings) > LISTINGS_KEPT:
+                del self._listings[next(iter(self._listings))]
         return sizes
 
     def _stat_chunk(self, paths: list[str]) -> dict[str, int | None]:

@@ -60,6 +60,8 @@ _META_CHUNK = 500  # DIDs per get_metadata_bulk call (Rucio caps bulk calls at 1
 _PER_DID_LIMIT = 200
 
 Progress = Callable[[int, int], None]  # (done, total)
+# map_calls(fn, items) -> [fn(client, item) for each item], in order: how a caller lends its clients (threads)
+CallMap = Callable[[Callable[[Any, Any], Any], list[Any]], list[Any]]
 
 
 class EngineError(Exception):
@@ -170,22 +172,86 @@ def ensure_block_rules(client: Any, scope: str, name: str, *, policy: Policy | N
     return _ensure(client, policy, state, {})
 
 
+def new_block_state(scope: str, name: str, meta: Mapping[str, Any]) -> DidState:
+    """The state of a dataset created a moment ago with `meta` (empty, open, no rules), without asking
+    Rucio: what fetch_did would read back, as far as the policy looks (scope, name, type, size, open,
+    metadata keys)."""
+    return DidState(Did(scope=scope, name=name, did_type="DATASET", bytes=0, is_open=True, meta=dict(meta)), ())
+
+
+def ensure_blocks_rules(client: Any, scope: str, names: Iterable[str], *, new: Mapping[str, Mapping[str, Any]]
+                        | None = None, policy: Policy | None = None, map_calls: CallMap | None = None
+                        ) -> list[EnsureResult]:
+    """ensure_block_rules for many blocks, in as few calls as it takes: a rule wanted by several blocks
+    (the same RSE expression, copies, options) goes to Rucio once for all of them.
+
+    new: blocks the caller created a moment ago, with the metadata it gave them; they have no rules and
+    their state is not read back (new_block_state). The others are read with fetch_did.
+    map_calls(fn, items) runs fn(client, item) for each item (the reads, then one call per rule): e.g. a
+    thread pool, each thread with its own client. Without it, one after another with `client`.
+    Results are in the order of `names`.
+    """
+    policy = policy or load_default_policy()
+    new = new or {}
+    names = list(names)
+    run = map_calls or (lambda fn, items: [fn(client, i) for i in items])
+    old = [n for n in names if n not in new]
+    fetched = dict(zip(old, run(lambda c, n: fetch_did(c, scope, n), old), strict=True)) if old else {}
+    states = [new_block_state(scope, n, new[n]) if n in new else fetched[n] for n in names]
+    return _ensure_many(client, policy, states, [{} for _ in states], run)
+
+
 def _ensure(client: Any, policy: Policy, state: DidState, decided: dict[str, str]) -> EnsureResult:
-    diff = _diff(policy, state)
-    result = EnsureResult(scope=state.did.scope, name=state.did.name, class_name=diff.plan.class_name,
-                          decided=decided, plan=diff.plan,
-                          pending=[p.rule_id for p in diff.plan.pending],
-                          skipped=[s.rule_id for s in diff.plan.skipped])
-    result.existing = sum(1 for m in diff.matches if m.rule is not None)
-    for action in diff.actions:
-        if action.kind != ADD:
-            continue
-        rule_id = _execute(client, action)
-        if rule_id is None:
-            result.existing += 1
-        else:
-            result.added.append(rule_id)
+    [result] = _ensure_many(client, policy, [state], [decided])
     return result
+
+
+def _ensure_many(client: Any, policy: Policy, states: list[DidState], decided: list[dict[str, str]],
+                 map_calls: CallMap | None = None) -> list[EnsureResult]:
+    results: list[EnsureResult] = []
+    adds: list[tuple[EnsureResult, Action]] = []
+    for state, decisions in zip(states, decided, strict=True):
+        diff = _diff(policy, state)
+        result = EnsureResult(scope=state.did.scope, name=state.did.name, class_name=diff.plan.class_name,
+                              decided=decisions, plan=diff.plan,
+                              pending=[p.rule_id for p in diff.plan.pending],
+                              skipped=[s.rule_id for s in diff.plan.skipped])
+        result.existing = sum(1 for m in diff.matches if m.rule is not None)
+        results.append(result)
+        adds += [(result, action) for action in diff.actions if action.kind == ADD]
+    groups = _same_rule(adds)
+    run = map_calls or (lambda fn, items: [fn(client, i) for i in items])
+    for group, ids in zip(groups, run(_add_group, groups), strict=True):
+        for (result, _), rule_id in zip(group, ids, strict=True):
+            if rule_id is None:
+                result.existing += 1
+            else:
+                result.added.append(rule_id)
+    return results
+
+
+def _add_group(client: Any, group: list[tuple[Any, Action]]) -> list[str | None]:
+    """One add_replication_rule call for a group of adds with the same options: the new rules' ids, in
+    order (None: Rucio already had it). The call is one transaction: if one of the rules exists, nothing
+    was added, and they go one by one."""
+    if len(group) > 1:
+        kwargs = dict(group[0][1].add_kwargs or {})
+        kwargs["dids"] = [d for _, a in group for d in (a.add_kwargs or {})["dids"]]
+        try:
+            return [str(i) for i in client.add_replication_rule(**kwargs)]
+        except DuplicateRule:
+            pass
+    return [_execute(client, action) for _, action in group]
+
+
+def _same_rule(adds: list[tuple[Any, Action]]) -> list[list[tuple[Any, Action]]]:
+    """Adds grouped by their rule options (all but the DIDs), at most _ADD_BATCH per group."""
+    groups: dict[tuple[Any, ...], list[tuple[Any, Action]]] = {}
+    for item in adds:
+        kwargs = item[1].add_kwargs
+        assert kwargs is not None
+        groups.setdefault(tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k != "dids")), []).append(item)
+    return [g[i:i + _ADD_BATCH] for g in groups.values() for i in range(0, len(g), _ADD_BATCH)]
 
 
 def finalize_block(client: Any, scope: str, name: str, *, policy: Policy | None = None) -> EnsureResult:
@@ -604,32 +670,26 @@ def _error_text(err: Exception) -> str:
 
 def _add_all(client: Any, adds: list[Action], result: ApplyResult, tick: Callable[[int], None]) -> None:
     """Adds with the same rule options go out together (one rule per DID, up to _ADD_BATCH per call)."""
-    groups: dict[tuple[Any, ...], list[Action]] = {}
-    for action in adds:
-        assert action.add_kwargs is not None
-        key = tuple(sorted((k, repr(v)) for k, v in action.add_kwargs.items() if k != "dids"))
-        groups.setdefault(key, []).append(action)
-    for actions in groups.values():
-        for start in range(0, len(actions), _ADD_BATCH):
-            batch = actions[start:start + _ADD_BATCH]
-            kwargs = dict(batch[0].add_kwargs or {})
-            kwargs["dids"] = [d for a in batch for d in (a.add_kwargs or {})["dids"]]
-            try:
-                ids = client.add_replication_rule(**kwargs)
-            except Exception:  # noqa: BLE001 - the batch is one transaction: retry one by one to find the culprit
-                for action in batch:
-                    try:
-                        rule_id = _execute(client, action)
-                    except Exception as err:  # noqa: BLE001 - recorded per action
-                        result.failed.append((action, _error_text(err)))
+    for group in _same_rule([(None, a) for a in adds]):
+        batch = [a for _, a in group]
+        kwargs = dict(batch[0].add_kwargs or {})
+        kwargs["dids"] = [d for a in batch for d in (a.add_kwargs or {})["dids"]]
+        try:
+            ids = client.add_replication_rule(**kwargs)
+        except Exception:  # noqa: BLE001 - the batch is one transaction: retry one by one to find the culprit
+            for action in batch:
+                try:
+                    rule_id = _execute(client, action)
+                except Exception as err:  # noqa: BLE001 - recorded per action
+                    result.failed.append((action, _error_text(err)))
+                else:
+                    if rule_id is None:
+                        result.existing += 1
                     else:
-                        if rule_id is None:
-                            result.existing += 1
-                        else:
-                            result.added.append(rule_id)
-            else:
-                result.added.extend(str(i) for i in ids)
-            tick(len(batch))
+                        result.added.append(rule_id)
+        else:
+            result.added.extend(str(i) for i in ids)
+        tick(len(batch))
 
 
 def _block_order(action: Action) -> tuple[str, str]:

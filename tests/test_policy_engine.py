@@ -110,6 +110,51 @@ def test_ensure_block_rules_adds_once_and_is_idempotent(ingest: Any) -> None:
     assert again.added == [] and again.existing == 5
 
 
+class _CountingRules:
+    """The real client, with its add_replication_rule calls counted (each call still goes to Rucio)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.rule_calls: list[int] = []  # DIDs per call
+
+    def add_replication_rule(self, **kwargs: Any) -> Any:
+        self.rule_calls.append(len(kwargs["dids"]))
+        return self._client.add_replication_rule(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_ensure_blocks_rules_sends_each_rule_once_for_all_blocks(ingest: Any) -> None:
+    stream = new_stream()
+    names = blocks(ingest, stream, 3)
+    client = _CountingRules(ingest)
+    new = {n: {"stream_name": stream, "datatype": "RAW"} for n in names}
+    results = engine.ensure_blocks_rules(client, "raw", names, new=new)
+    assert [r.name for r in results] == names
+    assert all(len(r.added) == 5 and r.existing == 0 and r.pending == ["in2p3_third"] for r in results)
+    assert client.rule_calls == [3] * 5  # one call per rule of the policy, for the three blocks
+    for name, result in zip(names, results, strict=True):
+        rules = policy_rules(ingest, name)
+        assert set(rules) == UNCONDITIONAL and {r["id"] for r in rules.values()} == set(result.added)
+
+    # One rule gone from the middle block: read back (not new), only the missing rule is sent.
+    _purge_rule(policy_rules(ingest, names[1])["cnaf_disk"]["id"])
+    client.rule_calls.clear()
+    again = engine.ensure_blocks_rules(client, "raw", names)
+    assert [len(r.added) for r in again] == [0, 1, 0] and [r.existing for r in again] == [5, 4, 5]
+    assert client.rule_calls == [1]
+    assert set(policy_rules(ingest, names[1])) == UNCONDITIONAL
+
+    # Blocks said to be new that another process gave their rules meanwhile: each grouped call meets
+    # DuplicateRule (one transaction: nothing added), and one by one counts them all as existing.
+    client.rule_calls.clear()
+    raced = engine.ensure_blocks_rules(client, "raw", names, new=new)
+    assert [len(r.added) for r in raced] == [0, 0, 0] and [r.existing for r in raced] == [5, 5, 5]
+    assert client.rule_calls == [3, 1, 1, 1] * 5
+    assert all(set(policy_rules(ingest, n)) == UNCONDITIONAL for n in names)
+
+
 def test_finalize_records_the_placement_and_explain_shows_it(ingest: Any, policy: Any) -> None:
     stream = new_stream()
     [block] = blocks(ingest, stream, 1)
