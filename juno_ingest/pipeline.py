@@ -3,13 +3,15 @@
     result = Pipeline(registrar, checker, ...).process(batch)
 
 `process` is idempotent: called again on the same batch (after Rucio was unreachable, after a crash
-and replay) it registers nothing twice, because it looks up what Rucio has before registering. It
+and replay) it registers nothing twice: it looks up what Rucio has before registering, or registers
+optimistically where a name Rucio has makes the call fail (the same block: Rucio's FileAlreadyExists;
+another block: the server's one-block-per-raw-file rule, rucio_policy.access) and then looks. It
 raises RucioUnavailable / StorageUnavailable when it cannot finish; the consumer then waits and
 calls it again with the same batch, committing nothing in between.
 
 Order of work for a batch:
   1. parse and map each message (pure); reject what is malformed or not for us;
-  2. ask Rucio which names exist (bulk) while xrdfs stats the files at IHEP (in parallel);
+  2. ask Rucio which names exist (bulk; which names, see _lookup) while xrdfs stats the files at IHEP;
   3. classify each file: new, duplicate (same size and adler32) or conflict (dead-letter; Rucio's file stays);
   4. new files must be on storage with the announced size;
   5. blocks seen for the first time in this process: create (with containers) if missing, give them the
@@ -20,16 +22,19 @@ Order of work for a batch:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any, TypeVar
 
 from juno_ingest import messages
 from juno_ingest.batching import Kind, Known, Position, classify
 from juno_ingest.mapping import SCOPE, BlockPlan, FilePlan, expected_path, plan_file
 from juno_ingest.registrar import BlockState, Registrar, RucioUnavailable
 from juno_ingest.storage_check import StorageChecker
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,9 +97,10 @@ class Pipeline:
         # right, but it costs as much as a third of the batch. Steady state is new files into open blocks
         # this process has ensured: then registration is optimistic, and a name Rucio already has makes
         # its chunk fail as a whole and come back through the recheck path (same decisions, one extra
-        # round trip). Files of blocks not ensured here (new, closed, other days) are always looked up,
-        # so a duplicate never creates an empty block nor reads as "late". On start (after a crash, a
-        # rebalance: replays are likely) and after any batch that met a duplicate or conflict, look up all.
+        # round trip). Files of existing blocks not ensured here (closed, other days) are always looked
+        # up, so a duplicate never reads as "late"; files of blocks that do not exist are sampled, so a
+        # duplicate never creates an empty block (_lookup). On start (after a crash, a rebalance: replays
+        # are likely) and after any batch that met a duplicate or conflict, look up all.
         self._lookup_all = True
 
     def close(self) -> None:
@@ -134,13 +140,11 @@ class Pipeline:
         sizes_future: Future[dict[str, int | None]] | None = None
         if self.checker is not None and self.prefix is not None and names:
             wanted = {expected_path(self.prefix, p): p.size for p in plans.values()}
-            sizes_future = self._side.submit(self.checker.sizes, list(wanted), wanted)
+            sizes_future = self._side.submit(self._timed, seconds, "storage", self.checker.sizes, list(wanted), wanted)
         lookup_all, self._lookup_all = self._lookup_all, True  # a batch that fails is retried with a lookup
-        looked_up = set(names) if lookup_all else {
-            p.name for p in plans.values()
-            if not (state := self.blocks.get(p.block.name)) or not state.is_open}
         try:
-            existing = self.registrar.existing_files(sorted(looked_up)) if looked_up else {}
+            states = self._unknown_block_states({p.block.name for p in plans.values()})
+            looked_up, existing = self._lookup(plans, states, lookup_all)
         finally:
             sizes = sizes_future.result() if sizes_future is not None else None
         if sizes is not None and self.prefix is not None:
@@ -178,7 +182,7 @@ class Pipeline:
         clock = time.perf_counter()
         result = BatchResult(outcomes=[])
         valid_blocks = {p.block.name: p.block for p in plans.values()}
-        self._ensure_blocks(valid_blocks, {p.block.name for p in new.values()}, result)
+        self._ensure_blocks(valid_blocks, {p.block.name for p in new.values()}, states, result)
         for i, plan in list(new.items()):
             if not self.blocks[plan.block.name].is_open:
                 outcomes[i] = _dead("late", f"block raw:{plan.block.name} is already closed (its day ended and the "
@@ -212,6 +216,15 @@ class Pipeline:
 
     # -- steps ------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _timed(seconds: dict[str, float], key: str, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args), its duration in seconds[key] (the storage check overlaps the lookup phase)."""
+        clock = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            seconds[key] = time.perf_counter() - clock
+
     def _storage_problem(self, plan: FilePlan, sizes: dict[str, int | None] | None) -> Outcome | None:
         if sizes is None or self.prefix is None:
             return None
@@ -226,7 +239,41 @@ class Pipeline:
                                           f"{plan.size}; nothing was registered", plan)
         return None
 
-    def _ensure_blocks(self, blocks: dict[str, BlockPlan], needed: set[str], result: BatchResult) -> None:
+    def _unknown_block_states(self, names: set[str]) -> dict[str, BlockState]:
+        """Rucio's state of the blocks this process has not seen yet (one call)."""
+        unknown = sorted(n for n in names if n not in self.blocks)
+        return self.registrar.block_states(unknown) if unknown else {}
+
+    def _lookup(self, plans: dict[int, FilePlan], states: dict[str, BlockState], lookup_all: bool
+                ) -> tuple[set[str], dict[str, Known]]:
+        """Which of the batch's names Rucio already has: (the names asked about, what Rucio has of them).
+
+        Asked: every name after a start or a batch with duplicates or conflicts (lookup_all), else the
+        names of blocks this process has not ensured open. Not asked: files of blocks that do not exist
+        (a replay finds its block there); one file per such block is, and if Rucio has it (the same file
+        announced under another day or stream), all that block's files are, so a block is only created
+        for files Rucio does not have. A name Rucio has that was not asked about makes its chunk fail at
+        registration and come back through the recheck (the same decision, one round trip later)."""
+        absent = {n for n, st in states.items() if not st.exists}
+        asked: set[str] = set()
+        samples: dict[str, str] = {}  # absent block → the one file of it asked about
+        for plan in plans.values():
+            block = plan.block.name
+            if block in absent:
+                samples.setdefault(block, plan.name)
+            elif lookup_all or not ((state := self.blocks.get(block)) and state.is_open):
+                asked.add(plan.name)
+        asked |= set(samples.values())
+        existing = self.registrar.existing_files(sorted(asked)) if asked else {}
+        hit = {block for block, name in samples.items() if name in existing}
+        more = sorted({p.name for p in plans.values() if p.block.name in hit} - asked)
+        if more:
+            existing.update(self.registrar.existing_files(more))
+            asked |= set(more)
+        return asked, existing
+
+    def _ensure_blocks(self, blocks: dict[str, BlockPlan], needed: set[str], states: dict[str, BlockState],
+                       result: BatchResult) -> None:
         """Blocks first seen in this process: create those new files need (with their containers), and
         give every open one the policy's rules. Both are idempotent, so a crash anywhere here is
         repaired by the next process that sees the block. A block only duplicates point to and that
@@ -234,7 +281,9 @@ class Pipeline:
         unknown = [n for n in blocks if n not in self.blocks]
         if not unknown:
             return
-        states = self.registrar.block_states(unknown)
+        missing = [n for n in unknown if n not in states]
+        if missing:
+            states = {**states, **self.registrar.block_states(missing)}
         todo = []
         for name in unknown:
             if states[name].exists and not states[name].is_open:

@@ -9,8 +9,9 @@ Idempotency (DESIGN.md): `add_replicas` silently keeps an existing file even wit
 attaching a file that exists in another block would give it two parents, so the caller looks names up
 first (`existing_files`) and registers only new ones. Rucio's own signals back that up:
 DataIdentifierAlreadyExists and DuplicateRule are success; FileAlreadyExists and
-FileConsistencyMismatch on a chunk (someone else registered a name in between) make the caller look
-again (`Recheck`).
+FileConsistencyMismatch on a chunk (someone else registered a name in between), and the server's
+refusal of a file another raw block holds (rucio_policy.access.IN_ANOTHER_BLOCK: Rucio itself would
+attach it to a second block silently) make the caller look again (`recheck`).
 
 Errors are sorted into three kinds the consumer acts on:
   RucioUnavailable   server down, timeouts, 5xx, database trouble: retry the batch later, commit nothing;
@@ -37,6 +38,7 @@ from rucio.common import exception as rex
 from juno_ingest.batching import Known, even_chunks
 from juno_ingest.mapping import SCOPE, BlockPlan
 from juno_ingest.storage_check import Endpoint
+from rucio_policy.access import IN_ANOTHER_BLOCK
 
 log = logging.getLogger("juno_ingest.registrar")
 T = TypeVar("T")
@@ -66,6 +68,20 @@ _REFUSED: tuple[type[BaseException], ...] = (
     rex.AccessDenied, rex.CannotAuthenticate, rex.RSENotFound, rex.ScopeNotFound, rex.AccountNotFound,
     rex.RSEWriteBlocked, rex.InvalidRSEExpression, rex.MissingClientParameter, rex.ConfigNotFound,
 )
+
+
+class _InAnotherBlock(Exception):
+    """The server refused files another raw block already holds (rucio_policy.access): look them up."""
+
+
+@contextmanager
+def _another_block_is_recheck() -> Iterator[None]:
+    try:
+        yield
+    except rex.AccessDenied as err:
+        if IN_ANOTHER_BLOCK in str(err):
+            raise _InAnotherBlock(str(err)) from err
+        raise
 
 
 def _text(err: BaseException) -> str:
@@ -383,10 +399,10 @@ class Registrar:
     def _register_chunk(self, client: Any, block: str, chunk: Sequence[Mapping[str, Any]]) -> RegisterResult:
         names = [str(f["name"]) for f in chunk]
         try:
-            with rucio_errors(f"registering {len(chunk)} files in {block}"):
+            with rucio_errors(f"registering {len(chunk)} files in {block}"), _another_block_is_recheck():
                 client.attach_dids(SCOPE, block, list(chunk), rse=self.rse)
             return RegisterResult(registered=names)
-        except _ALREADY:
+        except (*_ALREADY, _InAnotherBlock):
             return RegisterResult(recheck=names)
         except rex.UnsupportedOperation as err:
             if "closed" in str(err):
@@ -401,10 +417,10 @@ class Registrar:
         for item in chunk:
             name = str(item["name"])
             try:
-                with rucio_errors(f"registering {name} in {block}"):
+                with rucio_errors(f"registering {name} in {block}"), _another_block_is_recheck():
                     client.attach_dids(SCOPE, block, [item], rse=self.rse)
                 result.registered.append(name)
-            except _ALREADY:
+            except (*_ALREADY, _InAnotherBlock):
                 result.recheck.append(name)
             except rex.DataIdentifierNotFound as err:
                 # The block itself is gone (deleted by an admin while we ran): nothing per file to blame.

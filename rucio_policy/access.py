@@ -15,9 +15,14 @@ Roles come from Rucio account attributes (set by `juno-policy sites apply` from 
                                    scopes Rucio says they own); rules only on their own DIDs, on
                                    disk RSEs, unlocked; change or delete only their own rules
 
+For everyone, admins included, raw keeps its shape: files in blocks, blocks in containers, and a
+raw file in exactly one block (a second block would count its bytes twice in the placement
+decisions; Rucio itself lets a file join any number of datasets, silently). The ingester relies on
+the last rule: a file it registers without looking it up first is refused if another block has it.
+
 The decisions are pure functions of the request (Rucio's `kwargs`) and a few facts the adapter
-looks up (account attributes, RSE type and site, the rule being changed). Returning
-`Decision(None)` means "no JUNO opinion": Rucio's generic policy decides.
+looks up (account attributes, RSE type and site, the rule being changed, the blocks of files).
+Returning `Decision(None)` means "no JUNO opinion": Rucio's generic policy decides.
 """
 
 from __future__ import annotations
@@ -108,6 +113,14 @@ class Facts(Protocol):
         """(rse_expression, copies) of the replication policy's rules for DIDs of `scope`, or None
         when the server has no policy file configured."""
         ...
+
+    def raw_blocks(self, files: list[str]) -> dict[str, str]:
+        """Raw file name → the raw block (dataset) holding it, for those of `files` in one."""
+        ...
+
+
+# The start of the denial when a raw file is already in another block: the ingester recognises it.
+IN_ANOTHER_BLOCK = "a raw file belongs to exactly one block"
 
 
 @dataclass(frozen=True)
@@ -253,7 +266,7 @@ def _attach_error(ctx: Context, scope: str, name: str, children: Iterable[Mappin
                   rse_id: Any) -> str | None:
     children = list(children)
     if scope == naming.RAW_SCOPE:
-        problem = _raw_structure_error(name, children)
+        problem = _raw_structure_error(name, children) or _second_block_error(ctx, name, children)
         if problem:
             return problem
     if rse_id:
@@ -280,6 +293,21 @@ def _attach_error(ctx: Context, scope: str, name: str, children: Iterable[Mappin
             if problem:
                 return f"registering new files: {problem}"
     return None
+
+
+def _second_block_error(ctx: Context, parent: str, children: list[Mapping[str, Any]]) -> str | None:
+    """Files going into a raw block that another raw block already holds."""
+    if naming.raw_name_error(parent, "DATASET"):
+        return None
+    files = [str(c.get("name", "")) for c in children if ext(c.get("scope")) == naming.RAW_SCOPE]
+    elsewhere = {f: b for f, b in ctx.facts.raw_blocks(files).items() if b != parent} if files else {}
+    if not elsewhere:
+        return None
+    first = sorted(elsewhere)[0]
+    return (f"{IN_ANOTHER_BLOCK}: raw:{first} is in raw:{elsewhere[first]}, not raw:{parent}"
+            + (f" (and {len(elsewhere) - 1} more file(s) of this request are in other blocks)"
+               if len(elsewhere) > 1 else "")
+            + "; detach it there first to move it")
 
 
 def _raw_structure_error(parent: str, children: list[Mapping[str, Any]]) -> str | None:

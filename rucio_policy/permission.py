@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rucio_policy import access
+from rucio_policy import access, naming
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -128,11 +128,36 @@ class DbFacts:
         value = meta.get(key)
         return None if value is None else str(value)
 
+    def raw_blocks(self, files: list[str]) -> dict[str, str]:
+        if self._session is None:
+            from rucio.db.sqla.session import DatabaseOperationType, db_session
+
+            with db_session(DatabaseOperationType.READ) as session:
+                return _raw_blocks(self._scope(naming.RAW_SCOPE), files, session)
+        return _raw_blocks(self._scope(naming.RAW_SCOPE), files, self._session)
+
     def policy_rule_shapes(self, scope: str) -> frozenset[tuple[str, int]] | None:
         path = _policy_path()
         if path is None:
             return None
         return _policy_shapes(path, scope)
+
+
+def _raw_blocks(scope: Any, files: list[str], session: Session) -> dict[str, str]:
+    """File → the raw dataset holding it: one query per 1,000 names, on contents' child index."""
+    from rucio.db.sqla import models
+    from rucio.db.sqla.constants import DIDType
+    from sqlalchemy import select
+
+    assoc = models.DataIdentifierAssociation
+    out: dict[str, str] = {}
+    unique = list(dict.fromkeys(files))
+    for start in range(0, len(unique), 1000):
+        stmt = select(assoc.child_name, assoc.name).where(
+            assoc.child_scope == scope, assoc.child_name.in_(unique[start:start + 1000]),
+            assoc.scope == scope, assoc.did_type == DIDType.DATASET)
+        out.update({str(child): str(parent) for child, parent in session.execute(stmt)})
+    return out
 
 
 def _rse_facts(row: Mapping[str, Any], attributes: Mapping[str, Any]) -> access.RseFacts:

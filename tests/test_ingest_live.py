@@ -446,3 +446,76 @@ def test_duplicates_after_a_clean_batch_take_the_recheck_path(grid: Any, endpoin
     assert meta["adler32"] == first[0].adler32  # the conflict left the registered file untouched
     reps = list(client.list_replicas([{"scope": "raw", "name": f.lfn} for f in plan.files], all_states=True))
     assert all(list(r["states"].values()) == ["AVAILABLE"] for r in reps) and len(reps) == 60
+
+
+def test_files_rucio_has_announced_under_new_blocks_create_no_empty_block(grid: Any, endpoint: Endpoint) -> None:
+    """Files of a block that does not exist are registered without a lookup, except one per block: if
+    Rucio has that one (SPADE announced known files under another day), the block's files are all
+    looked up, and a block whose files are all known is never created."""
+    from datetime import timedelta
+
+    from rucio.common.exception import DataIdentifierNotFound
+
+    from juno_ingest.batching import Position
+    from juno_ingest.consumer import default_client_factory
+    from juno_ingest.pipeline import Fate, Incoming, Pipeline
+    from juno_ingest.registrar import NoRules, Registrar
+    from juno_ingest.storage_check import StorageChecker
+
+    stream = _streams(1)
+    plan = sim.make_plan(sim.SimSpec(files=20, size=128, days=1, streams=stream, prefix=endpoint.prefix))
+    sim.write_files(plan, endpoint)
+    cfg = _config(grid, f"unused-{_tag()}", stream)
+    offsets = iter(range(1_000))
+
+    def incoming(values: list[bytes]) -> list[Incoming]:
+        return [Incoming(Position("t", 0, next(offsets)), None, v) for v in values]
+
+    def pipeline() -> tuple[Pipeline, Registrar]:
+        registrar = Registrar(default_client_factory(cfg), rse="IHEP-EOS", bulk_size=20, parallel=2, rules=NoRules())
+        checker = StorageChecker(endpoint)
+        return Pipeline(registrar, checker, prefix=endpoint.prefix, streams=frozenset(stream)), registrar
+
+    known, fresh = plan.files[:15], plan.files[15]
+    day_x = known[0].received_at - timedelta(days=5)  # blocks no file of this plan belongs to
+    day_y = known[0].received_at - timedelta(days=6)
+    first, reg1 = pipeline()
+    try:
+        result = first.process(incoming([f.message(endpoint.prefix).to_json() for f in known]))
+        assert [o.fate for o in result.outcomes] == [Fate.REGISTERED] * 15
+    finally:
+        first.close()
+        reg1.close()
+
+    values = ([f.message(endpoint.prefix, received_at=day_x).to_json() for f in known[:5]]  # X: all known
+              + [fresh.message(endpoint.prefix, received_at=day_y).to_json()]  # Y: its sample, new
+              + [f.message(endpoint.prefix, received_at=day_y).to_json() for f in known[5:10]])  # Y: known
+    second, reg2 = pipeline()  # a new process
+    try:
+        result = second.process(incoming(values))
+        fates = [o.fate for o in result.outcomes]
+        assert fates == [Fate.DUPLICATE] * 5 + [Fate.REGISTERED] + [Fate.DUPLICATE] * 5, result.outcomes
+        block_x = result.outcomes[0].block
+        block_y = result.outcomes[5].block
+        assert block_x and block_y and block_x != block_y
+        assert result.created_blocks == [block_y]
+
+        # Y is now ensured here: after a clean batch, its files are registered without any lookup, and
+        # a known file announced into it is refused by the server (one block per raw file), not attached.
+        clean = second.process(incoming([f.message(endpoint.prefix, received_at=day_y).to_json()
+                                         for f in plan.files[16:18]]))
+        assert [o.fate for o in clean.outcomes] == [Fate.REGISTERED] * 2 and second._lookup_all is False
+        mixed = second.process(incoming([known[10].message(endpoint.prefix, received_at=day_y).to_json(),
+                                         plan.files[18].message(endpoint.prefix, received_at=day_y).to_json()]))
+        assert [o.fate for o in mixed.outcomes] == [Fate.DUPLICATE, Fate.REGISTERED], mixed.outcomes
+    finally:
+        second.close()
+        reg2.close()
+
+    client = grid.client()
+    with pytest.raises(DataIdentifierNotFound):
+        client.get_did("raw", block_x)
+    assert sorted(c["name"] for c in client.list_content("raw", block_y)) == sorted(
+        f.lfn for f in [fresh, *plan.files[16:19]])
+    [original] = {f.block for f in known}
+    assert sorted(c["name"] for c in client.list_content("raw", original)) == sorted(f.lfn for f in known)

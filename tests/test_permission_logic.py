@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 RAW_FILE = "RUN.10554.JUNODAQ.Physics.ds-2.global_trigger.20251009140223.002.dat"
 BLOCK = "block.JUNODAQ.global_trigger.20251009"
 MONTH = "stream.JUNODAQ.global_trigger.202510"
+RAW_IN_BLOCK = "RUN.10554.JUNODAQ.Physics.ds-2.global_trigger.20251009140223.001.dat"  # already in BLOCK
+OTHER_BLOCK = "block.JUNODAQ.global_trigger.20251010"
 
 ACCOUNTS: dict[str, dict[str, Any]] = {
     "root": {},
@@ -78,6 +80,9 @@ class FakeFacts:
 
     def policy_rule_shapes(self, scope: str) -> frozenset[tuple[str, int]] | None:
         return self.shapes
+
+    def raw_blocks(self, files: list[str]) -> dict[str, str]:
+        return {f: BLOCK for f in files if f == RAW_IN_BLOCK}
 
 
 def as_server(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +158,13 @@ MATRIX = [
     ("juno_ingest", "attach_dids", attach("raw", BLOCK, [("esd", "x")]), False, "attaches only raw DIDs"),
     ("juno_ingest", "attach_dids", attach("raw", RAW_FILE, [("raw", RAW_FILE)]), False, "not a block or container"),
     ("juno_ingest", "attach_dids", attach("raw", BLOCK, [("raw", MONTH)]), False, "holds raw files only"),
+    # A raw file in exactly one block, for everyone; the same block again is Rucio's to refuse.
+    ("juno_ingest", "attach_dids", attach("raw", OTHER_BLOCK, [("raw", RAW_FILE), ("raw", RAW_IN_BLOCK)],
+                                          "id-ihep-eos"), False,
+     f"a raw file belongs to exactly one block: raw:{RAW_IN_BLOCK} is in raw:{BLOCK}, not raw:{OTHER_BLOCK}"),
+    ("root", "attach_dids", attach("raw", OTHER_BLOCK, [("raw", RAW_IN_BLOCK)]), False, "exactly one block"),
+    ("juno_ingest", "attach_dids", attach("raw", BLOCK, [("raw", RAW_IN_BLOCK)], "id-ihep-eos"), True, ""),
+    ("analyst1", "attach_dids", attach("user.analyst1", "my.inputs", [("raw", RAW_IN_BLOCK)]), True, ""),
     ("juno_ingest", "attach_dids_to_dids", {"attachments": [
         {"scope": "raw", "name": MONTH, "dids": [{"scope": "raw", "name": BLOCK}]},
         {"scope": "raw", "name": "stream.JUNODAQ.global_trigger.2025", "dids": [{"scope": "raw", "name": MONTH}]}]},

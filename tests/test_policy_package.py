@@ -100,6 +100,7 @@ _STUB = """
         def owns_scope(self, account, scope): return False
         def did_meta(self, scope, name, key): return None
         def policy_rule_shapes(self, scope): return None
+        def raw_blocks(self, files): return {}
 
     perm.DbFacts = StubFacts
     RULE = dict(dids=[{"scope": "user.analyst1", "name": "my.set"}], copies=1, rse_expression="CNAF-TAPE",
