@@ -94,6 +94,7 @@ class StorageCheckSettings:
     parallel: int = 2
     chunk: int = 500
     timeout_s: float = 60.0
+    listing_ttl_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ _RANGES: dict[tuple[str, str], tuple[float, float | None]] = {
     ("blocks", "grace_s"): (0.0, None),
     ("blocks", "recover_days"): (0.0, None), ("blocks", "close_check_s"): (0.1, None),
     ("storage_check", "parallel"): (1, 64), ("storage_check", "chunk"): (1, 10_000),
-    ("storage_check", "timeout_s"): (1.0, None), ("metrics", "port"): (0, 65535), ("run", "once_idle_s"): (0.1, None),
+    ("storage_check", "timeout_s"): (1.0, None), ("storage_check", "listing_ttl_s"): (0.0, 3600.0),
+    ("metrics", "port"): (0, 65535), ("run", "once_idle_s"): (0.1, None),
     ("run", "shutdown_timeout_s"): (0.0, None),
 }
 

@@ -213,7 +213,7 @@ class Ingester:
         if self.cfg.storage_check.enabled:
             check = self.cfg.storage_check
             self.checker = StorageChecker(endpoint, parallel=check.parallel, chunk=check.chunk,
-                                          timeout_s=check.timeout_s)
+                                          timeout_s=check.timeout_s, listing_ttl_s=check.listing_ttl_s)
         self.pipeline = Pipeline(self.registrar, self.checker, prefix=endpoint.prefix,
                                  streams=frozenset(self.cfg.blocks.streams), file_metadata=self.cfg.rucio.file_metadata)
         log.info("connected to Rucio", extra=fields(account=account, rse=self.cfg.rucio.rse, storage=endpoint.url,

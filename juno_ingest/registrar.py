@@ -112,8 +112,6 @@ def rucio_errors(what: str, *, refused_hint: str = "") -> Iterator[None]:
 class BlockRules(Protocol):
     """The replication policy, applied per block (rucio_policy.engine behind it)."""
 
-    def ensure(self, client: Any, scope: str, name: str) -> Any: ...
-
     def ensure_many(self, client: Any, scope: str, names: Sequence[str], new: Mapping[str, Mapping[str, Any]],
                     map_calls: Callable[..., list[Any]]) -> list[Any]: ...
 
@@ -122,9 +120,6 @@ class BlockRules(Protocol):
 
 class NoRules:
     """rules.apply: false — blocks get no rules (for a grid without a replication policy)."""
-
-    def ensure(self, client: Any, scope: str, name: str) -> None:
-        return None
 
     def ensure_many(self, client: Any, scope: str, names: Sequence[str], new: Mapping[str, Mapping[str, Any]],
                     map_calls: Callable[..., list[Any]]) -> list[None]:
@@ -135,7 +130,7 @@ class NoRules:
 
 
 class PolicyRules:
-    """rucio_policy.engine: ensure_block_rules after creating a block, finalize_block after closing it."""
+    """rucio_policy.engine: ensure_blocks_rules after creating blocks, finalize_block after closing one."""
 
     def __init__(self, policy_file: str | None = None) -> None:
         try:
@@ -153,9 +148,6 @@ class PolicyRules:
         except Exception as err:  # noqa: BLE001 - replication.PolicyInvalid and YAML errors: say which file
             raise RucioRefused(f"the replication policy ({policy_file or engine.policy_path()}) is not valid: "
                                f"{err}; check it with `juno-policy validate`") from None
-
-    def ensure(self, client: Any, scope: str, name: str) -> Any:
-        return self._wrap(lambda: self._engine.ensure_block_rules(client, scope, name, policy=self._policy))
 
     def ensure_many(self, client: Any, scope: str, names: Sequence[str], new: Mapping[str, Mapping[str, Any]],
                     map_calls: Callable[..., list[Any]]) -> list[Any]:

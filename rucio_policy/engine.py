@@ -2,6 +2,7 @@
 
     from rucio_policy import engine
     engine.ensure_block_rules(client, "raw", block)    # right after creating a block
+    engine.ensure_blocks_rules(client, "raw", blocks)  # the same for many, each rule sent once for all
     engine.finalize_block(client, "raw", block)        # right after closing it
     p = engine.plan(client, policy)                    # every difference, over all blocks and containers
     engine.apply(client, p, prune=False)               # make them go away (deletions only with prune)
