@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 from juno_grid import grid, netns, procs
 from juno_grid.config import GridConfig
@@ -53,12 +54,23 @@ def test_up_status_down_leaves_nothing(state_dir: Path) -> None:
             ns_inode = os.stat(netns.path(cfg.netns)).st_ino
             inside = _processes_in(ns_inode)
             assert any(_root_of(pid) == str(cfg.chroot) for pid in inside), "no HTCondor daemon in the chroot?"
+            # A client still connected to PostgreSQL (as a test session's or benchmark's pool is when it
+            # takes the grid down) must not keep the database running past down, nor block the next up.
+            held = psycopg.connect(f"host=127.0.0.1 port={cfg.ports.postgres} user=rucio password=rucio dbname=rucio")
+            held.execute("SELECT 1")
             grid.down(cfg, log=lambda m: None)
+            held.close()
             for pid in pids:
                 assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"process {pid} survived down"
             assert not netns.exists(cfg.netns)
             assert not _processes_in(ns_inode), "processes still in the grid's namespace after down"
             assert not list(cfg.run_dir.glob("*.pid"))
+
+            # Up again at once (`make demo` right after `make test`), then down.
+            grid.up(cfg, daemons=False, condor_pool=False, log=lambda m: None)
+            assert all(r.ok for r in grid.status(cfg))
+            grid.down(cfg, log=lambda m: None)
+            assert not netns.exists(cfg.netns)
         finally:
             if netns.exists(cfg.netns):
                 grid.down(cfg, log=lambda m: None)

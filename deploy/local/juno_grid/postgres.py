@@ -47,6 +47,8 @@ def _psql(cfg: GridConfig, sql: str, db: str = "postgres") -> str:
 
 def start(cfg: GridConfig) -> None:
     _initdb(cfg)
+    if not procs.alive(procs.read(cfg.run_dir, NAME)):
+        _fast_shutdown(cfg)  # a postmaster of an earlier run still shutting down (or its pid file) blocks a start
     sock = cfg.state_dir / "postgres" / "sock"
     sock.mkdir(parents=True, exist_ok=True)
     shutil.chown(sock, "postgres", "postgres")
@@ -80,4 +82,21 @@ def health(cfg: GridConfig) -> tuple[bool, str]:
 
 
 def stop(cfg: GridConfig) -> None:
+    """Fast shutdown, then make sure the recorded process is gone.
+
+    A plain SIGTERM is PostgreSQL's *smart* shutdown: it waits for every client to disconnect, and a
+    test session or benchmark still holds pooled connections while it takes the grid down. The group
+    SIGKILL that followed after 15 s left backends behind, still attached to the shared memory, and
+    the next `juno-grid up` (e.g. `make demo` right after `make test`) failed with "lock file
+    postmaster.pid already exists". `pg_ctl stop -m fast` disconnects clients and shuts down cleanly."""
+    _fast_shutdown(cfg)
     procs.stop(cfg.run_dir, NAME)
+
+
+def _fast_shutdown(cfg: GridConfig) -> None:
+    """pg_ctl stop -m fast, waiting up to 60 s; nothing to do when no postmaster.pid is there."""
+    data = data_dir(cfg)
+    if not (data / "postmaster.pid").exists():
+        return
+    _as_postgres([str(PG_BIN / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w", "-t", "60"],
+                 timeout=90, cwd="/")
