@@ -61,6 +61,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -107,7 +108,6 @@ class Copy:
     then: list[Copy] = field(default_factory=list)
 
 
-@functools.cache
 @functools.cache  # etc/sites.yaml, read once (asked for every copy record)
 def _topology() -> Any:
     from rucio_policy.topology import load as load_topology
@@ -236,9 +236,7 @@ def remove_baseline(cfg: GridConfig, dest_dir: str) -> None:
     """The baseline's copies are not in Rucio: remove them from each storage's exported directory."""
     from juno_grid import xrootd
 
-    from rucio_policy.topology import load as load_topology
-
-    for rse in load_topology().rses:
+    for rse in _topology().rses:
         path = xrootd.storage_root(cfg, rse.name) / rse.protocols["local"].prefix.strip("/") / dest_dir
         shutil.rmtree(path, ignore_errors=True)
 
@@ -348,7 +346,6 @@ def run(args: argparse.Namespace, cfg: GridConfig, loop_state: str) -> int:
     from juno_ingest.consumer import Ingester
     from juno_ingest.mapping import SCOPE
     from juno_ingest.storage_check import Endpoint
-    from rucio_policy.topology import load as load_topology
 
     fts_argv = grid.cmdline(cfg, grid.FTS)
     mode = grid.option(fts_argv, "--copy-mode", FTS_COPY_MODE)
@@ -368,7 +365,7 @@ def run(args: argparse.Namespace, cfg: GridConfig, loop_state: str) -> int:
     daemons.run_once()
 
     # -- SPADE and the ingester
-    proto = load_topology().rse(SOURCE_RSE).protocols["local"]
+    proto = _topology().rse(SOURCE_RSE).protocols["local"]
     endpoint = Endpoint(f"{proto.hostname}:{proto.port}", "/" + proto.prefix.strip("/"))
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     plan = sim.make_plan(sim.SimSpec(files=n_files, size=size, days=args.blocks, last_day=yesterday,
@@ -398,10 +395,7 @@ def run(args: argparse.Namespace, cfg: GridConfig, loop_state: str) -> int:
             files_by_block.setdefault(f.block, []).append(f)
         rules = {b: list(root.list_did_rules(SCOPE, b)) for b in blocks}
         rule_ids = [r["id"] for rs in rules.values() for r in rs]
-        per_rse: dict[str, int] = {}
-        for rs in rules.values():
-            for r in rs:
-                per_rse[str(r["rse_expression"])] = per_rse.get(str(r["rse_expression"]), 0) + 1
+        per_rse = Counter(str(r["rse_expression"]) for rs in rules.values() for r in rs)
         log(f"  {len(rule_ids)} rules: " + ", ".join(f"{k} x{v}" for k, v in sorted(per_rse.items())))
 
         # -- baseline before: the copies the rules call for
@@ -496,14 +490,11 @@ def run(args: argparse.Namespace, cfg: GridConfig, loop_state: str) -> int:
     finally:
         remove_baseline(cfg, dest_dir)
         if not args.keep:
-            cleanup(root, blocks, names, daemons)
+            cleanup(root, blocks, names)
 
     mb_s = moved / 1e6 / all_ok_s
     window = max(last_end - first_start, 1e-3)
-    copy_pairs: dict[str, int] = {}
-    for c in flatten(replay):
-        key = f"{c.src_rse}>{c.dst_rse}"
-        copy_pairs[key] = copy_pairs.get(key, 0) + 1
+    copy_pairs = dict(Counter(f"{c.src_rse}>{c.dst_rse}" for c in flatten(replay)))
     result: dict[str, Any] = {
         "all_ok_s": round(all_ok_s, 2),
         "mb_s": round(mb_s, 1),
@@ -569,10 +560,11 @@ def run(args: argparse.Namespace, cfg: GridConfig, loop_state: str) -> int:
     return 0
 
 
-def cleanup(root: Any, blocks: list[str], names: list[str], daemons: Any) -> None:
+def cleanup(root: Any, blocks: list[str], names: list[str]) -> None:
     """Delete the blocks' rules for good, purging their replicas, and run the reaper until the replicas
-    are gone (bounded). Rucio's API only soft-deletes a rule (it expires an hour later, for the
-    judge-cleaner, which the grid does not run): this is the core deletion that daemon makes."""
+    are gone (bounded). Rucio's API only soft-deletes a rule (it expires an hour later, and only then
+    does the judge-cleaner remove it): this is the core deletion that daemon makes, done now."""
+    from juno_grid import daemons
     from rucio.common.exception import DataIdentifierNotFound
     from rucio.core.rule import delete_rule
 

@@ -278,17 +278,11 @@ class Pipeline:
         give every open one the policy's rules. Both are idempotent, so a crash anywhere here is
         repaired by the next process that sees the block. A block only duplicates point to and that
         does not exist (the file was registered under another day) is not created: it would stay empty."""
-        unknown = [n for n in blocks if n not in self.blocks]
-        if not unknown:
-            return
-        missing = [n for n in unknown if n not in states]
-        if missing:
-            states = {**states, **self.registrar.block_states(missing)}
         todo = []
-        for name in unknown:
-            if states[name].exists and not states[name].is_open:
-                self.blocks[name] = states[name]
-            elif states[name].exists or name in needed:
+        for name, state in states.items():  # the batch's blocks this process had not seen (_unknown_block_states)
+            if state.exists and not state.is_open:
+                self.blocks[name] = state
+            elif state.exists or name in needed:
                 todo.append(blocks[name])
         for plan, (created, rules) in zip(todo, self.registrar.setup_blocks(todo), strict=True):
             if created:

@@ -50,16 +50,6 @@ def should_list(files: int, entries: int | None) -> bool:
     return files >= LIST_MIN and (entries is None or files >= entries * LIST_SHARE)
 
 
-def parse_listing(stdout: str) -> dict[str, int | None]:
-    """Every entry of `xrdfs ls -l` output: path → size (None for a directory)."""
-    out: dict[str, int | None] = {}
-    for line in stdout.splitlines():
-        m = _LISTED.match(line)
-        if m:
-            out[_norm(m.group(3))] = int(m.group(2)) if m.group(1) == "-" else None
-    return out
-
-
 class StorageUnavailable(Exception):
     """The storage could not answer; retry later."""
 
@@ -122,18 +112,25 @@ def parse_list_output(text: str, returncode: int, directory: str, paths: Sequenc
     None for a path not listed (not there) or listed as a directory; all None when the directory does not
     exist. Any other error, or a failed exit without a reason, raises StorageUnavailable.
     """
-    sizes: dict[str, int | None] = {_norm(p): None for p in paths}
+    listing = parse_listing(text, returncode, directory)
+    return {path: listing.get(path) for path in (_norm(p) for p in paths)}
+
+
+def parse_listing(text: str, returncode: int, directory: str) -> dict[str, int | None]:
+    """Every entry of `xrdfs ls -l DIRECTORY` output: path → size (None for a directory); empty when the
+    directory does not exist. Any other error, or a failed exit without a reason, raises StorageUnavailable."""
+    listing: dict[str, int | None] = {}
     for line in text.splitlines():
         if "[ERROR]" in line or "[FATAL]" in line:
             if "[FATAL]" in line or not _NOT_FOUND.search(line):
                 raise StorageUnavailable(f"xrdfs ls {directory}: {line.strip()}")
-            return sizes  # the directory is not there, so neither are its files
+            return {}  # the directory is not there, so neither are its files
         m = _LISTED.match(line)
-        if m and (path := _norm(m.group(3))) in sizes:
-            sizes[path] = int(m.group(2)) if m.group(1) == "-" else None
+        if m:
+            listing[_norm(m.group(3))] = int(m.group(2)) if m.group(1) == "-" else None
     if returncode != 0:
         raise StorageUnavailable(f"xrdfs ls {directory}: exit code {returncode} and no reason given")
-    return sizes
+    return listing
 
 
 class StorageChecker:
@@ -152,11 +149,11 @@ class StorageChecker:
         self.timeout_s = timeout_s
         self._xrdfs = found
         self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="xrdfs")
-        self._entries: dict[str, int] = {}  # directory → entries at its last listing
-        self._entries_lock = threading.Lock()  # listings finish on the pool's threads
         self.listing_ttl_s = listing_ttl_s
         self._clock = clock
-        self._listings: dict[str, tuple[float, dict[str, int | None]]] = {}  # directory → (when, path → size)
+        # directory → (when, path → size) of its last listing, for the LISTINGS_KEPT most recent directories
+        self._listings: dict[str, tuple[float, dict[str, int | None]]] = {}
+        self._lock = threading.Lock()  # listings finish on the pool's threads
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -175,7 +172,7 @@ class StorageChecker:
         want = {_norm(p): size for p, size in expected.items()}
         now = self._clock()
         out: dict[str, int | None] = {}
-        with self._entries_lock:
+        with self._lock:
             for path in paths:
                 when, listing = self._listings.get(path.rsplit("/", 1)[0] or "/", (None, {}))
                 size = want.get(path)
@@ -190,8 +187,8 @@ class StorageChecker:
         by_dir: dict[str, list[str]] = {}
         for path in unique:
             by_dir.setdefault(path.rsplit("/", 1)[0] or "/", []).append(path)
-        with self._entries_lock:
-            known = {d: self._entries.get(d) for d in by_dir}
+        with self._lock:
+            known = {d: len(self._listings[d][1]) if d in self._listings else None for d in by_dir}
         listed = [(d, ps) for d, ps in by_dir.items() if should_list(len(ps), known[d])]
         chosen = {d for d, _ in listed}
         single = [p for d, ps in by_dir.items() if d not in chosen for p in ps]
@@ -211,17 +208,13 @@ class StorageChecker:
         except subprocess.TimeoutExpired:
             raise StorageUnavailable(f"xrdfs {self.endpoint.host}: no listing of {directory} within "
                                      f"{self.timeout_s:.0f} s") from None
-        sizes = parse_list_output(proc.stdout + "\n" + proc.stderr, proc.returncode, directory, paths)
-        listing = parse_listing(proc.stdout)
-        with self._entries_lock:
-            self._entries[directory] = len(listing)
-            if len(self._entries) > 1000:  # day directories: keep the recent ones
-                del self._entries[next(iter(self._entries))]
+        listing = parse_listing(proc.stdout + "\n" + proc.stderr, proc.returncode, directory)
+        with self._lock:
             self._listings.pop(directory, None)
             self._listings[directory] = (listed_at, listing)
             while len(self._listings) > LISTINGS_KEPT:
                 del self._listings[next(iter(self._listings))]
-        return sizes
+        return {path: listing.get(path) for path in paths}
 
     def _stat_chunk(self, paths: list[str]) -> dict[str, int | None]:
         commands = "".join(f"stat {p}\n" for p in paths) + "exit\n"

@@ -251,7 +251,7 @@ class LocalLog(_PositionedLog):
                 d = json.loads(raw)
                 out.append(Event(cluster=int(d["round"]), proc=int(d["proc"]), kind=d["kind"], time=float(d["time"]),
                                  site=d.get("site"), exit_code=d.get("exit_code"), signal=d.get("signal")))
-        self.state.write_text(str(offset))
+        self._save(str(offset).encode())
         return out
 
 

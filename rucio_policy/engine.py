@@ -195,11 +195,16 @@ def ensure_blocks_rules(client: Any, scope: str, names: Iterable[str], *, new: M
     policy = policy or load_default_policy()
     new = new or {}
     names = list(names)
-    run = map_calls or (lambda fn, items: [fn(client, i) for i in items])
+    run = map_calls or _one_by_one(client)
     old = [n for n in names if n not in new]
     fetched = dict(zip(old, run(lambda c, n: fetch_did(c, scope, n), old), strict=True)) if old else {}
     states = [new_block_state(scope, n, new[n]) if n in new else fetched[n] for n in names]
     return _ensure_many(client, policy, states, [{} for _ in states], run)
+
+
+def _one_by_one(client: Any) -> CallMap:
+    """The CallMap without threads: fn(client, item) for each item, in turn."""
+    return lambda fn, items: [fn(client, item) for item in items]
 
 
 def _ensure(client: Any, policy: Policy, state: DidState, decided: dict[str, str]) -> EnsureResult:
@@ -221,7 +226,7 @@ def _ensure_many(client: Any, policy: Policy, states: list[DidState], decided: l
         results.append(result)
         adds += [(result, action) for action in diff.actions if action.kind == ADD]
     groups = _same_rule(adds)
-    run = map_calls or (lambda fn, items: [fn(client, i) for i in items])
+    run = map_calls or _one_by_one(client)
     for group, ids in zip(groups, run(_add_group, groups), strict=True):
         for (result, _), rule_id in zip(group, ids, strict=True):
             if rule_id is None:

@@ -27,12 +27,15 @@ from typing import Any
 from rucio_policy import naming
 
 ALGORITHM_NAME = "juno"
+# Scopes "<kind>.<owner>" whose paths start <kind>/<owner>/ rather than with the scope as one directory.
+_SPLIT_SCOPES = ("user", "group")
 
 
 def _hashed(scope: str, name: str) -> str:
     # Same layout as Rucio's built-in "hash", so non-JUNO names look familiar to operators.
     digest = hashlib.md5(f"{scope}:{name}".encode()).hexdigest()
-    top = scope.replace(".", "/") if scope.startswith(("user.", "group.")) else scope
+    kind, dot, _ = scope.partition(".")
+    top = scope.replace(".", "/") if dot and kind in _SPLIT_SCOPES else scope
     return f"{top}/{digest[0:2]}/{digest[2:4]}/{name.lstrip('/')}"
 
 
@@ -65,6 +68,6 @@ def pfn2lfn_juno(parsed_pfn: dict[str, str]) -> tuple[str, str]:
     protocol's parse_pfns: `path` below the RSE prefix, `name` the last component). Names that contain
     '/' cannot be recovered from a path (nor can Rucio's own "hash" layout)."""
     parts = parsed_pfn["path"].strip("/").split("/")
-    if parts[0] in ("user", "group") and len(parts) > 1:
+    if parts[0] in _SPLIT_SCOPES and len(parts) > 1:
         return parsed_pfn["name"], f"{parts[0]}.{parts[1]}"
     return parsed_pfn["name"], parts[0]

@@ -146,9 +146,7 @@ def test_destination_down_rule_stuck_then_repaired(grid, tmp_path: Path) -> None
 
 
 def test_transfer_service_killed_mid_copy_loses_nothing(grid, tmp_path: Path) -> None:
-    import os
     import signal
-    import time
 
     client = grid.client()
     names = [_put(grid, tmp_path, f"ftskill{i}", size=30_000_000)[0] for i in range(6)]
@@ -258,11 +256,12 @@ def test_corrupted_source_is_declared_bad_and_recovered_from_another_site(grid, 
     assert (int(match[1], 16), int(match[2], 16)) == (int(good, 16), int(bad, 16)), err
     assert failed[0]["src"] == "IHEP-EOS"
     # Rucio's bad-replica records at IHEP: SUSPICIOUS with that reason, then declared BAD.
-    ihep_bad = [b for b in _bad_replicas(scope, name) if b["rse"] == "IHEP-EOS"]
+    bad_rows = _bad_replicas(scope, name)
+    ihep_bad = [b for b in bad_rows if b["rse"] == "IHEP-EOS"]
     suspicious = [b for b in ihep_bad if b["state"] == "SUSPICIOUS"]
     assert suspicious and all("SOURCE CHECKSUM MISMATCH" in b["reason"] for b in suspicious), ihep_bad
     assert [b["state"] for b in ihep_bad if b["state"] != "SUSPICIOUS"] in (["BAD"], ["RECOVERED"]), ihep_bad
-    assert not [b for b in _bad_replicas(scope, name) if b["rse"] != "IHEP-EOS"]
+    assert not [b for b in bad_rows if b["rse"] != "IHEP-EOS"]
 
     # The status tool groups the failure under its checksum reason, on the IHEP -> IN2P3 link.
     status = collect(Selection(blocks=f"block.NONE.{uuid.uuid4().hex}", transfers="all", ingest=False))

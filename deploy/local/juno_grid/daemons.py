@@ -19,8 +19,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from pathlib import Path
 from typing import Any
+
+from .config import ETC
 
 ORDER = (
     "judge-evaluator",
@@ -57,7 +58,7 @@ RECOVERER_LIMIT_PER_RSE = 20
 # The recoverer's per-datatype policy for suspicious *last* copies. Empty: a last copy is never declared
 # bad automatically (the necromancer would mark the file LOST); operators decide. Note that Rucio's
 # recoverer always declares bad suspicious files named log.* or user* (an ATLAS convention in its code).
-RECOVERER_POLICY = Path(__file__).resolve().parents[3] / "etc" / "suspicious_replica_recoverer.json"
+RECOVERER_POLICY = ETC / "suspicious_replica_recoverer.json"
 
 
 def _one_cycle(graceful_stop: threading.Event, executable: str, run_once: Callable[..., Any]) -> Callable[[], None]:

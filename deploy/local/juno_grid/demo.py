@@ -31,15 +31,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rucio_policy import topology
+from rucio_policy import naming, topology
+from rucio_policy.placement import meta_key
 
 from . import daemons, procs, storage
 from .config import REPO_ROOT, VENV_BIN, GridConfig, load
 from .grid import DAEMONS
 
-SCOPE = "raw"
+SCOPE = naming.RAW_SCOPE
 LANDING = "IHEP-EOS"
-PLACEMENT_KEY = "juno_place_raw_in2p3_third"
+PLACEMENT_KEY = meta_key(naming.RAW_SCOPE, "in2p3_third")
 _DEMO_STREAM = re.compile(r"^stream\.JUNODAQ\.demo(\d+)_[a-z]$")
 
 
@@ -117,10 +118,7 @@ def run(argv: Sequence[str] | None = None) -> Outcome:
     clock = Clock()
     try:
         _run(args, cfg, client, out, clock)
-    except DemoFailed as err:
-        say(f"\nDEMO FAILED after {clock.total():.0f} s: {err}")
-        return out
-    except TimeoutError as err:
+    except (DemoFailed, TimeoutError) as err:
         say(f"\nDEMO FAILED after {clock.total():.0f} s: {err}")
         return out
     out.seconds = clock.total()
@@ -163,16 +161,15 @@ def _run(args: argparse.Namespace, cfg: GridConfig, client: Any, out: Outcome, c
         f"{len(ing['blocks_closed'])} closed ({clock.lap()})")
     out.blocks = sorted(expected_blocks)
     out.closed = sorted(b for b in out.blocks if b.endswith(f"{yesterday:%Y%m%d}"))
-    for block in out.blocks:
-        out.files += [f["name"] for f in client.list_files(SCOPE, block)]
+    files_by_block = {b: [f["name"] for f in client.list_files(SCOPE, b)] for b in out.blocks}
+    out.files = [name for names in files_by_block.values() for name in names]
     if len(out.files) != args.files:
         raise DemoFailed(f"Rucio holds {len(out.files)} files in the demo's blocks, SPADE sent {args.files}: "
                          f"see `juno-grid exec -- juno-ingest dlq`")
     not_closed = [b for b in out.closed if client.get_did(SCOPE, b)["open"]]
     if not_closed:
         raise DemoFailed(f"the ingester did not close yesterday's block(s) {', '.join(not_closed)}")
-    for block in out.blocks:
-        show_block(client, block)
+    rules_by_block = {block: show_block(client, block) for block in out.blocks}
 
     # -- 3. replication ---------------------------------------------------------------------------
     background = procs.alive(procs.read(cfg.run_dir, DAEMONS))
@@ -182,7 +179,7 @@ def _run(args: argparse.Namespace, cfg: GridConfig, client: Any, out: Outcome, c
                  else "no background daemons: running Rucio's daemon cycles here"))
     say("   (rules OK/total, then copies present/expected at the other RSEs, as juno-dci counts them. A new "
         "rule is OK with no files yet,\n   and REPLICATING once the judge has added the block's files to it)")
-    wait_for_replication(client, pattern, out.blocks, background=background, timeout=args.timeout)
+    wait_for_replication(pattern, background=background, timeout=args.timeout)
     say(f"   replication complete ({clock.lap()})")
 
     # -- 4. verify and show -----------------------------------------------------------------------
@@ -195,7 +192,7 @@ def _run(args: argparse.Namespace, cfg: GridConfig, client: Any, out: Outcome, c
     say(f"   all {sum(r for r, _ in out.readback.values())} copies verified ({clock.lap()})")
 
     out.status = status_of(pattern, ingest=True)
-    check_against_rucio(client, out.blocks, out.status)
+    check_against_rucio(client, files_by_block, rules_by_block, out.status)
     say(f"\n   $ juno-dci status --blocks '{pattern}'")
     from juno_dci.text import render
 
@@ -213,8 +210,7 @@ def _run(args: argparse.Namespace, cfg: GridConfig, client: Any, out: Outcome, c
     # -- 5. jobs ----------------------------------------------------------------------------------
     if not args.no_jobs:
         # A block IN2P3 holds too, if one was placed there: its jobs can then run at all four sites.
-        at_in2p3 = [b for b in out.closed
-                    if any(r["rse_expression"] == "IN2P3-DISK" for r in client.list_did_rules(SCOPE, b))]
+        at_in2p3 = [b for b in out.closed if any(r["rse_expression"] == "IN2P3-DISK" for r in rules_by_block[b])]
         run_task(cfg, (at_in2p3 or out.closed)[0])
         say(f"   ({clock.lap()})")
 
@@ -234,7 +230,6 @@ def next_demo_number(client: Any) -> int:
     """1 + the highest demo number whose stream containers exist (every run gets new streams)."""
     seen = [0]
     for name in client.list_dids(SCOPE, {"name": "stream.JUNODAQ.demo*"}, did_type="container"):
-        name = name if isinstance(name, str) else name.get("name", "")
         if m := _DEMO_STREAM.match(name):
             seen.append(int(m.group(1)))
     return max(seen) + 1
@@ -254,7 +249,8 @@ def juno_ingest(args: list[str], *, what: str, env: dict[str, str] | None = None
     return dict(json.loads(lines[-1]))
 
 
-def show_block(client: Any, block: str) -> None:
+def show_block(client: Any, block: str) -> list[dict[str, Any]]:
+    """Print the block (files, size, state, rules, IN2P3 decision); its rules."""
     did = client.get_did(SCOPE, block, dynamic_depth="FILE")
     rules = sorted(client.list_did_rules(SCOPE, block), key=lambda r: r["created_at"])
     state = "open" if did["open"] else "closed"
@@ -268,6 +264,7 @@ def show_block(client: Any, block: str) -> None:
         say(f"      IN2P3's third, decided at closing: {PlacementRecord.from_meta(record).explain()}")
     else:
         say("      IN2P3's third: decided when the block closes (after its day)")
+    return rules
 
 
 def status_of(pattern: str, *, ingest: bool = False) -> dict[str, Any]:
@@ -276,7 +273,7 @@ def status_of(pattern: str, *, ingest: bool = False) -> dict[str, Any]:
     return collect(Selection(blocks=pattern, transfers="blocks", ingest=ingest))
 
 
-def wait_for_replication(client: Any, pattern: str, blocks: list[str], *, background: bool, timeout: float) -> None:
+def wait_for_replication(pattern: str, *, background: bool, timeout: float) -> None:
     """Until juno-dci finds every expected copy present and every rule on the blocks OK; a progress line
     every few seconds. TimeoutError (with what is missing) after `timeout` seconds."""
     started = time.monotonic()
@@ -339,13 +336,13 @@ def read_back(client: Any, names: list[str]) -> dict[str, tuple[int, int]]:
     return {rse: (len(wanted[rse]), sum(found[rse].get(p) == a for p, a in wanted[rse])) for rse in rses}
 
 
-def check_against_rucio(client: Any, blocks: list[str], status: dict[str, Any]) -> None:
+def check_against_rucio(client: Any, files_by_block: dict[str, list[str]],
+                        rules_by_block: dict[str, list[dict[str, Any]]], status: dict[str, Any]) -> None:
     """juno-dci reads Rucio's database directly: its per-RSE present counts must equal what Rucio's API
     lists (AVAILABLE replicas of the blocks' files at the RSEs the blocks have rules for)."""
     from_api: dict[str, int] = {}
-    for block in blocks:
-        rses = {r["rse_expression"] for r in client.list_did_rules(SCOPE, block)}
-        names = [f["name"] for f in client.list_files(SCOPE, block)]
+    for block, names in files_by_block.items():
+        rses = {r["rse_expression"] for r in rules_by_block[block]}
         for chunk in _chunks(names, 500):
             for rep in client.list_replicas([{"scope": SCOPE, "name": n} for n in chunk], all_states=True):
                 for rse, state in rep["states"].items():

@@ -19,6 +19,7 @@ from .config import FTS_COPY_MODE, FTS_WORKERS, REPO_ROOT, VENV_BIN, GridConfig
 
 FTS = "fts"
 DAEMONS = "rucio-daemons"
+DAEMONS_SLEEP = 2.0  # seconds between cycles of the background daemon loop
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def start_fts(cfg: GridConfig) -> None:
                    log=cfg.log_dir / f"{FTS}.log")
 
 
-def start_daemons(cfg: GridConfig, sleep: float = 2.0) -> None:
+def start_daemons(cfg: GridConfig, sleep: float = DAEMONS_SLEEP) -> None:
     procs.spawn(cfg.run_dir, cfg.log_dir, DAEMONS,
                 [sys.executable, "-m", "juno_grid.daemons", "--sleep", str(sleep)], env=client_env(cfg))
 
@@ -95,7 +96,7 @@ def daemons_paused(cfg: GridConfig, log: Callable[[str], None] = print) -> Itera
     if not argv:
         yield "absent"
         return
-    sleep = float(option(argv, "--sleep", "2.0"))
+    sleep = float(option(argv, "--sleep", str(DAEMONS_SLEEP)))
     log("pausing the grid's background daemon loop (restarted at the end) ...")
     procs.stop(cfg.run_dir, DAEMONS)
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` restarts it

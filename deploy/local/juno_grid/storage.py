@@ -46,7 +46,12 @@ def remote_adler32(pfn: str, timeout: float = 60) -> str | None:
                          timeout=timeout)
     if out.returncode != 0:
         return None
-    parts = out.stdout.split()
+    return _adler32(out.stdout)
+
+
+def _adler32(text: str) -> str | None:
+    """The checksum in an `xrdfs query checksum` answer ("adler32 1a2b3c4d ..."), 8 hex digits."""
+    parts = text.split()
     return parts[1].lower().rjust(8, "0") if len(parts) >= 2 and parts[0] == "adler32" else None
 
 
@@ -66,7 +71,7 @@ def remote_adler32_many(pfns: list[str]) -> dict[str, str | None]:
             if "> query checksum " in line:
                 current = line.split("> query checksum ", 1)[1].strip()
             elif current in paths and line.startswith("adler32 "):
-                out[paths[current]] = line.split()[1].lower().rjust(8, "0")
+                out[paths[current]] = _adler32(line)
                 current = None
     for pfn in pfns:
         if pfn not in out:
