@@ -34,6 +34,9 @@ from typing import Any
 
 from rucio.common.exception import AccessDenied, DatabaseException, DataIdentifierNotFound, DuplicateRule
 
+from juno_common.errors import Refused
+from juno_common.etc import etc_file
+from juno_common.exit_codes import Exit
 from rucio_policy import naming
 from rucio_policy.placement import PlacementRecord, Tally, meta_key
 from rucio_policy.replication import DataClass, Policy, load_policy
@@ -54,7 +57,7 @@ from rucio_policy.rules import Did, RulePlan, plan_rules, resolve_pending, talli
 from rucio_policy.sites_sync import SCOPE_OWNERS
 
 POLICY_ENV = "JUNO_REPLICATION_POLICY"
-DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "etc" / "replication.yaml"
+DEFAULT_POLICY = etc_file("replication.yaml")
 _META_CHUNK = 500  # DIDs per get_metadata_bulk call (Rucio caps bulk calls at 1000 items)
 # With a name filter matching at most this many collections, plan reads their rules one DID at a time
 # instead of listing every rule of the scope (a test's blocks, one stream's month).
@@ -65,12 +68,15 @@ Progress = Callable[[int, int], None]  # (done, total)
 CallMap = Callable[[Callable[[Any, Any], Any], list[Any]], list[Any]]
 
 
-class EngineError(Exception):
-    """The engine cannot do what was asked; the message says what, where and what to do."""
+class EngineError(Refused):
+    """The engine cannot do what was asked; the message says what, where and what to do (exit 4)."""
 
 
 class DidNotFound(EngineError):
-    """The DID the engine was asked about is not in Rucio."""
+    """The DID the engine was asked about is not in Rucio (exit 6)."""
+
+    exit_code = Exit.NOT_FOUND
+    label = "not found"
 
 
 # -- the policy -----------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def _run(args: argparse.Namespace, cfg: GridConfig, client: Any, out: Outcome, c
     out.status = status_of(pattern, ingest=True)
     check_against_rucio(client, files_by_block, rules_by_block, out.status)
     say(f"\n   $ juno-dci status --blocks '{pattern}'")
-    from juno_dci.text import render
+    from juno_status.text import render
 
     for line in render(out.status).splitlines():
         say(f"   {line}".rstrip())
@@ -268,7 +268,7 @@ def show_block(client: Any, block: str) -> list[dict[str, Any]]:
 
 
 def status_of(pattern: str, *, ingest: bool = False) -> dict[str, Any]:
-    from juno_dci.collect import Selection, collect
+    from juno_status.collect import Selection, collect
 
     return collect(Selection(blocks=pattern, transfers="blocks", ingest=ingest))
 
@@ -354,7 +354,7 @@ def check_against_rucio(client: Any, files_by_block: dict[str, list[str]],
 
 
 def write_report(cfg: GridConfig, number: int, status: dict[str, Any]) -> Path:
-    from juno_dci.page import render_page
+    from juno_status.page import render_page
 
     path = cfg.state_dir / "demo" / f"status-demo{number}.html"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,12 +18,13 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from juno_dci.collect import Selection, collect
-from juno_dci.db import StatusError
-from juno_dci.page import render_page
+from juno_common.errors import UsageProblem
+from juno_status.collect import Selection, collect
+from juno_status.db import StatusError
+from juno_status.page import render_page
 
 
-class ServeError(Exception):
+class ServeError(UsageProblem):
     """The server cannot start; the message says why and what to do."""
 
 

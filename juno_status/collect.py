@@ -1,6 +1,6 @@
 """Collect the status: where raw data is vs where the replication policy wants it, and what moves.
 
-    from juno_dci.collect import Selection, collect
+    from juno_status.collect import Selection, collect
     status = collect(Selection(blocks="block.JUNODAQ.global_trigger.*"))   # a plain dict, JSON-ready
 
 One read-only transaction on Rucio's database (see db.py for why SQL and not REST), a handful of
@@ -33,14 +33,17 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from juno_dci import expected as expected_mod
-from juno_dci import history as history_mod
-from juno_dci import reasons
-from juno_dci.db import StatusError, database_url, read_only
+from juno_common.clock import utc_now
+from juno_common.errors import InvalidFile
+from juno_common.exit_codes import Exit
+from juno_status import expected as expected_mod
+from juno_status import history as history_mod
+from juno_status import reasons
+from juno_status.db import database_url, read_only
 
 SCHEMA_VERSION = 1
 IN_FLIGHT = ("QUEUED", "PREPARING", "WAITING", "SUBMITTING", "SUBMITTED", "SUSPEND")
@@ -100,10 +103,6 @@ def like_pattern(glob: str) -> str:
     return "".join(out)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)  # Rucio's dates are naive UTC
-
-
 def _iso(when: datetime | None) -> str | None:
     return None if when is None else when.replace(microsecond=0).isoformat() + "Z"
 
@@ -111,7 +110,7 @@ def _iso(when: datetime | None) -> str | None:
 def _landing_rse() -> str:
     """The RSE the ingester registers SPADE's files at (its rucio.rse setting)."""
     try:
-        from juno_dci.ingest_lag import _settings
+        from juno_status.ingest_lag import _settings
 
         return str(_settings().rucio.rse)
     except Exception:  # noqa: BLE001 - an unreadable ingest config is reported by the ingest probe
@@ -157,13 +156,13 @@ def collect(selection: Selection = Selection()) -> dict[str, Any]:
     from rucio_policy.rse_catalog import load_catalog
 
     started = time.perf_counter()
-    now = _now()
+    now = utc_now()
     path = Path(selection.policy or engine.policy_path())
     try:
         policy = engine.load_default_policy(path)
         catalog = load_catalog(path.parent / "sites.yaml", str(path.parent / "sites.yaml"))
     except Exception as err:  # noqa: BLE001 - every policy/sites problem stops the status the same way
-        raise StatusError(f"cannot load the replication policy {path}: {err}. Check it with: "
+        raise InvalidFile(f"cannot load the replication policy {path}: {err}. Check it with: "
                           f"juno-policy validate {path}") from None
     landing = selection.landing_rse or _landing_rse()
     timings: dict[str, float] = {}
@@ -178,7 +177,7 @@ def collect(selection: Selection = Selection()) -> dict[str, Any]:
         series = q.history(rses)
     ingest = None
     if selection.ingest:
-        from juno_dci import ingest_lag
+        from juno_status import ingest_lag
 
         tick = time.perf_counter()
         ingest = ingest_lag.probe().as_dict()
@@ -217,7 +216,7 @@ def collect(selection: Selection = Selection()) -> dict[str, Any]:
         "definitions": DEFINITIONS,
         "complete": not incomplete,
         "incomplete": incomplete,
-        "exit_code": 0 if not incomplete else 3,
+        "exit_code": int(Exit.DIFFERS if incomplete else Exit.OK),
         "totals": totals,
         "sites": sites,
         "rses": rse_dicts,
