@@ -25,6 +25,7 @@ import click
 
 from juno_common.errors import JunoError, from_rucio
 from juno_common.exit_codes import Exit
+from juno_common.logs import mute_rucio_client
 
 F = TypeVar("F", bound=Callable[..., Any])
 OUTPUT_ENV = "JUNO_OUTPUT"
@@ -78,8 +79,14 @@ class Output:
         return "DEBUG" if self.verbose else "INFO"
 
 
-def classify(err: BaseException) -> tuple[Exit, str, str]:
+Extra = Callable[[BaseException], "tuple[Exit, str] | None"]  # a tool's own error classes → (code, label)
+
+
+def classify(err: BaseException, extra: Extra | None = None) -> tuple[Exit, str, str]:
     """(exit code, label, message) of an error: the one mapping every command uses."""
+    own = extra(err) if extra is not None and not isinstance(err, JunoError) else None
+    if own is not None:
+        return own[0], own[1], str(err) or type(err).__name__
     translated = err if isinstance(err, JunoError) else from_rucio(err)
     if translated is not None:
         return translated.exit_code, translated.label, str(translated)
@@ -90,15 +97,15 @@ def classify(err: BaseException) -> tuple[Exit, str, str]:
 
 def fail(out: Output, message: str, code: int, label: str = "") -> NoReturn:
     """Print the error (stderr; with --json also as JSON on stdout) and exit with its code."""
-    prefix = f"{out.tool}: " + (f"{label}: " if label else "")
+    prefix = f"{out.tool}: " + (f"{label}: " if label and not message.startswith(label) else "")
     click.echo(prefix + message, err=True)
     if out.as_json:
         click.echo(json.dumps({"error": label or "error", "message": message, "exit_code": int(code)}))
     sys.exit(int(code))
 
 
-def handle(out: Output, err: BaseException) -> NoReturn:
-    code, label, message = classify(err)
+def handle(out: Output, err: BaseException, extra: Extra | None = None) -> NoReturn:
+    code, label, message = classify(err, extra)
     if code == Exit.ERROR and not out.verbose:
         message += " (-v shows where)"
     if out.verbose:
@@ -106,8 +113,9 @@ def handle(out: Output, err: BaseException) -> NoReturn:
     fail(out, message, code, label if code != Exit.INVALID else "")
 
 
-def shared_options(tool: str, *, auto_json: bool = False) -> Callable[[F], F]:
-    """--json/--text, -v, -q on a command, gathered into its `out` argument; and the one error handler."""
+def shared_options(tool: str, *, auto_json: bool = False, extra: Extra | None = None) -> Callable[[F], F]:
+    """--json/--text, -v, -q on a command, gathered into its `out` argument; and the one error handler
+    (`extra` maps a tool's own error classes that are not JunoErrors)."""
 
     def decorate(func: F) -> F:
         @click.option("--json/--text", "as_json", default=None,
@@ -120,6 +128,8 @@ def shared_options(tool: str, *, auto_json: bool = False) -> Callable[[F], F]:
         def wrapper(*args: Any, as_json: bool | None, verbose: int, quiet: bool, **kwargs: Any) -> Any:
             out = Output(tool, json_default(auto_json) if as_json is None else as_json, verbose, quiet)
             click.get_current_context().meta["juno_output"] = out
+            if not verbose:
+                mute_rucio_client()
             try:
                 code = func(*args, out=out, **kwargs)
             except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
@@ -127,7 +137,7 @@ def shared_options(tool: str, *, auto_json: bool = False) -> Callable[[F], F]:
             except KeyboardInterrupt:
                 raise SystemExit(130) from None
             except Exception as err:  # noqa: BLE001 - the one place errors become exit codes
-                handle(out, err)
+                handle(out, err, extra)
             if code is not None:
                 sys.exit(int(code))
             return None

@@ -15,6 +15,7 @@ caller decides on (often: already done).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
@@ -85,6 +86,16 @@ def rucio_text(err: BaseException) -> str:
     return " ".join(str(err).replace("Details:", "").split()) or type(err).__name__
 
 
+def _connection_text(err: BaseException) -> str:
+    """requests' long repr of a refused connection → 'http://host:port/path: Connection refused'."""
+    request = getattr(err, "request", None)
+    url = getattr(request, "url", None) or ""
+    reason = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(err))
+    if reason:
+        return f"{url.split('?')[0] or 'the server'}: {reason[1].strip()}"
+    return f"{type(err).__name__}: {rucio_text(err)}"
+
+
 def _config_hint() -> str:
     return f"is the server up and RUCIO_CONFIG ({os.environ.get('RUCIO_CONFIG', 'not set')}) right?"
 
@@ -111,7 +122,8 @@ def from_rucio(err: BaseException, what: str = "", *, refused_hint: str = "") ->
     # error without Rucio's headers (a proxy's 502, gunicorn restarting): transient too.
     if isinstance(err, transient) or type(err) is rex.RucioException or \
             type(err).__module__.startswith(("requests.", "urllib3.")):
-        return RucioUnavailable(f"Rucio unavailable{during}: {kind}: {rucio_text(err)}; {_config_hint()}")
+        text = _connection_text(err) if isinstance(err, OSError) else f"{kind}: {rucio_text(err)}"
+        return RucioUnavailable(f"Rucio unavailable{during}: {text}; {_config_hint()}")
     return None
 
 

@@ -52,3 +52,10 @@ def setup(package: str, level: str = "INFO", stream: Any = None, quiet: tuple[st
     logging.getLogger(package).setLevel(level.upper())
     for name in (*QUIET_LOGGERS, *quiet):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def mute_rucio_client() -> None:
+    """The Rucio client logs each failed connection at ERROR, in colour, and resets its logger's level when
+    imported: disable it; the command's error handler says once what failed."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).disabled = True
