@@ -18,67 +18,67 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from juno_common.exit_codes import Exit
 
 
 class JunoError(Exception):
-    """An error for the person at the terminal: what went wrong, where, what to do; and its exit code."""
+    """An error for the person at the terminal: what went wrong, where, what to do; and its exit code.
+
+    A kind is declared with its code and the label printed before its message:
+        class Unavailable(JunoError, code=Exit.UNAVAILABLE, label="unavailable"): ...
+    """
 
     exit_code: ClassVar[Exit] = Exit.ERROR
     label: ClassVar[str] = "error"
 
-
-class UsageProblem(JunoError):
-    exit_code = Exit.USAGE
-    label = "configuration error"
-
-
-class InvalidFile(JunoError):
-    exit_code = Exit.INVALID
-    label = "invalid file"
+    def __init_subclass__(cls, code: Exit | None = None, label: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.exit_code = code
+        if label is not None:
+            cls.label = label
 
 
-class Refused(JunoError):
-    exit_code = Exit.REFUSED
-    label = "refused"
+class UsageProblem(JunoError, code=Exit.USAGE, label="configuration error"):
+    """A command-line or configuration value is wrong."""
 
 
-class Unavailable(JunoError):
-    exit_code = Exit.UNAVAILABLE
-    label = "unavailable"
+class InvalidFile(JunoError, code=Exit.INVALID, label="invalid file"):
+    """A policy, sites or task file is invalid; the message lists every problem as FILE:LINE."""
 
 
-class NotFound(JunoError):
-    exit_code = Exit.NOT_FOUND
-    label = "not found"
+class Refused(JunoError, code=Exit.REFUSED, label="refused"):
+    """Refused: by Rucio (permission, login), or because it cannot be done as asked."""
 
 
-class PartlyFailed(JunoError):
-    exit_code = Exit.FAILED
-    label = "failed"
+class Unavailable(JunoError, code=Exit.UNAVAILABLE, label="unavailable"):
+    """A service (Rucio, its database, Kafka, HTCondor, storage) could not be reached or failed."""
 
 
-class Stopped(JunoError):
-    exit_code = Exit.STOPPED
-    label = "stopped"
+class NotFound(JunoError, code=Exit.NOT_FOUND, label="not found"):
+    """The DID or task named does not exist."""
 
 
-class RucioRefused(Refused):
+class PartlyFailed(JunoError, code=Exit.FAILED, label="failed"):
+    """It ran to the end, but parts failed (the message lists them)."""
+
+
+class Stopped(JunoError, code=Exit.STOPPED, label="stopped"):
+    """Stopped before doing harm: a safety limit, or a deletion not confirmed."""
+
+
+class RucioRefused(Refused, label="Rucio refused"):
     """Rucio refused for a reason retrying will not fix; the message says what to check."""
 
-    label = "Rucio refused"
 
-
-class RucioUnavailable(Unavailable):
+class RucioUnavailable(Unavailable, label="Rucio unavailable"):
     """Rucio could not do it now (unreachable, overloaded, restarting): retry later."""
-
-    label = "Rucio unavailable"
 
 
 class RucioNotFound(NotFound):
-    label = "not found"
+    """Rucio does not have the DID."""
 
 
 def rucio_text(err: BaseException) -> str:

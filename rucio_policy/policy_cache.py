@@ -32,11 +32,8 @@ class EngineError(Refused):
     """The engine cannot do what was asked; the message says what, where and what to do (exit 4)."""
 
 
-class DidNotFound(EngineError):
+class DidNotFound(EngineError, code=Exit.NOT_FOUND, label="not found"):
     """The DID the engine was asked about is not in Rucio (exit 6)."""
-
-    exit_code = Exit.NOT_FOUND
-    label = "not found"
 
 
 def policy_path() -> Path:
