@@ -361,7 +361,7 @@ def test_cli_plan_apply_explain(root: Any) -> None:
 
     missing = invoke("explain", f"raw:block.JUNODAQ.{stream}.20251231", "--json")
     assert missing.exit_code == Exit.NOT_FOUND
-    assert "does not exist" in json.loads(missing.stdout)["error"]
+    assert "does not exist" in json.loads(missing.stdout)["message"]
 
 
 def test_cli_prune_needs_confirmation(root: Any) -> None:
