@@ -92,6 +92,8 @@ def classify(err: BaseException, extra: Extra | None = None) -> tuple[Exit, str,
         return translated.exit_code, translated.label, str(translated)
     if type(err).__module__.startswith("rucio."):
         return Exit.UNAVAILABLE, "Rucio error", f"{type(err).__name__}: {err}"
+    if isinstance(err, OSError):  # storage, a file, a socket: what could not be read or written
+        return Exit.UNAVAILABLE, "I/O error", str(err) or type(err).__name__
     return Exit.ERROR, "unexpected error", str(err) or type(err).__name__
 
 

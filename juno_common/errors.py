@@ -100,8 +100,12 @@ def _config_hint() -> str:
     return f"is the server up and RUCIO_CONFIG ({os.environ.get('RUCIO_CONFIG', 'not set')}) right?"
 
 
-def from_rucio(err: BaseException, what: str = "", *, refused_hint: str = "") -> JunoError | None:
-    """The one translation of a Rucio client's exception (or of the connection error under it)."""
+def from_rucio(err: BaseException, what: str = "", *, refused_hint: str = "",
+               inside_call: bool = False) -> JunoError | None:
+    """The one translation of a Rucio client's exception (or of the connection error under it).
+
+    `inside_call`: the error came out of a Rucio call, so any OSError is the path to the server failing;
+    outside one, only requests'/urllib3's errors and refused or timed-out connections are."""
     from rucio.common import exception as rex
 
     during = f" during {what}" if what else ""
@@ -117,7 +121,7 @@ def from_rucio(err: BaseException, what: str = "", *, refused_hint: str = "") ->
     if isinstance(err, rex.DataIdentifierNotFound):
         return RucioNotFound(f"{rucio_text(err)}: check the DID (scope:name)")
     transient = (rex.ServerConnectionException, rex.ServiceUnavailable, rex.DatabaseException,
-                 ConnectionError, TimeoutError, OSError)
+                 ConnectionError, TimeoutError, *((OSError,) if inside_call else ()))
     # requests' exceptions are OSErrors; the bare RucioException is what the client raises for an HTTP
     # error without Rucio's headers (a proxy's 502, gunicorn restarting): transient too.
     if isinstance(err, transient) or type(err) is rex.RucioException or \
@@ -135,7 +139,7 @@ def rucio_errors(what: str = "", *, refused_hint: str = "") -> Iterator[None]:
     except JunoError:
         raise
     except Exception as err:
-        translated = from_rucio(err, what, refused_hint=refused_hint)
+        translated = from_rucio(err, what, refused_hint=refused_hint, inside_call=True)
         if translated is None:
             raise
         raise translated from err

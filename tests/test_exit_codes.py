@@ -155,3 +155,10 @@ def test_usage_errors_are_exit_2_in_every_tool() -> None:
     for tool in TOOLS:
         done = subprocess.run([str(BIN / tool), "no-such-command"], capture_output=True, text=True, timeout=60)
         assert done.returncode == Exit.USAGE, (tool, done.stderr)
+
+
+def test_a_local_os_error_is_not_blamed_on_rucio() -> None:
+    code, label, _ = classify(PermissionError(13, "Permission denied", "/x"))
+    assert code == Exit.UNAVAILABLE and label == "I/O error"
+    assert from_rucio(PermissionError(13, "Permission denied")) is None
+    assert isinstance(from_rucio(PermissionError(13, "x"), "a call", inside_call=True), JunoError)
