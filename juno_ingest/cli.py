@@ -297,6 +297,15 @@ def show_config(state: State, config_path: Path | None, show_secrets: bool) -> i
     return EXIT_OK
 
 
+def _stored_note(letter: Any) -> str:
+    """What a dead letter kept of its original, when that is not all of it."""
+    if not letter.truncated:
+        return ""
+    kept = len(letter.value or b"")
+    return (f"\n      (original {letter.size} bytes, sha256 {letter.sha256[:16]}...; kept the first {kept} bytes of "
+            f"the {letter.truncated})")
+
+
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Settings file (default: etc/ingest.yaml): Kafka bootstrap and dlq.topic.")
@@ -307,6 +316,7 @@ def show_config(state: State, config_path: Path | None, show_secrets: bool) -> i
 def dlq(state: State, config_path: Path | None, topic: str | None, limit: int, timeout: float) -> int:
     """Print dead letters (oldest first): reason, code, where each came from, and the message.
 
+    An original larger than dlq.max_value_bytes was kept truncated: its full size and sha256 are shown.
     Reads with a throwaway consumer group, so the ingester's offsets are not touched.
     """
     import time
@@ -334,6 +344,6 @@ def dlq(state: State, config_path: Path | None, topic: str | None, limit: int, t
     data = [d.as_dict() for d in letters]
     state.emit({"topic": topic, "dead_letters": data}, lambda: "\n".join(
         [f"{len(letters)} dead letter(s) in {topic}"]
-        + [f"  {d.topic}/{d.partition}@{d.offset} [{d.code}] {d.reason}" for d in letters]))
+        + [f"  {d.topic}/{d.partition}@{d.offset} [{d.code}] {d.reason}" + _stored_note(d) for d in letters]))
     return EXIT_OK
 

@@ -215,7 +215,8 @@ class Ingester:
             self.checker = StorageChecker(endpoint, parallel=check.parallel, chunk=check.chunk,
                                           timeout_s=check.timeout_s, listing_ttl_s=check.listing_ttl_s)
         self.pipeline = Pipeline(self.registrar, self.checker, prefix=endpoint.prefix,
-                                 streams=frozenset(self.cfg.blocks.streams), file_metadata=self.cfg.rucio.file_metadata)
+                                 streams=frozenset(self.cfg.blocks.streams), file_metadata=self.cfg.rucio.file_metadata,
+                                 future_tolerance_s=self.cfg.blocks.future_tolerance_s, now=self._now)
         log.info("connected to Rucio", extra=fields(account=account, rse=self.cfg.rucio.rse, storage=endpoint.url,
                                                     storage_check=self.cfg.storage_check.enabled,
                                                     rules=self.cfg.rules.apply))
@@ -235,7 +236,7 @@ class Ingester:
                                   "file name) or fix kafka.topic")
         if self.cfg.dlq.topic not in topics:
             self._create_topic(common, self.cfg.dlq.topic)
-        self.dlq = DeadLetterProducer(common, self.cfg.dlq.topic)
+        self.dlq = DeadLetterProducer(common, self.cfg.dlq.topic, max_value_bytes=self.cfg.dlq.max_value_bytes)
         self.consumer.subscribe([self.cfg.kafka.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         log.info("subscribed", extra=fields(topic=self.cfg.kafka.topic, group=self.cfg.kafka.group_id,
@@ -514,6 +515,7 @@ class Ingester:
         log.info("batch committed", extra=fields(
             messages=len(batch), registered=registered, duplicates=duplicates, dead_lettered=dead,
             blocks_created=result.created_blocks, rules_added=len(result.rules_added), seconds=round(seconds, 3),
+            narrowed_chunks=result.narrowed, narrowing_calls=result.narrowing_calls,
             phases={k: round(v, 3) for k, v in result.seconds.items()},
             offsets={f"{t}/{p}": o for (t, p), o in offsets.items()}))
         for i, outcome in enumerate(result.outcomes):
