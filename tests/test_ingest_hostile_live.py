@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from test_ingest_live import Child, _env  # tests/ is on sys.path (pytest rootdir import)
 
 from juno_ingest import hostile, verify
 from juno_ingest import simulate as sim
@@ -28,7 +29,6 @@ from juno_ingest.consumer import Ingester
 from juno_ingest.mapping import SCOPE, plan_block
 from juno_ingest.registrar import Registrar
 from juno_ingest.storage_check import Endpoint
-from test_ingest_live import Child, _env  # tests/ is on sys.path (pytest rootdir import)
 
 pytestmark = pytest.mark.grid
 PARTITIONS = 3
