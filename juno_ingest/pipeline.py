@@ -339,14 +339,17 @@ class Pipeline:
         out: dict[int, Outcome] = {}
         by_name = {p.name: i for i, p in new.items()}
         pending = dict(new)
-        for _attempt in range(3):
+        for attempt in range(3):
             if not pending:
                 return out
             per_block: dict[str, list[FilePlan]] = {}
             for plan in pending.values():
                 per_block.setdefault(plan.block.name, []).append(plan)
             recheck: list[str] = []
-            results = self.registrar.register({b: [p.rucio_file() for p in plans] for b, plans in per_block.items()})
+            # Third round: names Rucio twice called existing, yet a lookup did not find, are the server refusing
+            # those names (e.g. used before and deleted); narrowed and dead-lettered instead of retried forever.
+            results = self.registrar.register({b: [p.rucio_file() for p in plans] for b, plans in per_block.items()},
+                                              already_refuses=attempt == 2)
             for block, res in results.items():
                 batch.narrowed += res.narrowed
                 batch.narrowing_calls += res.calls

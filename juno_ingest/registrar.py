@@ -362,13 +362,15 @@ class Registrar:
 
     # -- files ------------------------------------------------------------------------------------
 
-    def register(self, files_by_block: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, RegisterResult]:
+    def register(self, files_by_block: Mapping[str, Sequence[Mapping[str, Any]]], *, already_refuses: bool = False
+                 ) -> dict[str, RegisterResult]:
         """Register replicas at the RSE and attach them to their blocks: every block's chunks together,
         `parallel` at a time (a backlog spreads one batch over many blocks, each often one chunk)."""
         work = [(block, chunk) for block, files in files_by_block.items() for chunk in self._chunks(files)]
         results = {block: RegisterResult() for block in files_by_block}
-        for (block, _), part in zip(work, self._map(lambda client, item: self._register_chunk(client, *item), work),
-                                    strict=True):
+        parts = self._map(lambda client, item: self._register_chunk(client, *item, already_refuses=already_refuses),
+                          work)
+        for (block, _), part in zip(work, parts, strict=True):
             result = results[block]
             result.registered += part.registered
             result.recheck += part.recheck
@@ -409,9 +411,20 @@ class Registrar:
         except Exception:  # noqa: BLE001 - any failure means "cannot tell": the batch is retried
             return False
 
-    def _register_chunk(self, client: Any, block: str, chunk: Sequence[Mapping[str, Any]]) -> RegisterResult:
+    def _register_chunk(self, client: Any, block: str, chunk: Sequence[Mapping[str, Any]], *,
+                        already_refuses: bool = False) -> RegisterResult:
+        """already_refuses: "this name exists" counts as a refusal of the file (the caller looked these names
+        up twice after such answers and Rucio has none of them: a name the server will not take again)."""
         names = [str(f["name"]) for f in chunk]
-        first = self._attempt(client, block, chunk)
+
+        def attempt(part: Sequence[Mapping[str, Any]]) -> Attempt:
+            verdict = self._attempt(client, block, part)
+            if already_refuses and verdict.verdict is Verdict.RECHECK:
+                return Attempt(Verdict.REJECTED, f"{verdict.reason} (yet Rucio has no DID of that name: a name "
+                                                 "used before and deleted cannot be registered again)")
+            return verdict
+
+        first = attempt(chunk)
         if first.verdict is Verdict.OK:
             return RegisterResult(registered=names)
         if first.verdict is Verdict.RECHECK:
@@ -421,7 +434,7 @@ class Registrar:
         if first.verdict is Verdict.AMBIGUOUS and not self._alive(client, block):
             raise RucioUnavailable(f"Rucio failed registering {len(chunk)} files in {block} ({first.reason}) and "
                                    "does not answer a read either: retrying later")
-        found = narrowing.narrow(chunk, lambda part: self._attempt(client, block, part), first=first)
+        found = narrowing.narrow(chunk, attempt, first=first)
         result = RegisterResult(registered=[str(f["name"]) for f in found.ok],
                                 recheck=[str(f["name"]) for f in found.recheck],
                                 closed=[str(f["name"]) for f in found.closed], narrowed=1, calls=found.calls)
@@ -429,7 +442,7 @@ class Registrar:
             name = str(item["name"])
             if verdict.verdict is Verdict.AMBIGUOUS:
                 # Blame the file only if it fails again, alone, while Rucio demonstrably works.
-                again = self._attempt(client, block, [item])
+                again = attempt([item])
                 result.calls += 1
                 if again.verdict is Verdict.OK:
                     result.registered.append(name)
