@@ -6,8 +6,9 @@ dlq.max_value_bytes (256 KiB) and KEY_MAX (1 KiB); a larger original is kept tru
 nor dead-letter it), and the headers say so. Headers:
 
     juno-dlq-reason        what was wrong, in words (e.g. "raw:X is already registered with different content ...")
-    juno-dlq-code          malformed | bad_name | inconsistent | unsupported_version | unknown_stream |
-                           path_mismatch | conflict | not_on_storage | size_mismatch | late | rejected
+    juno-dlq-code          malformed | bad_name | inconsistent | unsupported_version | unknown_stream | future |
+                           path_mismatch | conflict | not_on_storage | size_mismatch | late | rejected (Rucio
+                           refused the file; the reason is the server's) | internal (a bug of ours)
     juno-original-topic, juno-original-partition, juno-original-offset, juno-original-timestamp
     juno-original-size     the original value's size in bytes ("" for a null value)
     juno-original-sha256   its SHA-256 (hex): identifies it even when truncated
