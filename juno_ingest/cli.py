@@ -215,6 +215,12 @@ def _default_endpoint() -> str:
 @click.option("--malformed", type=click.IntRange(0), default=0,
               help="Broken messages of every kind (bad JSON, missing fields, bad names, file not on storage, "
                    "wrong size, ...), each must be dead-lettered.")
+@click.option("--hostile", is_flag=True,
+              help="Also publish the hostile corpus (juno_ingest/hostile.py: 70 kinds: 10 MB, deep nesting, bad "
+                   "encodings, control characters, numbers and names beyond every limit, ...), each right before a "
+                   "valid message with the same key (its canary); each must be dead-lettered with its code. With fewer "
+                   "than ~150 --files, dlq.max_ratio stops the ingester: a mostly bad stream is a configuration "
+                   "problem.")
 @click.option("--reorder", type=click.IntRange(0), default=0, help="Shuffle valid messages within windows of N.")
 @click.option("--seed", type=int, help="Make names, times and contents reproducible.")
 @click.option("--topic", help="Topic to publish to (default: kafka.topic of the config).")
@@ -228,8 +234,8 @@ def _default_endpoint() -> str:
 @shared
 def simulate(state: State, config_path: Path | None, files: int, size: str, days: int, last_day: Any,
              streams: tuple[str, ...], first_run: int | None, files_per_run: int, duplicates: int, conflicts: int,
-             malformed: int, reorder: int, seed: int | None, topic: str | None, partitions: int, rate: float,
-             storage: str | None, no_write: bool, no_publish: bool, dry_run: bool) -> int:
+             malformed: int, hostile: bool, reorder: int, seed: int | None, topic: str | None, partitions: int,
+             rate: float,             storage: str | None, no_write: bool, no_publish: bool, dry_run: bool) -> int:
     """SPADE for the local grid: write raw files to IHEP-EOS, then publish their arrival messages.
 
     \b
@@ -257,6 +263,10 @@ def simulate(state: State, config_path: Path | None, files: int, size: str, days
                        first_run=first_run, files_per_run=files_per_run, duplicates=duplicates, conflicts=conflicts,
                        malformed=malformed, reorder=reorder, seed=seed, prefix=endpoint.prefix)
     plan = sim.make_plan(spec)
+    if hostile:
+        from juno_ingest.hostile import mix_into
+
+        mix_into(plan, endpoint.prefix)
     topic = topic or cfg.kafka.topic
     out: dict[str, Any] = {**plan.summary(), "topic": topic, "storage": endpoint.url, "dry_run": dry_run}
     if not dry_run and not no_write:
@@ -265,6 +275,8 @@ def simulate(state: State, config_path: Path | None, files: int, size: str, days
         bootstrap = cfg.kafka.bootstrap_servers
         producer_settings = {k: v for k, v in kafka_common(cfg, consumer=False).items() if k != "bootstrap.servers"}
         sim.ensure_topic(bootstrap, topic, partitions, producer_settings)
+        if hostile:  # the corpus holds a 10 MB message: let this producer send it
+            producer_settings.setdefault("message.max.bytes", 16 << 20)
         out["publish_seconds"] = round(sim.publish(plan.messages, bootstrap, topic, rate=rate,
                                                    settings=producer_settings), 3)
     state.emit(out, lambda: _simulate_text(out))

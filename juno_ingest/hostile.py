@@ -1,7 +1,9 @@
 """A corpus of hostile SPADE messages, and valid ones at every limit (tests; trying a deployment).
 
-    kinds = hostile_cases(template, prefix)       # [HostileCase(kind, key, value, code)], ~50 kinds
+    kinds = hostile_cases(template, prefix)       # [HostileCase(kind, key, value, code)], ~70 kinds
     value = at_limits(file, prefix, index)        # a valid message with one field at its limit
+    mix_into(plan, prefix)                        # a simulated SPADE run with the corpus mixed in
+                                                  # (`juno-ingest simulate --hostile`)
 
 Each hostile case says the dead-letter code the ingester must give it. `template` is a valid file of
 the stream under test; hostile cases never name a file that exists on storage with that content, so
@@ -17,7 +19,7 @@ from typing import Any
 
 from juno_ingest.edge import MAX_MESSAGE_BYTES
 from juno_ingest.messages import INT64_MAX, INT64_MIN, MAX_ID, MAX_METADATA_KEYS, MAX_METADATA_TEXT, NAME_MAX
-from juno_ingest.simulate import SimFile, adler32_of
+from juno_ingest.simulate import SimFile, SimMessage, SimPlan, adler32_of
 
 Dict = dict[str, Any]
 
@@ -161,3 +163,22 @@ def long_name(f: SimFile, length: int = NAME_MAX) -> SimFile:
     lfn = f.lfn.replace(".Physics.", ".Physics" + "X" * grow + ".", 1)
     seed = f.seed + ":long"
     return SimFile(lfn, f.stream, f.run, f.size, f.received_at, seed, adler32_of(seed, f.size))
+
+
+def mix_into(plan: SimPlan, prefix: str) -> int:
+    """Put the corpus into a simulated run: each hostile message right before a valid one (its canary, on
+    the same key's partition only if keys agree: the canary's key is used). Returns how many were added."""
+    valid = [k for k, m in enumerate(plan.messages) if m.expect == "registered"]
+    if not valid:
+        raise ValueError("--hostile needs valid files to follow the hostile messages: give --files > 0")
+    cases = hostile_cases(plan.files[0], prefix)
+    out: list[SimMessage] = []
+    canary_at: dict[int, list[HostileCase]] = {}
+    for k, case in enumerate(cases):
+        canary_at.setdefault(valid[k % len(valid)], []).append(case)
+    for k, msg in enumerate(plan.messages):
+        for case in canary_at.get(k, []):
+            out.append(SimMessage(msg.key, case.value or b"", f"hostile:{case.kind}", "dead", case.code))
+        out.append(msg)
+    plan.messages = out
+    return len(cases)
