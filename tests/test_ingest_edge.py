@@ -194,3 +194,15 @@ def test_small_and_null_originals_are_kept_unchanged() -> None:
     assert dlq.stored(_item(None, None)) == (None, None, "")
     headers = dict(dlq.headers_for(_item(None, None), Outcome(Fate.DEAD, "malformed", "empty")))
     assert headers[dlq.SIZE] == b"" and dlq.TRUNCATED not in headers
+
+
+def test_mix_into_puts_each_hostile_message_before_a_canary_with_its_key() -> None:
+    plan = sim.make_plan(sim.SimSpec(files=10, streams=("JUNODAQ.tedge02",), seed=3),
+                         now=datetime(2025, 10, 9, 18, 0, tzinfo=UTC))
+    added = hostile.mix_into(plan, SPEC.prefix)
+    assert added == len(CASES)
+    for k, msg in enumerate(plan.messages):
+        if msg.kind.startswith("hostile:"):
+            after = next(m for m in plan.messages[k + 1:] if not m.kind.startswith("hostile:"))
+            assert after.expect == "registered" and after.key == msg.key
+    assert plan.summary()["expect"]["dead"] == len(CASES)
