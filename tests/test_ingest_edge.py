@@ -206,3 +206,14 @@ def test_mix_into_puts_each_hostile_message_before_a_canary_with_its_key() -> No
             after = next(m for m in plan.messages[k + 1:] if not m.kind.startswith("hostile:"))
             assert after.expect == "registered" and after.key == msg.key
     assert plan.summary()["expect"]["dead"] == len(CASES)
+
+
+@pytest.mark.parametrize("raw", [b'{"a": 1, "a" : 2}', b'{"a": 1, "m": {"k": 1, "k"\n:2}}', b'{"a": 1,"a":1}'])
+def test_duplicate_keys_are_found_whatever_the_spacing(raw: bytes) -> None:
+    with pytest.raises(edge.Invalid, match="more than once"):
+        edge.decode(raw)
+
+
+@pytest.mark.parametrize("raw", [b'{"a": "x\\": y", "b": 1}', b'{"a": [{"b": 1}], "c": 2}'])
+def test_text_holding_quote_colon_or_objects_in_arrays_are_not_duplicates(raw: bytes) -> None:
+    assert isinstance(edge.decode(raw), dict)
