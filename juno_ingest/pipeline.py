@@ -16,7 +16,11 @@ Order of work for a batch:
   4. new files must be on storage with the announced size;
   5. blocks seen for the first time in this process: create (with containers) if missing, give them the
      policy's rules (ensure_block_rules); a closed block takes no new file (dead letter "late");
-  6. register and attach the new files per block (bulk, parallel chunks).
+  6. register and attach the new files per block (bulk, parallel chunks); a chunk Rucio refuses as a
+     whole is split until the files it objects to are alone (narrowing.py): those are dead letters
+     ("rejected", with Rucio's reason), the rest registered.
+Whatever one message does (bytes of any size or shape, values the server would refuse, a bug of
+ours while reading it), it ends with one Outcome: the batch never fails because of one message.
 """
 
 from __future__ import annotations
@@ -202,7 +206,15 @@ class Pipeline:
 
         # 6. register, per block.
         clock = time.perf_counter()
-        for i, outcome in self._register(new, result).items():
+        try:
+            registered = self._register(new, result)
+        except RucioUnavailable:
+            # Ensure these blocks again on the retry: one that vanished (an admin deleted it) is made anew
+            # instead of failing the same way forever.
+            for plan in new.values():
+                self.blocks.pop(plan.block.name, None)
+            raise
+        for i, outcome in registered.items():
             outcomes[i] = outcome
         seconds["register"] = time.perf_counter() - clock
 
