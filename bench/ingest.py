@@ -281,7 +281,7 @@ def latency_run(args: argparse.Namespace, cfg: Any, endpoint: Any, bootstrap: st
     thread.start()
     # Wait until the consumer has its partitions, so the first message does not count the group join.
     deadline = time.monotonic() + 60
-    while not ingester._ever_assigned and time.monotonic() < deadline:  # noqa: SLF001 - benchmark probe
+    while not ingester.source.ever_assigned and time.monotonic() < deadline:
         time.sleep(0.1)
     from confluent_kafka import Producer
 

@@ -169,6 +169,12 @@ def _default_endpoint() -> str:
 @click.option("--malformed", type=click.IntRange(0), default=0,
               help="Broken messages of every kind (bad JSON, missing fields, bad names, file not on storage, "
                    "wrong size, ...), each must be dead-lettered.")
+@click.option("--hostile", is_flag=True,
+              help="Also publish the hostile corpus (juno_ingest/hostile.py: 70 kinds: 10 MB, deep nesting, bad "
+                   "encodings, control characters, numbers and names beyond every limit, ...), each right before a "
+                   "valid message with the same key (its canary); each must be dead-lettered with its code. With fewer "
+                   "than ~150 --files, dlq.max_ratio stops the ingester: a mostly bad stream is a configuration "
+                   "problem.")
 @click.option("--reorder", type=click.IntRange(0), default=0, help="Shuffle valid messages within windows of N.")
 @click.option("--seed", type=int, help="Make names, times and contents reproducible.")
 @click.option("--topic", help="Topic to publish to (default: kafka.topic of the config).")
@@ -182,8 +188,8 @@ def _default_endpoint() -> str:
 @shared
 def simulate(state: State, config_path: Path | None, files: int, size: str, days: int, last_day: Any,
              streams: tuple[str, ...], first_run: int | None, files_per_run: int, duplicates: int, conflicts: int,
-             malformed: int, reorder: int, seed: int | None, topic: str | None, partitions: int, rate: float,
-             storage: str | None, no_write: bool, no_publish: bool, dry_run: bool) -> int:
+             malformed: int, hostile: bool, reorder: int, seed: int | None, topic: str | None, partitions: int,
+             rate: float,             storage: str | None, no_write: bool, no_publish: bool, dry_run: bool) -> int:
     """SPADE for the local grid: write raw files to IHEP-EOS, then publish their arrival messages.
 
     \b
@@ -211,6 +217,10 @@ def simulate(state: State, config_path: Path | None, files: int, size: str, days
                        first_run=first_run, files_per_run=files_per_run, duplicates=duplicates, conflicts=conflicts,
                        malformed=malformed, reorder=reorder, seed=seed, prefix=endpoint.prefix)
     plan = sim.make_plan(spec)
+    if hostile:
+        from juno_ingest.hostile import mix_into
+
+        mix_into(plan, endpoint.prefix)
     topic = topic or cfg.kafka.topic
     out: dict[str, Any] = {**plan.summary(), "topic": topic, "storage": endpoint.url, "dry_run": dry_run}
     if not dry_run and not no_write:
@@ -219,6 +229,8 @@ def simulate(state: State, config_path: Path | None, files: int, size: str, days
         bootstrap = cfg.kafka.bootstrap_servers
         producer_settings = {k: v for k, v in kafka_common(cfg, consumer=False).items() if k != "bootstrap.servers"}
         sim.ensure_topic(bootstrap, topic, partitions, producer_settings)
+        if hostile:  # the corpus holds a 10 MB message: let this producer send it
+            producer_settings.setdefault("message.max.bytes", 16 << 20)
         out["publish_seconds"] = round(sim.publish(plan.messages, bootstrap, topic, rate=rate,
                                                    settings=producer_settings), 3)
     state.emit(out, lambda: _simulate_text(out))
@@ -251,6 +263,15 @@ def show_config(state: State, config_path: Path | None, show_secrets: bool) -> i
     return EXIT_OK
 
 
+def _stored_note(letter: Any) -> str:
+    """What a dead letter kept of its original, when that is not all of it."""
+    if not letter.truncated:
+        return ""
+    kept = len(letter.value or b"")
+    return (f"\n      (original {letter.size} bytes, sha256 {letter.sha256[:16]}...; kept the first {kept} bytes of "
+            f"the {letter.truncated})")
+
+
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Settings file (default: etc/ingest.yaml): Kafka bootstrap and dlq.topic.")
@@ -261,6 +282,7 @@ def show_config(state: State, config_path: Path | None, show_secrets: bool) -> i
 def dlq(state: State, config_path: Path | None, topic: str | None, limit: int, timeout: float) -> int:
     """Print dead letters (oldest first): reason, code, where each came from, and the message.
 
+    An original larger than dlq.max_value_bytes was kept truncated: its full size and sha256 are shown.
     Reads with a throwaway consumer group, so the ingester's offsets are not touched.
     """
     import time
@@ -288,6 +310,6 @@ def dlq(state: State, config_path: Path | None, topic: str | None, limit: int, t
     data = [d.as_dict() for d in letters]
     state.emit({"topic": topic, "dead_letters": data}, lambda: "\n".join(
         [f"{len(letters)} dead letter(s) in {topic}"]
-        + [f"  {d.topic}/{d.partition}@{d.offset} [{d.code}] {d.reason}" for d in letters]))
+        + [f"  {d.topic}/{d.partition}@{d.offset} [{d.code}] {d.reason}" + _stored_note(d) for d in letters]))
     return EXIT_OK
 

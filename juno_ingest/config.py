@@ -55,6 +55,7 @@ class DlqSettings:
     window: int = 1000
     min_messages: int = 100
     max_consecutive: int = 500
+    max_value_bytes: int = 262144
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class RucioSettings:
 @dataclass(frozen=True)
 class BlockSettings:
     grace_s: float = 21600.0
+    future_tolerance_s: float = 3600.0
     streams: list[str] = field(default_factory=list)
     recover_days: float = 7.0
     close_check_s: float = 60.0
@@ -151,11 +153,12 @@ SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(IngestConfig)[f.name]
 # Limits checked after loading: (section, key) → (minimum, maximum or None)
 _RANGES: dict[tuple[str, str], tuple[float, float | None]] = {
     ("dlq", "max_ratio"): (0.0, 1.0), ("dlq", "window"): (1, None), ("dlq", "min_messages"): (1, None),
-    ("dlq", "max_consecutive"): (1, None), ("batch", "max_messages"): (1, 100_000),
+    ("dlq", "max_consecutive"): (1, None), ("dlq", "max_value_bytes"): (1024, 900_000),
+    ("batch", "max_messages"): (1, 100_000),
     ("batch", "max_wait_s"): (0.0, None), ("batch", "linger_s"): (0.0, None),
     ("rucio", "bulk_size"): (1, 1000), ("rucio", "parallel"): (1, 32), ("rucio", "timeout_s"): (1.0, None),
     ("rucio", "retry_initial_s"): (0.01, None), ("rucio", "retry_max_s"): (0.01, None),
-    ("blocks", "grace_s"): (0.0, None),
+    ("blocks", "grace_s"): (0.0, None), ("blocks", "future_tolerance_s"): (0.0, None),
     ("blocks", "recover_days"): (0.0, None), ("blocks", "close_check_s"): (0.1, None),
     ("storage_check", "parallel"): (1, 64), ("storage_check", "chunk"): (1, 10_000),
     ("storage_check", "timeout_s"): (1.0, None), ("storage_check", "listing_ttl_s"): (0.0, 3600.0),

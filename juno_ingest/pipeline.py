@@ -16,25 +16,37 @@ Order of work for a batch:
   4. new files must be on storage with the announced size;
   5. blocks seen for the first time in this process: create (with containers) if missing, give them the
      policy's rules (ensure_block_rules); a closed block takes no new file (dead letter "late");
-  6. register and attach the new files per block (bulk, parallel chunks).
+  6. register and attach the new files per block (bulk, parallel chunks); a chunk Rucio refuses as a
+     whole is split until the files it objects to are alone (narrowing.py): those are dead letters
+     ("rejected", with Rucio's reason), the rest registered.
+Whatever one message does (bytes of any size or shape, values the server would refuse, a bug of
+ours while reading it), it ends with one Outcome: the batch never fails because of one message.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
 
+from rucio.common import exception as rex
+
 from juno_ingest import messages
 from juno_ingest.batching import Kind, Known, Position, classify
+from juno_ingest.edge import show
+from juno_ingest.logs import fields
 from juno_ingest.mapping import SCOPE, BlockPlan, FilePlan, expected_path, plan_file
+from juno_ingest.narrowing import reason_of
 from juno_ingest.registrar import BlockState, Registrar, RucioUnavailable
 from juno_ingest.storage_check import StorageChecker
 
 T = TypeVar("T")
+log = logging.getLogger("juno_ingest.pipeline")
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,8 @@ class BatchResult:
     created_blocks: list[str] = field(default_factory=list)
     rules_added: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    narrowed: int = 0  # chunks Rucio refused as a whole, split until the culprits were alone
+    narrowing_calls: int = 0  # the Rucio calls that took
 
     def count(self, fate: Fate) -> int:
         return sum(1 for o in self.outcomes if o.fate is fate)
@@ -84,8 +98,11 @@ def _dead(code: str, reason: str, plan: FilePlan | None = None) -> Outcome:
 
 class Pipeline:
     def __init__(self, registrar: Registrar, checker: StorageChecker | None, *, prefix: str | None,
-                 streams: frozenset[str] = frozenset(), file_metadata: bool = False) -> None:
+                 streams: frozenset[str] = frozenset(), file_metadata: bool = False,
+                 future_tolerance_s: float = 3600.0, now: Callable[[], datetime] | None = None) -> None:
         self.registrar = registrar
+        self.future_tolerance_s = future_tolerance_s
+        self._now = now or (lambda: datetime.now(UTC))
         self.checker = checker
         self.prefix = prefix  # the RSE's protocol prefix, to check the messages' paths (None: no check)
         self.streams = streams
@@ -113,25 +130,17 @@ class Pipeline:
         seconds: dict[str, float] = {}
         outcomes: list[Outcome | None] = [None] * len(batch)
         plans: dict[int, FilePlan] = {}
+        now = self._now()
         for i, item in enumerate(batch):
-            parsed = messages.parse(item.value)
-            if isinstance(parsed, messages.InvalidMessage):
-                outcomes[i] = _dead(parsed.code, parsed.reason)
-                continue
-            if self.streams and parsed.stream not in self.streams:
-                outcomes[i] = _dead("unknown_stream", f"stream {parsed.stream} is not one this ingester accepts "
-                                                      f"({', '.join(sorted(self.streams))}): add it to "
-                                                      "blocks.streams in the ingest configuration")
-                continue
-            plan = plan_file(parsed, file_metadata=self.file_metadata)
-            if parsed.path is not None and self.prefix is not None:
-                want = expected_path(self.prefix, plan)
-                if parsed.path != want:
-                    outcomes[i] = _dead("path_mismatch", f"path {parsed.path} is not where Rucio expects "
-                                                         f"raw:{plan.name} at {self.registrar.rse} ({want}): "
-                                                         "SPADE must land raw files at that path", plan)
-                    continue
-            plans[i] = plan
+            try:
+                decided = self._plan(item, now)
+            except Exception as err:  # noqa: BLE001 - whatever one message does, it ends in the DLQ
+                decided = _dead("internal", f"juno-ingest could not read this message ({type(err).__name__}: "
+                                            f"{show(str(err), 200)}); this is a bug: please report it")
+            if isinstance(decided, Outcome):
+                outcomes[i] = decided
+            else:
+                plans[i] = decided
         seconds["parse"] = time.perf_counter() - clock
 
         # 2. Rucio lookup and storage stats at the same time: they do not depend on each other.
@@ -182,9 +191,13 @@ class Pipeline:
         clock = time.perf_counter()
         result = BatchResult(outcomes=[])
         valid_blocks = {p.block.name: p.block for p in plans.values()}
-        self._ensure_blocks(valid_blocks, {p.block.name for p in new.values()}, states, result)
+        refused = self._ensure_blocks(valid_blocks, {p.block.name for p in new.values()}, states, result)
         for i, plan in list(new.items()):
-            if not self.blocks[plan.block.name].is_open:
+            if plan.block.name in refused:
+                outcomes[i] = _dead("rejected", f"Rucio refused block raw:{plan.block.name} of raw:{plan.name}: "
+                                                f"{refused[plan.block.name]}", plan)
+                del new[i]
+            elif not self.blocks[plan.block.name].is_open:
                 outcomes[i] = _dead("late", f"block raw:{plan.block.name} is already closed (its day ended and the "
                                             f"grace period passed); raw:{plan.name} arrived too late to join it: "
                                             "a Rucio admin can attach it by hand", plan)
@@ -193,7 +206,15 @@ class Pipeline:
 
         # 6. register, per block.
         clock = time.perf_counter()
-        for i, outcome in self._register(new).items():
+        try:
+            registered = self._register(new, result)
+        except RucioUnavailable:
+            # Ensure these blocks again on the retry: one that vanished (an admin deleted it) is made anew
+            # instead of failing the same way forever.
+            for plan in new.values():
+                self.blocks.pop(plan.block.name, None)
+            raise
+        for i, outcome in registered.items():
             outcomes[i] = outcome
         seconds["register"] = time.perf_counter() - clock
 
@@ -215,6 +236,27 @@ class Pipeline:
         return result
 
     # -- steps ------------------------------------------------------------------------------------
+
+    def _plan(self, item: Incoming, now: datetime) -> FilePlan | Outcome:
+        """One message → the file to register, or its dead letter (pure, bounded cost)."""
+        parsed = messages.parse(item.value)
+        if isinstance(parsed, messages.InvalidMessage):
+            return _dead(parsed.code, parsed.reason)
+        if self.streams and parsed.stream not in self.streams:
+            return _dead("unknown_stream", f"stream {parsed.stream} is not one this ingester accepts "
+                                           f"({', '.join(sorted(self.streams))}): add it to blocks.streams in the "
+                                           "ingest configuration")
+        future = messages.future_problem(parsed, now, self.future_tolerance_s)
+        if future:
+            return _dead("future", future)
+        plan = plan_file(parsed, file_metadata=self.file_metadata)
+        if parsed.path is not None and self.prefix is not None:
+            want = expected_path(self.prefix, plan)
+            if parsed.path != want:
+                return _dead("path_mismatch", f"path {parsed.path} is not where Rucio expects raw:{plan.name} at "
+                                              f"{self.registrar.rse} ({want}): SPADE must land raw files at that "
+                                              "path", plan)
+        return plan
 
     @staticmethod
     def _timed(seconds: dict[str, float], key: str, fn: Callable[..., T], *args: Any) -> T:
@@ -273,36 +315,56 @@ class Pipeline:
         return asked, existing
 
     def _ensure_blocks(self, blocks: dict[str, BlockPlan], needed: set[str], states: dict[str, BlockState],
-                       result: BatchResult) -> None:
+                       result: BatchResult) -> dict[str, str]:
         """Blocks first seen in this process: create those new files need (with their containers), and
         give every open one the policy's rules. Both are idempotent, so a crash anywhere here is
         repaired by the next process that sees the block. A block only duplicates point to and that
         does not exist (the file was registered under another day) is not created: it would stay empty."""
+        refused: dict[str, str] = {}  # block → Rucio's reason for refusing it
         todo = []
         for name, state in states.items():  # the batch's blocks this process had not seen (_unknown_block_states)
             if state.exists and not state.is_open:
                 self.blocks[name] = state
             elif state.exists or name in needed:
                 todo.append(blocks[name])
-        for plan, (created, rules) in zip(todo, self.registrar.setup_blocks(todo), strict=True):
+        try:
+            done = list(zip(todo, self.registrar.setup_blocks(todo), strict=True))
+        except rex.RucioException as err:
+            # Refused for its content (rucio_errors turned the service's own failures into RucioUnavailable
+            # already): one block at a time, so that only the files of the block Rucio refuses are dead.
+            log.warning("blocks refused together; setting them up one at a time", extra=fields(
+                blocks=len(todo), error=reason_of(err)))
+            done = []
+            for plan in todo:
+                try:
+                    done += list(zip([plan], self.registrar.setup_blocks([plan]), strict=True))
+                except rex.RucioException as one:
+                    refused[plan.name] = reason_of(one)
+        for plan, (created, rules) in done:
             if created:
                 result.created_blocks.append(plan.name)
             result.rules_added += list(getattr(rules, "added", None) or [])
             self.blocks[plan.name] = BlockState(exists=True, is_open=True)
+        return refused
 
-    def _register(self, new: dict[int, FilePlan]) -> dict[int, Outcome]:
+    def _register(self, new: dict[int, FilePlan], batch: BatchResult) -> dict[int, Outcome]:
         out: dict[int, Outcome] = {}
         by_name = {p.name: i for i, p in new.items()}
         pending = dict(new)
-        for _attempt in range(3):
+        for attempt in range(3):
             if not pending:
                 return out
             per_block: dict[str, list[FilePlan]] = {}
             for plan in pending.values():
                 per_block.setdefault(plan.block.name, []).append(plan)
             recheck: list[str] = []
-            results = self.registrar.register({b: [p.rucio_file() for p in plans] for b, plans in per_block.items()})
+            # Third round: names Rucio twice called existing, yet a lookup did not find, are the server refusing
+            # those names (e.g. used before and deleted); narrowed and dead-lettered instead of retried forever.
+            results = self.registrar.register({b: [p.rucio_file() for p in plans] for b, plans in per_block.items()},
+                                              already_refuses=attempt == 2)
             for block, res in results.items():
+                batch.narrowed += res.narrowed
+                batch.narrowing_calls += res.calls
                 for name in res.registered:
                     out[by_name[name]] = Outcome(Fate.REGISTERED, name=name, block=block)
                 for name in res.closed:

@@ -17,7 +17,9 @@ Errors are sorted into three kinds the consumer acts on:
   RucioUnavailable   server down, timeouts, 5xx, database trouble: retry the batch later, commit nothing;
   RucioRefused       permission, unknown RSE/scope/account, bad credentials: stop with the server's
                      message and what to check (retrying would not help);
-  per-file problems  (a name the server rejects, a closed block) come back as results, not exceptions.
+  per-file problems  (a name the server rejects, a closed block) come back as results, not exceptions:
+                     a chunk the server refuses as a whole is split until the files it objects to are alone
+                     (narrowing.py); those come back rejected with the server's reason, the rest registered.
 """
 
 from __future__ import annotations
@@ -36,8 +38,11 @@ from rucio.common import exception as rex
 
 from juno_common.errors import RucioRefused, RucioUnavailable, rucio_text
 from juno_common.errors import rucio_errors as common_rucio_errors
+from juno_ingest import narrowing
 from juno_ingest.batching import Known, even_chunks
+from juno_ingest.logs import fields
 from juno_ingest.mapping import SCOPE, BlockPlan
+from juno_ingest.narrowing import Attempt, Verdict
 from juno_ingest.storage_check import Endpoint
 from rucio_policy.access import IN_ANOTHER_BLOCK
 
@@ -47,24 +52,6 @@ T = TypeVar("T")
 MAX_BULK = 1000  # Rucio's generic schema caps every bulk call here
 
 
-# RucioUnavailable / RucioRefused: juno_common.errors, whose from_rucio is the one translation.
-# A name Rucio already has (replica at the RSE: Duplicate; attached: FileAlreadyExists; other size or
-# checksum: FileConsistencyMismatch): the chunk is looked up again and decided per file.
-_ALREADY: tuple[type[BaseException], ...] = (
-    rex.FileAlreadyExists, rex.FileConsistencyMismatch, rex.DataIdentifierAlreadyExists, rex.Duplicate,
-)
-class _InAnotherBlock(Exception):
-    """The server refused files another raw block already holds (rucio_policy.access): look them up."""
-
-
-@contextmanager
-def _another_block_is_recheck() -> Iterator[None]:
-    try:
-        yield
-    except rex.AccessDenied as err:
-        if IN_ANOTHER_BLOCK in str(err):
-            raise _InAnotherBlock(str(err)) from err
-        raise
 
 
 @contextmanager
@@ -148,6 +135,8 @@ class RegisterResult:
     recheck: list[str] = field(default_factory=list)  # someone registered them meanwhile: look again
     closed: list[str] = field(default_factory=list)  # the block was closed: these files are late
     rejected: dict[str, str] = field(default_factory=dict)  # name → the server's reason
+    narrowed: int = 0  # chunks the server refused as a whole, split until the culprits were alone
+    calls: int = 0  # the calls that took (besides each chunk's first)
 
 
 class Registrar:
@@ -341,54 +330,104 @@ class Registrar:
 
     # -- files ------------------------------------------------------------------------------------
 
-    def register(self, files_by_block: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, RegisterResult]:
+    def register(self, files_by_block: Mapping[str, Sequence[Mapping[str, Any]]], *, already_refuses: bool = False
+                 ) -> dict[str, RegisterResult]:
         """Register replicas at the RSE and attach them to their blocks: every block's chunks together,
         `parallel` at a time (a backlog spreads one batch over many blocks, each often one chunk)."""
         work = [(block, chunk) for block, files in files_by_block.items() for chunk in self._chunks(files)]
         results = {block: RegisterResult() for block in files_by_block}
-        for (block, _), part in zip(work, self._map(lambda client, item: self._register_chunk(client, *item), work),
-                                    strict=True):
+        parts = self._map(lambda client, item: self._register_chunk(client, *item, already_refuses=already_refuses),
+                          work)
+        for (block, _), part in zip(work, parts, strict=True):
             result = results[block]
             result.registered += part.registered
             result.recheck += part.recheck
             result.closed += part.closed
             result.rejected.update(part.rejected)
+            result.narrowed += part.narrowed
+            result.calls += part.calls
         return results
 
-    def _register_chunk(self, client: Any, block: str, chunk: Sequence[Mapping[str, Any]]) -> RegisterResult:
-        names = [str(f["name"]) for f in chunk]
+    def _attempt(self, client: Any, block: str, files: Sequence[Mapping[str, Any]]) -> Attempt:
+        """One attach_dids call: what it means for these files. Failures about the service, not the files,
+        are raised (RucioUnavailable: retry the batch; RucioRefused: configuration)."""
         try:
-            with rucio_errors(f"registering {len(chunk)} files in {block}"), _another_block_is_recheck():
-                client.attach_dids(SCOPE, block, list(chunk), rse=self.rse)
-            return RegisterResult(registered=names)
-        except (*_ALREADY, _InAnotherBlock):
-            return RegisterResult(recheck=names)
-        except rex.UnsupportedOperation as err:
-            if "closed" in str(err):
-                return RegisterResult(closed=names)
-            return self._one_by_one(client, block, chunk)
-        except (rex.InvalidObject, rex.InputValidationError, rex.DataIdentifierNotFound):
-            return self._one_by_one(client, block, chunk)
+            client.attach_dids(SCOPE, block, list(files), rse=self.rse)
+            return narrowing.OK
+        except rex.AccessDenied as err:
+            if IN_ANOTHER_BLOCK in str(err):
+                return Attempt(Verdict.RECHECK, narrowing.reason_of(err))
+            verdict = narrowing.classify(err)
+        except rex.DataIdentifierNotFound as err:
+            # The block itself is gone (deleted by an admin while we ran): nothing per file to blame.
+            raise RucioUnavailable(f"{block} disappeared while registering into it: {rucio_text(err)}") from err
+        except Exception as err:  # noqa: BLE001 - classify re-raises what is not Rucio's
+            verdict = narrowing.classify(err)
+        if verdict.verdict is Verdict.UNAVAILABLE:
+            raise RucioUnavailable(f"Rucio unavailable during registering {len(files)} files in {block}: "
+                                   f"{verdict.reason}")
+        if verdict.verdict is Verdict.REFUSED:
+            raise RucioRefused(f"Rucio refused registering files in {block}: {verdict.reason}; check the ingest "
+                               "account (rucio.account, its role attribute) and rucio.rse")
+        return verdict
 
-    def _one_by_one(self, client: Any, block: str, chunk: Sequence[Mapping[str, Any]]) -> RegisterResult:
-        """A chunk the server refused as a whole: find the file(s) it objects to."""
-        result = RegisterResult()
-        for item in chunk:
+    def _alive(self, client: Any, block: str) -> bool:
+        """Whether Rucio answers a read about the block (then a failure of one file is that file's)."""
+        try:
+            client.get_metadata(SCOPE, block)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "cannot tell": the batch is retried
+            return False
+
+    def _register_chunk(self, client: Any, block: str, chunk: Sequence[Mapping[str, Any]], *,
+                        already_refuses: bool = False) -> RegisterResult:
+        """already_refuses: "this name exists" counts as a refusal of the file (the caller looked these names
+        up twice after such answers and Rucio has none of them: a name the server will not take again)."""
+        names = [str(f["name"]) for f in chunk]
+
+        def attempt(part: Sequence[Mapping[str, Any]]) -> Attempt:
+            verdict = self._attempt(client, block, part)
+            if already_refuses and verdict.verdict is Verdict.RECHECK:
+                return Attempt(Verdict.REJECTED, f"{verdict.reason} (yet Rucio has no DID of that name: a name "
+                                                 "used before and deleted cannot be registered again)")
+            return verdict
+
+        first = attempt(chunk)
+        if first.verdict is Verdict.OK:
+            return RegisterResult(registered=names)
+        if first.verdict is Verdict.RECHECK:
+            return RegisterResult(recheck=names)
+        if first.verdict is Verdict.CLOSED:
+            return RegisterResult(closed=names)
+        if first.verdict is Verdict.AMBIGUOUS and not self._alive(client, block):
+            raise RucioUnavailable(f"Rucio failed registering {len(chunk)} files in {block} ({first.reason}) and "
+                                   "does not answer a read either: retrying later")
+        found = narrowing.narrow(chunk, attempt, first=first)
+        result = RegisterResult(registered=[str(f["name"]) for f in found.ok],
+                                recheck=[str(f["name"]) for f in found.recheck],
+                                closed=[str(f["name"]) for f in found.closed], narrowed=1, calls=found.calls)
+        for item, verdict in found.rejected:
             name = str(item["name"])
-            try:
-                with rucio_errors(f"registering {name} in {block}"), _another_block_is_recheck():
-                    client.attach_dids(SCOPE, block, [item], rse=self.rse)
-                result.registered.append(name)
-            except (*_ALREADY, _InAnotherBlock):
+            if verdict.verdict is Verdict.AMBIGUOUS:
+                # Blame the file only if it fails again, alone, while Rucio demonstrably works.
+                again = attempt([item])
+                result.calls += 1
+                if again.verdict is Verdict.OK:
+                    result.registered.append(name)
+                    continue
+                if again.verdict is not Verdict.AMBIGUOUS:
+                    verdict = again
+                elif not found.ok and not self._alive(client, block):
+                    raise RucioUnavailable(f"Rucio failed on {name} in {block} ({verdict.reason}) and does not "
+                                           "answer a read either: retrying later")
+            if verdict.verdict is Verdict.RECHECK:
                 result.recheck.append(name)
-            except rex.DataIdentifierNotFound as err:
-                # The block itself is gone (deleted by an admin while we ran): nothing per file to blame.
-                raise RucioUnavailable(f"{block} disappeared while registering into it: {rucio_text(err)}") from err
-            except rex.UnsupportedOperation as err:
-                if "closed" in str(err):
-                    result.closed.append(name)
-                else:
-                    result.rejected[name] = f"{type(err).__name__}: {rucio_text(err)}"
-            except (rex.InvalidObject, rex.InputValidationError) as err:
-                result.rejected[name] = f"{type(err).__name__}: {rucio_text(err)}"
+            elif verdict.verdict is Verdict.CLOSED:
+                result.closed.append(name)
+            elif verdict.verdict is Verdict.OK:
+                result.registered.append(name)
+            else:
+                result.rejected[name] = verdict.reason
+        log.info("chunk narrowed", extra=fields(block=block, files=len(chunk), calls=result.calls + 1,
+                                                rejected=len(result.rejected), first=first.reason))
         return result

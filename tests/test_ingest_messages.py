@@ -71,7 +71,7 @@ def test_nanosecond_times_are_read() -> None:
     (b"", "malformed", "empty"),
     (None, "malformed", "empty"),
     (b"{not json", "malformed", "not JSON"),
-    (b"\xff\xfe", "malformed", "not JSON"),
+    (b"\xff\xfe", "malformed", "not UTF-8"),
     (b"[1]", "malformed", "JSON object"),
 ])
 def test_unreadable_messages(raw: bytes | None, code: str, words: str) -> None:
@@ -106,7 +106,7 @@ def test_unreadable_messages(raw: bytes | None, code: str, words: str) -> None:
     ({"metadata": {"juno_x": 5}}, "malformed", "reserved"),
     ({"metadata": {"Bad-Key": 5}}, "malformed", "lower case"),
     ({"metadata": {"events": -3}}, "malformed", "'events'"),
-    ({"metadata": {"note": "x" * 300}}, "malformed", "longer than 256"),
+    ({"metadata": {"note": "x" * 300}}, "malformed", "300 characters long; at most 256"),
     ({"metadata": {"nested": {"a": 1}}}, "malformed", "text, a number or true/false"),
     ({"id": ""}, "malformed", "'id'"),
 ])
@@ -127,6 +127,8 @@ SEMANTIC_CASES = [
     {"lfn": LFN.replace("20251009", "20250231"), "path": _DROP},
     {"path": "/eos/juno/dci/raw/2025/1009/other.dat"},  # path must end with lfn
     {"checksums": {"adler32": "ffffffff"}},  # must equal the top-level adler32
+    {"size": float(2**60)},  # integral, so an integer to JSON Schema; but beyond 2**53 a double is not exact
+    {"received_at": "2099-02-29T14:05:11Z"},  # impossible date (2099 is not a leap year)
 ]
 
 
@@ -138,6 +140,13 @@ def _corpus() -> list[tuple[dict[str, Any], bool]]:
         cases.append(with_(**{key: _DROP}))
         for bad in (None, True, 1.5, -1, "", "x", [], {}, 2**64):
             cases.append(with_(**{key: bad}))
+    cases += [with_(size=1024.0), with_(run=10554.0), with_(version=1.0), with_(metadata={"events": 12.0}),
+              with_(lfn=LFN + "\n", path=_DROP), with_(adler32="0a1b2c3d\n"), with_(stream="JUNODAQ.global_trigger\n"),
+              with_(metadata={"note": "a\x00b"}), with_(metadata={"note": "a\ud800"}), with_(metadata={"n": 2**63}),
+              with_(metadata={"n": -(2**63)}), with_(metadata={"events": 2**63}), with_(id="a b"), with_(id="i" * 128),
+              with_(path=PATH.replace("/raw/", "/r w/")), with_(received_at="1999-12-31T23:59:59Z"),
+              with_(received_at="2025-10-09T14:05:11Z\n"), with_(run=10**8),
+              with_(metadata={"note": "\u00e9" * 256}), with_(metadata={"note\n": 1})]
     cases += [with_(extra=1), with_(metadata={"events": True}), with_(metadata={"ok_key": 1.5, "flag": False}),
               with_(metadata={f"k{i}": i for i in range(33)}), with_(checksums={"sha256": "a" * 64}),
               with_(checksums={"sha1": "a" * 39}), with_(adler32="0a1b2c3"), with_(received_at="2025-10-09T14:05:11z")]
@@ -165,3 +174,26 @@ def test_parser_and_schema_agree() -> None:
         if schema_ok and not parser_ok and not semantic and result.code not in SEMANTIC_ONLY:  # type: ignore[union-attr]
             disagreements.append(("schema accepts what the parser rejects", data, result))
     assert not disagreements, disagreements[:3]
+
+
+# -- the two contract questions ---------------------------------------------------------------------
+
+def test_integral_floats_count_as_integers_up_to_2_pow_53() -> None:
+    msg = parsed(with_(size=1073741824.0, run=10554.0, metadata={"events": 12.0}))
+    assert isinstance(msg, SpadeMessage) and msg.size == 1073741824 and isinstance(msg.size, int)
+    assert msg.metadata == {"events": 12} and isinstance(msg.metadata["events"], int)
+    for bad in (1024.5, float(2**53 + 2), float("1e19")):
+        result = parsed(with_(size=bad))
+        assert isinstance(result, InvalidMessage) and "'size'" in result.reason
+
+
+def test_received_at_in_the_future_beyond_the_tolerance_is_refused() -> None:
+    msg = parsed(with_(received_at="2099-10-09T14:05:11Z"))
+    assert isinstance(msg, SpadeMessage)  # the format is right: the clock decides (pipeline)
+    now = datetime(2025, 10, 9, 14, 0, tzinfo=UTC)
+    problem = messages.future_problem(msg, now, 3600)
+    assert problem is not None and "in the future" in problem and "future_tolerance_s" in problem
+    soon = parsed(with_(received_at="2025-10-09T14:59:00Z"))
+    assert isinstance(soon, SpadeMessage) and messages.future_problem(soon, now, 3600) is None
+    late = parsed(with_(received_at="2025-10-09T15:00:01Z"))
+    assert isinstance(late, SpadeMessage) and messages.future_problem(late, now, 3600) is not None
