@@ -10,9 +10,11 @@
 FROM rucio/rucio-server:release-41.5.1
 
 COPY dist/ /tmp/juno-dci-dist/
-# --no-deps: the server needs only the policy package; Rucio's image already has everything it imports
-# (PyYAML, jsonschema). The tools' own dependencies (Kafka, HTCondor) stay out of the server image.
-RUN python3 -m pip install --no-cache-dir --no-deps /tmp/juno-dci-dist/juno_dci-*.whl \
+# The policy package needs Rucio's own dependencies (in the image) and PyYAML; --no-deps keeps the tools'
+# dependencies (Kafka, HTCondor) out of the image. tests/test_deploy_production.py imports the policy package
+# with nothing but Rucio's dependency closure and the requirements named on the next line.
+RUN python3 -m pip install --no-cache-dir "PyYAML>=6" \
+ && python3 -m pip install --no-cache-dir --no-deps /tmp/juno-dci-dist/juno_dci-*.whl \
  && rm -rf /tmp/juno-dci-dist \
  && python3 -c "import rucio_policy.permission, rucio_policy.schema, rucio_policy.lfn2pfn"
 COPY etc/replication.yaml etc/sites.yaml /opt/juno-dci/etc/
