@@ -436,10 +436,10 @@ def test_every_metric_the_dashboards_query_is_served_by_the_grids_services(grid:
     try:
         ingest_families, ingest_text = _wait_scrape(f"http://127.0.0.1:{ingest_port}/metrics",
                                                     "juno_ingest_files_registered_total 6.0")
-        present = 'juno_replication_files{rse="IHEP-EOS",site="IHEP",kind="present"} 6.0'
+        present = 'juno_replication_files{kind="present",rse="IHEP-EOS",site="IHEP"} 6.0'
         status_families, status_text = _wait_scrape(f"http://127.0.0.1:{status_port}/metrics", present)
         assert "juno_status_up 1.0" in status_text
-        _, status_text = _wait_scrape(f"http://127.0.0.1:{status_port}/metrics", 'juno_jobs{state="held",site="CNAF"}')
+        _, status_text = _wait_scrape(f"http://127.0.0.1:{status_port}/metrics", 'juno_jobs{site="CNAF",state="held"}')
     finally:
         schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {held.cluster()}")
         server.send_signal(signal.SIGTERM)
