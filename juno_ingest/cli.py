@@ -1,9 +1,9 @@
 """`juno-ingest`: run the ingester, simulate SPADE, look at the configuration and the dead letters.
 
-Every command takes --json/--text (default: JSON when stdout is not a terminal), -v and -q.
-Exit codes (one handler maps each error kind to its code):
-  0 done   1 unexpected error   2 usage or configuration   3 dead-letter limit reached
-  4 Rucio refused (permission, credentials, RSE)   5 Kafka not set up as configured   6 storage
+Every command takes --json/--text (default: JSON when stdout is not a terminal), -v and -q, and exits
+with the codes of juno_common.exit_codes (one handler maps each error kind to its code):
+  0 done   1 unexpected error   2 usage or configuration   4 Rucio refused (permission, credentials, RSE)
+  5 Rucio, Kafka or storage unreachable or failing   9 dead-letter limit reached (nothing committed)
 """
 
 from __future__ import annotations
@@ -12,91 +12,50 @@ import functools
 import json
 import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from juno_common.cli import Output, shared_options
+from juno_common.exit_codes import Exit, help_epilog
+from juno_common.units import UnitError, parse_size
 from juno_ingest import __version__
 from juno_ingest.config import ConfigError, IngestConfig, kafka_common
 from juno_ingest.config import load as load_config
 
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_DLQ_LIMIT, EXIT_RUCIO, EXIT_KAFKA, EXIT_STORAGE = 0, 1, 2, 3, 4, 5, 6
+EXIT_OK = Exit.OK
+State = Output  # the shared options of one command (juno_common.cli)
 
 
-def _exit_code(err: BaseException) -> tuple[int, str]:
-    """The registry: error type → exit code and the label printed before its message."""
+def _exit_code(err: BaseException) -> tuple[Exit, str] | None:
+    """The ingester's own error classes → exit code and the label printed before the message."""
     from juno_ingest.consumer import DeadLetterLimitExceeded, KafkaSetupError
     from juno_ingest.dlq import DeadLetterError
     from juno_ingest.metrics import MetricsPortError
-    from juno_ingest.registrar import RucioRefused, RucioUnavailable
     from juno_ingest.storage_check import StorageUnavailable
 
-    table: list[tuple[type[BaseException], int, str]] = [
-        (ConfigError, EXIT_CONFIG, "configuration error"),
-        (MetricsPortError, EXIT_CONFIG, "configuration error"),
-        (DeadLetterLimitExceeded, EXIT_DLQ_LIMIT, "dead-letter limit"),
-        (RucioRefused, EXIT_RUCIO, "Rucio refused"),
-        (RucioUnavailable, EXIT_RUCIO, "Rucio unavailable"),
-        (KafkaSetupError, EXIT_KAFKA, "Kafka"),
-        (DeadLetterError, EXIT_KAFKA, "Kafka"),
-        (StorageUnavailable, EXIT_STORAGE, "storage"),
-        (OSError, EXIT_STORAGE, "I/O error"),
+    table: list[tuple[type[BaseException], Exit, str]] = [
+        (ConfigError, Exit.USAGE, "configuration error"),
+        (MetricsPortError, Exit.USAGE, "configuration error"),
+        (DeadLetterLimitExceeded, Exit.STOPPED, "dead-letter limit"),
+        (KafkaSetupError, Exit.UNAVAILABLE, "Kafka"),
+        (DeadLetterError, Exit.UNAVAILABLE, "Kafka"),
+        (StorageUnavailable, Exit.UNAVAILABLE, "storage"),
     ]
     for kind, code, label in table:
         if isinstance(err, kind):
             return code, label
-    return EXIT_ERROR, "unexpected error"
-
-
-class State:
-    def __init__(self, as_json: bool | None, verbose: int, quiet: bool) -> None:
-        self.as_json = (not sys.stdout.isatty()) if as_json is None else as_json
-        self.verbose = verbose
-        self.quiet = quiet
-
-    @property
-    def log_level(self) -> str:
-        if self.quiet:
-            return "WARNING"
-        return "DEBUG" if self.verbose else "INFO"
-
-    def emit(self, data: Any, text: str | Callable[[], str]) -> None:
-        if self.as_json:
-            click.echo(json.dumps(data, default=str))
-        elif not self.quiet or self.verbose:
-            click.echo(text() if callable(text) else text)
+    return None
 
 
 def shared(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--json/--text, -v, -q on a command, and the error handler around it."""
-    @click.option("--json/--text", "as_json", default=None,
-                  help="Output format (default: JSON when stdout is not a terminal).")
-    @click.option("-v", "--verbose", count=True, help="More detail (debug logs).")
-    @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+    """--json/--text, -v, -q on a command, and the error handler around it (juno_common.cli)."""
+    @shared_options("juno-ingest", auto_json=True, extra=_exit_code)
     @functools.wraps(fn)
-    def wrapper(as_json: bool | None, verbose: int, quiet: bool, **kwargs: Any) -> None:
-        state = State(as_json, verbose, quiet)
-        try:
-            code = fn(state, **kwargs)
-        except click.ClickException:
-            raise
-        except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - the one place errors become exit codes
-            if isinstance(err, KeyboardInterrupt):
-                raise SystemExit(130) from None
-            code, label = _exit_code(err)
-            if state.verbose:
-                import traceback
-
-                traceback.print_exc()
-            message = str(err) or type(err).__name__
-            if state.as_json:
-                click.echo(json.dumps({"error": label, "message": message, "exit_code": code}))
-            click.echo(f"juno-ingest: {label}: {message}", err=True)
-            raise SystemExit(code) from None
-        raise SystemExit(code or 0)
+    def wrapper(out: Output, **kwargs: Any) -> Any:
+        return fn(out, **kwargs)
 
     return wrapper
 
@@ -105,7 +64,8 @@ def _config(path: Path | None) -> IngestConfig:
     return load_config(path)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+             epilog=help_epilog())
 @click.version_option(__version__, prog_name="juno-ingest")
 def main() -> None:
     """SPADE file-arrival messages (Kafka) become Rucio DIDs at IHEP, exactly once.
@@ -177,16 +137,10 @@ def run(state: State, config_path: Path | None, once: bool, topic: str | None, g
 
 
 def _parse_size(text: str) -> int:
-    units = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6, "mib": 2**20,
-             "g": 10**9, "gb": 10**9, "gib": 2**30}
-    raw = text.strip().lower().replace(" ", "")
-    number = raw.rstrip("kmgib")
-    unit = raw[len(number):]
     try:
-        value = float(number) * units[unit]
-    except (ValueError, KeyError):
+        return parse_size(text)  # juno_common.units: 1k = 1000, 1KiB = 1024
+    except UnitError:
         raise click.BadParameter(f"{text!r}: write a size like 1024, 1k, 1KiB, 10MB or 1GiB") from None
-    return int(value)
 
 
 def _default_endpoint() -> str:

@@ -26,11 +26,12 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node
 
-from rucio_policy.yaml_lines import Issue, Reader, compose, line_of, value_of
+from juno_common.etc import etc_file
+from juno_common.yamlfile import Issue, Reader, compose, line_of, value_of
 
 ENV_PREFIX = "JUNO_INGEST_"
 KAFKA_SETTING_ENV = ENV_PREFIX + "KAFKA_SETTING_"
-DEFAULT_FILE = Path(__file__).resolve().parents[1] / "etc" / "ingest.yaml"
+DEFAULT_FILE = etc_file("ingest.yaml")
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 
 

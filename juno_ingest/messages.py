@@ -28,13 +28,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from juno_common.etc import etc_file
 from rucio_policy import naming
 
 MESSAGE_VERSION = 1
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "etc" / "spade-message.schema.json"
+SCHEMA_FILE = etc_file("spade-message.schema.json")
 
 FIELDS = frozenset({"version", "lfn", "path", "size", "adler32", "run", "stream", "received_at", "checksums",
                     "metadata", "id"})

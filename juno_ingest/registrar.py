@@ -32,9 +32,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import requests
 from rucio.common import exception as rex
 
+from juno_common.errors import RucioRefused, RucioUnavailable, rucio_text
+from juno_common.errors import rucio_errors as common_rucio_errors
 from juno_ingest.batching import Known, even_chunks
 from juno_ingest.mapping import SCOPE, BlockPlan
 from juno_ingest.storage_check import Endpoint
@@ -46,30 +47,12 @@ T = TypeVar("T")
 MAX_BULK = 1000  # Rucio's generic schema caps every bulk call here
 
 
-class RucioUnavailable(Exception):
-    """Rucio could not do it now (unreachable, overloaded, restarting): retry later."""
-
-
-class RucioRefused(Exception):
-    """Rucio refused for a reason retrying will not fix; the message says what to check."""
-
-
-# Exceptions that mean "the server or the path to it had a problem", not "the request was wrong".
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    rex.ServerConnectionException, rex.ServiceUnavailable, rex.DatabaseException,
-    requests.exceptions.RequestException, ConnectionError, TimeoutError,
-)
+# RucioUnavailable / RucioRefused: juno_common.errors, whose from_rucio is the one translation.
 # A name Rucio already has (replica at the RSE: Duplicate; attached: FileAlreadyExists; other size or
 # checksum: FileConsistencyMismatch): the chunk is looked up again and decided per file.
 _ALREADY: tuple[type[BaseException], ...] = (
     rex.FileAlreadyExists, rex.FileConsistencyMismatch, rex.DataIdentifierAlreadyExists, rex.Duplicate,
 )
-_REFUSED: tuple[type[BaseException], ...] = (
-    rex.AccessDenied, rex.CannotAuthenticate, rex.RSENotFound, rex.ScopeNotFound, rex.AccountNotFound,
-    rex.RSEWriteBlocked, rex.InvalidRSEExpression, rex.MissingClientParameter, rex.ConfigNotFound,
-)
-
-
 class _InAnotherBlock(Exception):
     """The server refused files another raw block already holds (rucio_policy.access): look them up."""
 
@@ -84,29 +67,13 @@ def _another_block_is_recheck() -> Iterator[None]:
         raise
 
 
-def _text(err: BaseException) -> str:
-    return " ".join(str(err).replace("Details:", "").split()) or type(err).__name__
-
-
 @contextmanager
 def rucio_errors(what: str, *, refused_hint: str = "") -> Iterator[None]:
-    """Translate transient and configuration errors of a Rucio call; let the rest through."""
-    try:
+    """Translate transient and configuration errors of a Rucio call (juno_common.errors); let the rest through."""
+    with common_rucio_errors(what, refused_hint=refused_hint or (
+            "check the ingest account (rucio.account, its role attribute), the RSE name and the server's policy "
+            "(rucio_policy/access.py)")):
         yield
-    except _REFUSED as err:
-        hint = refused_hint or ("check the ingest account (rucio.account, its role attribute), the RSE name and "
-                                "the server's policy (rucio_policy/access.py)")
-        raise RucioRefused(f"Rucio refused {what}: {type(err).__name__}: {_text(err)}; {hint}") from err
-    except _TRANSIENT as err:
-        raise RucioUnavailable(f"Rucio unavailable during {what}: {type(err).__name__}: {_text(err)}") from err
-    except rex.RucioException as err:
-        # The bare base class is what the client raises for an HTTP error without Rucio's headers
-        # (a proxy's 502, gunicorn restarting): transient. Specific subclasses go to the caller.
-        if type(err) is rex.RucioException:
-            raise RucioUnavailable(f"Rucio unavailable during {what}: {_text(err)}") from err
-        raise
-    except OSError as err:
-        raise RucioUnavailable(f"Rucio unavailable during {what}: {type(err).__name__}: {_text(err)}") from err
 
 
 class BlockRules(Protocol):
@@ -416,12 +383,12 @@ class Registrar:
                 result.recheck.append(name)
             except rex.DataIdentifierNotFound as err:
                 # The block itself is gone (deleted by an admin while we ran): nothing per file to blame.
-                raise RucioUnavailable(f"{block} disappeared while registering into it: {_text(err)}") from err
+                raise RucioUnavailable(f"{block} disappeared while registering into it: {rucio_text(err)}") from err
             except rex.UnsupportedOperation as err:
                 if "closed" in str(err):
                     result.closed.append(name)
                 else:
-                    result.rejected[name] = f"{type(err).__name__}: {_text(err)}"
+                    result.rejected[name] = f"{type(err).__name__}: {rucio_text(err)}"
             except (rex.InvalidObject, rex.InputValidationError) as err:
-                result.rejected[name] = f"{type(err).__name__}: {_text(err)}"
+                result.rejected[name] = f"{type(err).__name__}: {rucio_text(err)}"
         return result

@@ -15,23 +15,22 @@ from typing import Any, NoReturn
 
 import click
 
+from juno_common.cli import classify
+from juno_common.exit_codes import Exit, help_epilog
+from juno_common.logs import mute_rucio_client
 from juno_jobs import control, settings, units
 from juno_jobs.store import FINAL_JOB_STATES, Store, TaskNotFound, TaskRow
 
-# Exit codes: one meaning each, for scripts (also in `juno-submit --help`).
-OK = 0
-FAILED = 1  # unexpected error
-TASK_FILE = 3  # the task file is invalid (messages say file:line)
-INPUT = 4  # the inputs or outputs cannot be used as asked (missing DID, tape only, dataset exists, ...)
-SERVICE = 5  # Rucio or HTCondor refused or could not be reached
-NOT_FOUND = 6  # no such task
-JOBS_FAILED = 7  # the task ended with failed or killed jobs (status --watch, submit --wait)
+# Exit codes: juno_common's table, the same for every juno-dci command (also in `juno-submit --help`).
+OK = Exit.OK
+FAILED = Exit.ERROR  # unexpected error
+TASK_FILE = Exit.INVALID  # the task file is invalid (messages say file:line)
+INPUT = Exit.REFUSED  # the inputs or outputs cannot be used as asked (missing DID, tape only, dataset exists, ...)
+SERVICE = Exit.UNAVAILABLE  # Rucio or HTCondor could not be reached or failed
+NOT_FOUND = Exit.NOT_FOUND  # no such task
+JOBS_FAILED = Exit.FAILED  # the task ended with failed or killed jobs (status --watch, submit --wait)
 
-EXIT_HELP = """\b
-Exit codes:
-  0  done as asked          3  task file invalid (file:line given)   5  Rucio or HTCondor error
-  1  unexpected error       4  input/output cannot be used as asked  6  no such task
-  2  wrong command line     7  the task ended with failed or killed jobs (--watch, --wait)"""
+EXIT_HELP = help_epilog()
 
 STATES = ("idle", "running", "held", "finishing", "done", "failed", "killed")
 
@@ -107,9 +106,9 @@ def errors(ctx: Context) -> Iterator[None]:
             fail(str(err), SERVICE)
         if isinstance(err, TaskNotFound):
             fail(str(err), NOT_FOUND)
-        if type(err).__module__.startswith("rucio."):
-            fail(f"Rucio: {type(err).__name__}: {err}. Check RUCIO_CONFIG, your account and the server "
-                 "(on the local grid: run through `juno-grid exec --`)", SERVICE)
+        code, label, message = classify(err)  # Rucio's exceptions and connection errors: juno_common.errors
+        if code != Exit.ERROR:
+            fail(message if message.startswith(label) else f"{label}: {message}", code)
         raise
 
 
@@ -150,6 +149,8 @@ def main(click_ctx: click.Context, work_dir: Path | None, backend: str | None, q
     Progress goes to stderr, results to stdout; --json (where offered) prints one JSON document.
     TASK is a task's number (see `list`), its name (the latest of that name) or its uuid.
     """
+    if not verbose:
+        mute_rucio_client()
     # Rucio's client warns on the root logger about things users cannot act on (e.g. the default VO).
     logging.getLogger().setLevel(logging.INFO if verbose else logging.ERROR)
     click_ctx.obj = Context(work_dir, backend, quiet, verbose)

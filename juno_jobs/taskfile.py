@@ -1,6 +1,6 @@
 """Task files (YAML) → `Task`, or every problem found, each with file:line and what to do.
 
-Two passes over the same node tree (rucio_policy.yaml_lines keeps line numbers):
+Two passes over the same node tree (juno_common.yamlfile keeps line numbers):
 1. structure against the JSON Schema in etc/task.schema.json (the one editors can use too);
 2. meaning: sizes and durations parse, the executable exists, placeholders in `arguments` are known,
    job variables are finite, the memory ladder climbs, allow and deny lists do not contradict.
@@ -22,6 +22,8 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from juno_common.etc import etc_file
+from juno_common.yamlfile import Issue, compose, line_of, value_of
 from juno_jobs import units
 from juno_jobs.model import (
     Did,
@@ -36,9 +38,8 @@ from juno_jobs.model import (
     Splitting,
     Task,
 )
-from rucio_policy.yaml_lines import Issue, compose, line_of, value_of
 
-SCHEMA_PATH = Path(os.environ.get("JUNO_TASK_SCHEMA", Path(__file__).resolve().parents[1] / "etc" / "task.schema.json"))
+SCHEMA_PATH = Path(os.environ.get("JUNO_TASK_SCHEMA") or etc_file("task.schema.json"))
 # Placeholders every job has, besides its job variables.
 BUILTIN_PLACEHOLDERS = ("inputs", "input", "job", "nfiles")
 # Filter keys read from raw file names (rucio_policy.naming), so they cost no Rucio query.

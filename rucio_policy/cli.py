@@ -1,158 +1,30 @@
 """`juno-policy`: the replication policy and the site topology as code, against Rucio.
 
 Every command validates its files first: nothing is sent to Rucio when the policy (or sites file)
-is invalid. Exit codes (the same for every command, so cron and scripts can rely on them):
+is invalid. Options, output and exit codes follow juno_common.cli (the table is in README and --help).
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 
-from rucio_policy.replication import Policy, PolicyInvalid, validate_file
+from juno_common.cli import CONTEXT, Output
+from juno_common.cli import shared_options as _shared
+from juno_common.errors import Refused, Stopped, from_rucio
+from juno_common.exit_codes import Exit, help_epilog
+from juno_common.yamlfile import Issue
+from rucio_policy.replication import Policy, validate_file
 from rucio_policy.rse_catalog import CatalogInvalid, RseCatalog, load_catalog
-from rucio_policy.yaml_lines import Issue
-
-EXIT_OK = 0  # done; plan / --dry-run: Rucio already matches
-EXIT_INVALID = 1  # the policy or sites file is invalid: every problem listed, nothing sent to Rucio
-EXIT_USAGE = 2  # bad command line (click's own code)
-EXIT_CHANGES = 3  # plan / --dry-run: Rucio differs from the files (apply would change something)
-EXIT_DENIED = 4  # Rucio refused (permissions): run it as a coordinator or root
-EXIT_RUCIO = 5  # Rucio unreachable, login failed, or another Rucio error
-EXIT_PARTIAL = 6  # apply: some changes failed (listed); the others were made
-EXIT_ABORTED = 7  # apply --prune: the deletions were not confirmed; nothing was changed
-EXIT_NOT_FOUND = 8  # explain: no such DID
-
-EXIT_CODES = {
-    EXIT_OK: "done; plan/--dry-run: Rucio already matches",
-    EXIT_INVALID: "the policy or sites file is invalid (every problem listed); nothing sent to Rucio",
-    EXIT_USAGE: "bad command line",
-    EXIT_CHANGES: "plan/--dry-run: there are changes to make",
-    EXIT_DENIED: "Rucio refused the request (permissions)",
-    EXIT_RUCIO: "Rucio unreachable, login failed, or another Rucio error",
-    EXIT_PARTIAL: "apply: some changes failed (listed), the others were made",
-    EXIT_ABORTED: "apply --prune: deletions not confirmed, nothing changed",
-    EXIT_NOT_FOUND: "explain: the DID does not exist",
-}
-__doc__ = (__doc__ or "") + "\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
 
 F = TypeVar("F", bound=Callable[..., Any])
 _MAX_LINES = 50  # actions printed without -v
-
-
-@dataclass
-class Output:
-    """The shared options: output format and verbosity (globus-cli's command state)."""
-
-    as_json: bool = False
-    verbose: int = 0
-    quiet: bool = False
-
-    def say(self, text: str = "") -> None:
-        """Results for people (stdout); nothing in --json or --quiet mode."""
-        if not self.as_json and not self.quiet:
-            click.echo(text)
-
-    def note(self, text: str) -> None:
-        """Side remarks (stderr), so stdout stays clean for pipes."""
-        if not self.quiet:
-            click.echo(text, err=True)
-
-    def json(self, data: Any) -> None:
-        click.echo(json.dumps(data, indent=2, default=str))
-
-    @property
-    def interactive(self) -> bool:
-        return not self.quiet and not self.as_json and sys.stderr.isatty()
-
-
-class Failure(Exception):
-    """An error for the person at the terminal: what went wrong, where, and what to do; and its exit code."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _fail(out: Output, message: str, code: int) -> NoReturn:
-    click.echo(f"juno-policy: {message}", err=True)
-    if out.as_json:
-        out.json({"error": message, "exit_code": code})
-    sys.exit(code)
-
-
-def _translate(err: Exception) -> Failure | None:
-    """The one place that maps errors to exit codes."""
-    from rucio.common import exception as rucio_errors
-
-    from rucio_policy.engine import DidNotFound, EngineError
-
-    if isinstance(err, Failure):
-        return err
-    if isinstance(err, PolicyInvalid):
-        return Failure(f"{err}\nnothing sent to Rucio", EXIT_INVALID)
-    if isinstance(err, rucio_errors.AccessDenied):
-        return Failure(f"Rucio refused: {_rucio_text(err)}\n  run it as a computing coordinator or root "
-                       "(RUCIO_ACCOUNT / the client config's account)", EXIT_DENIED)
-    if isinstance(err, rucio_errors.DataIdentifierNotFound):
-        return Failure(f"{_rucio_text(err)}: check the DID (scope:name)", EXIT_NOT_FOUND)
-    if isinstance(err, EngineError):
-        return Failure(str(err), EXIT_NOT_FOUND if isinstance(err, DidNotFound) else EXIT_RUCIO)
-    if isinstance(err, rucio_errors.CannotAuthenticate):
-        return Failure(f"cannot log in to Rucio: {_rucio_text(err)}; check the client config "
-                       f"({os.environ.get('RUCIO_CONFIG', 'RUCIO_CONFIG not set')})", EXIT_RUCIO)
-    if isinstance(err, rucio_errors.RucioException):
-        return Failure(f"Rucio error: {type(err).__name__}: {_rucio_text(err)}", EXIT_RUCIO)
-    if isinstance(err, OSError | ConnectionError) or type(err).__module__.startswith(("requests", "urllib3")):
-        return Failure(f"cannot reach Rucio: {err}; is the server up (juno-grid status) and RUCIO_CONFIG right?",
-                       EXIT_RUCIO)
-    return None
-
-
-def _rucio_text(err: Exception) -> str:
-    return " ".join(str(err).replace("Details: ", "").split())
-
-
-def _output() -> Output:
-    return click.get_current_context().meta.setdefault("juno_output", Output())
-
-
-def shared_options(func: F) -> F:
-    """--json, -v, --quiet on every command, gathered into `out`; and the one error handler."""
-
-    def build(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        state = ctx.meta.setdefault("juno_output", Output())
-        setattr(state, param.name or "", value)
-        return value
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        out = kwargs["out"] = _output()
-        try:
-            return func(*args, **kwargs)
-        except Exception as err:
-            failure = _translate(err)
-            if failure is None:
-                raise
-            _fail(out, str(failure), failure.code)
-
-    command: Any = wrapper
-    command = click.option("--json", "as_json", is_flag=True, expose_value=False, callback=build, is_eager=True,
-                           help="Print the result as JSON on stdout (errors: {\"error\", \"exit_code\"}).")(command)
-    command = click.option("-v", "--verbose", count=True, expose_value=False, callback=build, is_eager=True,
-                           help="Say more (every action, with its full reason).")(command)
-    command = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=build, is_eager=True,
-                           help="Print nothing but errors; the exit code tells the outcome.")(command)
-    return command  # type: ignore[no-any-return]
+shared_options = _shared("juno-policy")
 
 
 def _policy_option(func: F) -> F:
@@ -171,11 +43,7 @@ def _selection_options(func: F) -> F:
                              "the policy covers].")(func)
 
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-@click.group(context_settings=CONTEXT, epilog="Exit codes:\n\n\b\n" + "\n".join(
-    f"  {code}  {text}" for code, text in EXIT_CODES.items()))
+@click.group(context_settings=CONTEXT, epilog=help_epilog())
 def main() -> None:
     """JUNO's replication policy and site topology as code.
 
@@ -240,11 +108,11 @@ def _load(out: Output, policy_file: Path | None, sites_file: Path | None) -> tup
     except CatalogInvalid as err:
         _report(out, _shown(sites), err.issues, f"{_shown(sites)}: {len(err.issues)} problem(s); cannot check {path} "
                                              "without its RSEs; nothing sent to Rucio")
-        sys.exit(EXIT_INVALID)
+        sys.exit(Exit.INVALID)
     policy, issues = validate_file(path, catalog, _shown(path))
     if issues or policy is None:
         _report(out, _shown(path), issues, f"{_shown(path)}: {len(issues)} problem(s), nothing sent to Rucio")
-        sys.exit(EXIT_INVALID)
+        sys.exit(Exit.INVALID)
     return policy, sites
 
 
@@ -343,20 +211,20 @@ def plan(policy_file: Path | None, sites_file: Path | None, scopes: tuple[str, .
         for problem in result.problems:
             click.echo(f"problem: {problem}", err=True)
         out.say(result.summary())
-    sys.exit(EXIT_CHANGES if result.actions else EXIT_OK)
+    return Exit.DIFFERS if result.actions else Exit.OK
 
 
 def _confirm_prune(out: Output, deletions: list[Any], yes: bool) -> None:
     if not deletions or yes:
         return
     if out.as_json or not sys.stdin.isatty():
-        raise Failure(f"--prune would delete {len(deletions)} rule(s) and there is no terminal to confirm it: "
-                      "check them with `juno-policy plan`, then add --yes. Nothing was changed.", EXIT_ABORTED)
+        raise Stopped(f"--prune would delete {len(deletions)} rule(s) and there is no terminal to confirm it: "
+                      "check them with `juno-policy plan`, then add --yes. Nothing was changed.")
     click.echo(f"--prune deletes these {len(deletions)} rule(s) (their replicas may then be deleted):", err=True)
     for action in deletions[: None if out.verbose else _MAX_LINES]:
         click.echo(f"  {action}", err=True)
     if not click.confirm("Delete them?", default=False, err=True):
-        raise Failure("deletions not confirmed: nothing was changed", EXIT_ABORTED)
+        raise Stopped("deletions not confirmed: nothing was changed")
 
 
 @main.command()
@@ -405,9 +273,9 @@ def apply(policy_file: Path | None, sites_file: Path | None, scopes: tuple[str, 
         if all(error.startswith("AccessDenied") for _, error in result.failed):
             click.echo("juno-policy: Rucio refused every failed change: run it as a computing coordinator or root",
                        err=True)
-            sys.exit(EXIT_DENIED)
-        sys.exit(EXIT_PARTIAL)
-    sys.exit(EXIT_CHANGES if dry_run and result.would else EXIT_OK)
+            return Exit.REFUSED
+        return Exit.FAILED
+    return Exit.DIFFERS if dry_run and result.would else Exit.OK
 
 
 @main.command()
@@ -458,10 +326,7 @@ def _sites_options(func: F) -> F:
 def _sites_plan(sites_file: Path | None, environment: str) -> tuple[Any, list[Any]]:
     from rucio_policy import sites_sync, topology
 
-    try:
-        topo = topology.load(sites_file or topology.DEFAULT_SITES)
-    except topology.TopologyError as err:
-        raise Failure(f"{err}\nnothing sent to Rucio", EXIT_INVALID) from None
+    topo = topology.load(sites_file or topology.DEFAULT_SITES)  # TopologyError: exit 3, nothing sent
     client = _client()
     return client, sites_sync.plan(client, topo, environment)
 
@@ -479,7 +344,7 @@ def sites_plan(sites_file: Path | None, environment: str, out: Output) -> None:
         for change in changes:
             out.say(str(change))
         out.say(f"{len(todo)} change(s) to apply, {len(changes) - len(todo)} extra in Rucio (never deleted)")
-    sys.exit(EXIT_CHANGES if todo else EXIT_OK)
+    return Exit.DIFFERS if todo else Exit.OK
 
 
 @sites.command(name="apply")
@@ -499,58 +364,20 @@ def sites_apply(sites_file: Path | None, environment: str, dry_run: bool, out: O
             for change in todo:
                 out.say(str(change))
             out.say(f"dry run: would apply {len(todo)} change(s); nothing sent")
-        sys.exit(EXIT_CHANGES if todo else EXIT_OK)
+        return Exit.DIFFERS if todo else Exit.OK
     done: list[Any] = []
     try:
         sites_sync.apply(changes, on_change=done.append)
     except RuntimeError as err:
         cause = err.__cause__ if isinstance(err.__cause__, Exception) else err
-        failure = _translate(cause) or Failure(str(err), EXIT_RUCIO)
-        raise Failure(f"{err}; {len(done)} change(s) applied before it", failure.code) from None
+        kind = type(from_rucio(cause) or Refused(""))
+        raise kind(f"{err}; {len(done)} change(s) applied before it") from None
     if out.as_json:
         out.json({"environment": environment, "applied": [c.as_dict() for c in done]})
     else:
         for change in done:
             out.say(str(change))
         out.say(f"applied {len(done)} change(s)" if done else "no change: Rucio already matches the sites file")
-
-
-@sites.command(name="client-config")
-@click.argument("accounts", nargs=-1)
-@click.option("--base", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="RUCIO_CONFIG",
-              help="The root client config to start from [default: $RUCIO_CONFIG, the grid's].")
-@click.option("--sites", "sites_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The topology file, for the accounts [default: etc/sites.yaml].")
-@shared_options
-def sites_client_config(accounts: tuple[str, ...], base: Path | None, sites_file: Path | None, out: Output) -> None:
-    """Local grid: write a rucio client config per account (next to the grid's rucio.cfg).
-
-    Without ACCOUNTS: every local account of the sites file. Then act as one with the
-    stock rucio CLI, inside the grid:
-
-    \b
-      juno-grid exec -- juno-policy sites client-config
-      juno-grid exec -- rucio --config .grid/rucio/analyst1.cfg whoami
-    """
-    from rucio_policy import topology
-    from rucio_policy.client_config import write_account_config
-
-    if base is None:
-        raise click.UsageError("no RUCIO_CONFIG: run it inside the grid (juno-grid exec -- ...) or give --base")
-    try:
-        topo = topology.load(sites_file or topology.DEFAULT_SITES)
-    except topology.TopologyError as err:
-        raise Failure(str(err), EXIT_INVALID) from None
-    known = [a.name for a in topo.accounts_for("local")]
-    unknown = [a for a in accounts if a not in known]
-    if unknown:
-        raise click.UsageError(f"unknown account(s) {', '.join(unknown)}: the local grid has {', '.join(known)}")
-    paths = [write_account_config(base, account) for account in (accounts or tuple(known))]
-    if out.as_json:
-        out.json({"written": [_shown(p) for p in paths]})
-    else:
-        for path in paths:
-            out.say(_shown(path))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,11 +39,12 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node, SequenceNode
 
+from juno_common.errors import InvalidFile
+from juno_common.yamlfile import Issue, Reader, compose, line_of
 from rucio_policy import naming
 from rucio_policy.placement import parse_fraction
 from rucio_policy.rse_catalog import RseCatalog
 from rucio_policy.rse_expr import ExpressionError, evaluate, primitives
-from rucio_policy.yaml_lines import Issue, Reader, compose, line_of
 
 POLICY_VERSION = 1
 # Rucio 41's generic schema ACTIVITY enum: rules with any other activity are rejected by the server.
@@ -150,7 +151,9 @@ class Policy:
                          for r in c.rules)
 
 
-class PolicyInvalid(Exception):
+class PolicyInvalid(InvalidFile):
+    """The policy file is invalid: every problem as FILE:LINE (exit 3)."""
+
     def __init__(self, issues: list[Issue]) -> None:
         super().__init__(f"{len(issues)} problem(s):\n" + "\n".join(str(i) for i in issues))
         self.issues = issues

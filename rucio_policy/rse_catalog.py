@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rucio_policy.yaml_lines import Issue, Reader, compose
+from juno_common.errors import InvalidFile
+from juno_common.yamlfile import Issue, Reader, compose
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class RseCatalog:
                     for name, kind in types.items()})
 
 
-class CatalogInvalid(Exception):
+class CatalogInvalid(InvalidFile):
     def __init__(self, issues: list[Issue]) -> None:
         super().__init__("\n".join(str(i) for i in issues))
         self.issues = issues

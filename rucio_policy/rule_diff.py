@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
+from juno_common.units import format_duration
 from rucio_policy.placement import PLACEMENT_META_PREFIX
 from rucio_policy.replication import DataClass, Policy
 from rucio_policy.rules import DesiredRule, Did, RulePlan, parse_rule_comment, plan_rules
@@ -225,13 +226,7 @@ def lifetime_option(rule: ExistingRule, want: timedelta, now: datetime) -> int |
 
 
 def _duration(value: timedelta | None) -> str:
-    if value is None:
-        return "forever"
-    seconds = int(value.total_seconds())
-    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size < 60:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    return "forever" if value is None else format_duration(value.total_seconds())
 
 
 _PLANS: dict[int, tuple[Policy, dict[tuple[Any, ...], RulePlan], dict[str, list[DataClass]]]] = {}

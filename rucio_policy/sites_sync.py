@@ -22,11 +22,6 @@ DATA_SCOPES = ("raw", "rtraw", "esd", "mc")
 SCOPE_OWNERS = {"raw": "juno_ingest", "rtraw": "juno_prod", "esd": "juno_prod", "mc": "juno_prod"}
 
 
-def local_password(account: str) -> str:
-    """Local grid only: every test/demo account logs in with userpass `<account>` / `<account>-local`."""
-    return f"{account}-local"
-
-
 @dataclass
 class Change:
     kind: str  # add | update | extra
@@ -85,7 +80,10 @@ def _same(a: Any, b: Any) -> bool:
     return str(a).lower() == str(b).lower()
 
 
-def plan(client: Any, topo: Topology, environment: str) -> list[Change]:
+def plan(client: Any, topo: Topology, environment: str,
+         password_for: Callable[[str], str] | None = None) -> list[Change]:
+    """What differs between the topology and Rucio. `password_for(account)` gives accounts a userpass
+    identity (the local grid passes its well-known passwords; production accounts use X.509 or tokens)."""
     changes: list[Change] = []
     existing_rses = {r["rse"] for r in client.list_rses()}
     for rse in topo.rses:
@@ -95,7 +93,7 @@ def plan(client: Any, topo: Topology, environment: str) -> list[Change]:
     wanted = topo.rse_names()
     changes += [Change("extra", "rse", name, "in Rucio, not in sites.yaml") for name in sorted(existing_rses - wanted)]
     changes += _plan_distances(client, topo, existing_rses)
-    changes += _plan_accounts(client, topo, environment)
+    changes += _plan_accounts(client, topo, environment, password_for)
     return changes
 
 
@@ -160,7 +158,8 @@ def _plan_distances(client: Any, topo: Topology, existing_rses: set[str]) -> lis
     return out
 
 
-def _plan_accounts(client: Any, topo: Topology, environment: str) -> list[Change]:
+def _plan_accounts(client: Any, topo: Topology, environment: str,
+                   password_for: Callable[[str], str] | None) -> list[Change]:
     out: list[Change] = []
     existing = {a["account"] for a in client.list_accounts()}
     scopes = set(client.list_scopes())
@@ -177,10 +176,10 @@ def _plan_accounts(client: Any, topo: Topology, environment: str) -> list[Change
         if not _same(attrs.get("role"), acc.role):
             out.append(Change("add", "attribute", f"account {acc.name}:role", acc.role,
                               lambda a=acc: _set_account_attribute(client, a.name, "role", a.role)))
-        if environment == "local" and not any(i["type"] == "USERPASS" for i in identities):
-            out.append(Change("add", "identity", acc.name, "userpass (local grid)",
+        if password_for is not None and not any(i["type"] == "USERPASS" for i in identities):
+            out.append(Change("add", "identity", acc.name, "userpass",
                               lambda a=acc: client.add_identity(a.name, a.name, "USERPASS", a.email,
-                                                                password=local_password(a.name))))
+                                                                password=password_for(a.name))))
         user_scope = f"user.{acc.name}"
         if acc.type == "USER" and user_scope not in scopes:
             out.append(Change("add", "scope", user_scope, f"owner {acc.name}",

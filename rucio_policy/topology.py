@@ -12,13 +12,16 @@ from typing import Any
 
 import yaml
 
-DEFAULT_SITES = Path(__file__).resolve().parents[1] / "etc" / "sites.yaml"
+from juno_common.errors import InvalidFile
+from juno_common.etc import etc_file
+
+DEFAULT_SITES = etc_file("sites.yaml")
 ENVIRONMENTS = ("local", "production")
 RSE_TYPES = ("disk", "tape")
 ROLES = ("ingest", "production", "coordinator", "analyst")
 
 
-class TopologyError(ValueError):
+class TopologyError(InvalidFile, ValueError):
     """etc/sites.yaml is not valid; the message lists every problem with its place."""
 
 

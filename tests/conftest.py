@@ -46,7 +46,7 @@ class Grid:
 
         if account == "root":
             return Client()
-        from rucio_policy.sites_sync import local_password
+        from juno_grid.accounts import local_password
 
         return Client(account=account, auth_type="userpass",
                       creds={"username": account, "password": local_password(account)})

@@ -226,7 +226,7 @@ POLICY_IMPORT = textwrap.dedent("""
         closure(name, dists)
     tops = {top for top, owners in md.packages_distributions().items()
             if any(o.lower().replace("_", "-") in dists for o in owners)}
-    ours = {"rucio_policy", "juno_common"}
+    ours = {"rucio_policy", "juno_common", "juno_etc"}
 
     class Only(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -302,13 +302,13 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
 
 
 def test_ingest_unit_stops_restarting_on_the_exit_codes_that_restarts_cannot_mend() -> None:
-    from juno_ingest import cli as ingest_cli
+    from juno_common.exit_codes import Exit
 
     for name in ("juno-ingest.service", "juno-ingest@.service"):
         text = (PROD / "systemd" / name).read_text()
         codes = re.search(r"^RestartPreventExitStatus=(.+)$", text, re.M)
         assert codes, name
-        assert {int(c) for c in codes.group(1).split()} == {ingest_cli.EXIT_CONFIG, ingest_cli.EXIT_DLQ_LIMIT}
+        assert {int(c) for c in codes.group(1).split()} == {Exit.USAGE, Exit.STOPPED}
 
 
 # --------------------------------------------------------------------------- HTCondor

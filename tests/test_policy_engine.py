@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from juno_common.exit_codes import Exit
 from rucio_policy import cli, engine
 from rucio_policy.placement import PlacementRecord, meta_key
 from rucio_policy.rule_diff import ADD, DECIDE, DELETE, UPDATE
@@ -334,24 +335,24 @@ def test_cli_plan_apply_explain(root: Any) -> None:
     name = pattern(stream)
 
     planned = invoke("plan", "--name", name, "--json")
-    assert planned.exit_code == cli.EXIT_CHANGES, planned.output
+    assert planned.exit_code == Exit.DIFFERS, planned.output
     report = json.loads(planned.stdout)
     assert report["counts"]["add"] == 10 and report["dids"] == 2 and report["name_filter"] == name
     assert {a["did"] for a in report["actions"]} == {f"raw:{n}" for n in names}
 
     dry = invoke("apply", "--name", name, "--dry-run", "--json")
-    assert dry.exit_code == cli.EXIT_CHANGES and len(json.loads(dry.stdout)["would"]) == 10
+    assert dry.exit_code == Exit.DIFFERS and len(json.loads(dry.stdout)["would"]) == 10
     assert policy_rules(root, names[0]) == {}  # a dry run sends nothing
 
     applied = invoke("apply", "--name", name, "--json")
-    assert applied.exit_code == cli.EXIT_OK, applied.output
+    assert applied.exit_code == Exit.OK, applied.output
     assert len(json.loads(applied.stdout)["added"]) == 10
     again = invoke("apply", "--name", name)
-    assert again.exit_code == cli.EXIT_OK and "no change: Rucio already matches the policy" in again.stdout
-    assert invoke("plan", "--name", name).exit_code == cli.EXIT_OK
+    assert again.exit_code == Exit.OK and "no change: Rucio already matches the policy" in again.stdout
+    assert invoke("plan", "--name", name).exit_code == Exit.OK
 
     explained = invoke("explain", f"raw:{names[0]}", "--json")
-    assert explained.exit_code == cli.EXIT_OK
+    assert explained.exit_code == Exit.OK
     data = json.loads(explained.stdout)
     assert data["class"] == "raw" and {r["rule"] for r in data["rules"]} == UNCONDITIONAL
     assert [p["status"] for p in data["placement"]] == ["pending"]
@@ -359,8 +360,8 @@ def test_cli_plan_apply_explain(root: Any) -> None:
     assert f"raw:{names[1]} (DATASET" in text and "rules the policy wants:" in text
 
     missing = invoke("explain", f"raw:block.JUNODAQ.{stream}.20251231", "--json")
-    assert missing.exit_code == cli.EXIT_NOT_FOUND
-    assert "does not exist" in json.loads(missing.stdout)["error"]
+    assert missing.exit_code == Exit.NOT_FOUND
+    assert "does not exist" in json.loads(missing.stdout)["message"]
 
 
 def test_cli_prune_needs_confirmation(root: Any) -> None:
@@ -370,13 +371,13 @@ def test_cli_prune_needs_confirmation(root: Any) -> None:
     [retired] = root.add_replication_rule([{"scope": "raw", "name": block}], 1, "IN2P3-DISK", account="juno_ingest",
                                           comment="juno-policy raw/retired_copy")
     refused = invoke("apply", "--name", pattern(stream), "--prune")  # CliRunner's stdin is no terminal
-    assert refused.exit_code == cli.EXIT_ABORTED
+    assert refused.exit_code == Exit.STOPPED
     assert "add --yes. Nothing was changed" in refused.output
     assert root.get_replication_rule(retired)["id"] == retired
     dry = invoke("apply", "--name", pattern(stream), "--prune", "--dry-run", "--json")
-    assert dry.exit_code == cli.EXIT_CHANGES and [a["rucio_rule"] for a in json.loads(dry.stdout)["would"]] == [retired]
+    assert dry.exit_code == Exit.DIFFERS and [a["rucio_rule"] for a in json.loads(dry.stdout)["would"]] == [retired]
     done = invoke("apply", "--name", pattern(stream), "--prune", "--yes", "--json")
-    assert done.exit_code == cli.EXIT_OK and json.loads(done.stdout)["deleted"] == [retired]
+    assert done.exit_code == Exit.OK and json.loads(done.stdout)["deleted"] == [retired]
 
 
 def test_cli_invalid_policy_touches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -388,15 +389,15 @@ def test_cli_invalid_policy_touches_nothing(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(cli, "_client", lambda: pytest.fail("the CLI made a Rucio client for an invalid policy"))
     for command in (["plan"], ["apply", "--yes", "--prune"], ["explain", "raw:block.JUNODAQ.x.20251001"]):
         result = invoke(*command, "--policy", str(bad))
-        assert result.exit_code == cli.EXIT_INVALID, (command, result.output)
+        assert result.exit_code == Exit.INVALID, (command, result.output)
         assert f"{bad}:" in result.output and "unknown RSE 'CNAF_DISK'" in result.output
         assert "did you mean CNAF-DISK?" in result.output
 
 
 def test_cli_sites_plan(root: Any) -> None:
     result = invoke("sites", "plan", "--json")
-    assert result.exit_code in (cli.EXIT_OK, cli.EXIT_CHANGES), result.output
+    assert result.exit_code in (Exit.OK, Exit.DIFFERS), result.output
     changes = json.loads(result.stdout)["changes"]
     assert all(c["kind"] == "extra" for c in changes), changes  # the grid was set up from sites.yaml
     dry = invoke("sites", "apply", "--dry-run")
-    assert dry.exit_code == cli.EXIT_OK and "would apply 0 change(s)" in dry.stdout
+    assert dry.exit_code == Exit.OK and "would apply 0 change(s)" in dry.stdout

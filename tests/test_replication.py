@@ -213,7 +213,7 @@ def _corrupt(path: Path) -> None:
 
 
 def test_corrupted_source_is_declared_bad_and_recovered_from_another_site(grid, tmp_path: Path) -> None:
-    from juno_dci.collect import Selection, collect
+    from juno_status.collect import Selection, collect
 
     client = grid.client()
     scope = "raw"

@@ -325,13 +325,13 @@ def test_cli_valid_invalid_usage(tmp_path: Path, sites: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(GOOD.replace("fraction: 1/3", "fraction: 3").replace("IHEP-TAPE", "IHEP_TAPE"))
     result = runner.invoke(main, ["validate", str(bad)])
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     lines = [line for line in result.output.splitlines() if line.startswith(str(bad))]
     assert lines[0].startswith(f"{bad}:9: classes.raw.rules[0].rse_expression: unknown RSE 'IHEP_TAPE'")
     assert lines[1].startswith(f"{bad}:15: classes.raw.rules[2].fraction: fraction 3 is outside (0, 1]")
 
     result = runner.invoke(main, ["validate", str(bad), "--json"])
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     report = json.loads(result.stdout)
     assert report["valid"] is False
     assert [(e["line"], e["where"]) for e in report["errors"]] == [

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from juno_grid import daemons
 from test_status_collect import add_rules, block_glob, make_blocks, new_stream, rules_ok
 
-from juno_dci import cli as cli_mod
-from juno_dci.cli import cli
+from juno_status import cli as cli_mod
+from juno_status.cli import cli
 
 SITES = ("IHEP", "CNAF", "JINR", "IN2P3")
 # A policy under which the state below is complete: raw blocks wanted at IHEP-EOS and CNAF-DISK only.
@@ -58,13 +58,13 @@ def run(*args: str) -> tuple[int, str, str]:
 @pytest.mark.grid
 def test_table_shows_every_site_and_exits_3_when_incomplete(stream: str) -> None:
     code, out, _ = run("status", "--blocks", block_glob(stream), "--no-ingest")
-    assert code == 3, out
+    assert code == 8, out
     lines = out.splitlines()
     for site in SITES:
         assert any(line.startswith(site + " ") for line in lines), f"no row for {site}:\n{out}"
     cnaf = next(line for line in lines if " CNAF-DISK " in line)
     assert cnaf.split()[2] == "2" and cnaf.split()[-1] == "yes"  # 2 files expected, present: complete
-    assert "INCOMPLETE (exit 3):" in out and "JINR-DISK: 2 of 2 expected files not present" in out
+    assert "INCOMPLETE (exit 8):" in out and "JINR-DISK: 2 of 2 expected files not present" in out
     assert "Ingest: not checked" in out
 
 
@@ -72,7 +72,7 @@ def test_table_shows_every_site_and_exits_3_when_incomplete(stream: str) -> None
 def test_json_parses_and_carries_the_exit_code(stream: str) -> None:
     code, out, _ = run("status", "--blocks", block_glob(stream), "--no-ingest", "--json")
     status = json.loads(out)
-    assert code == status["exit_code"] == 3
+    assert code == status["exit_code"] == 8
     assert [s["site"] for s in status["sites"]] == list(SITES)
     cnaf = next(r for r in status["rses"] if r["rse"] == "CNAF-DISK")
     assert cnaf["present"]["files"] == cnaf["expected"]["files"] == cnaf["verified"]["files"] == 2
@@ -95,25 +95,25 @@ def test_watch_redraws_until_interrupted(stream: str, monkeypatch: pytest.Monkey
     monkeypatch.setattr(cli_mod.time, "sleep", interrupt)
     code, out, _ = run("status", "--blocks", block_glob(stream), "--no-ingest", "--json", "--watch", "5")
     [line] = out.splitlines()  # one compact JSON object per refresh
-    assert json.loads(line)["exit_code"] == code == 3
+    assert json.loads(line)["exit_code"] == code == 8
 
 
 @pytest.mark.grid
 def test_report_writes_html_and_json(stream: str, tmp_path: Path) -> None:
     html, data = tmp_path / "status.html", tmp_path / "status.json"
-    code, out, _ = run("report", "--blocks", block_glob(stream), "--no-ingest", "--html", str(html), "--json",
-                       str(data))
-    assert code == 3 and f"wrote {html}" in out
+    code, out, _ = run("report", "--blocks", block_glob(stream), "--no-ingest", "--html", str(html),
+                       "--json-file", str(data))
+    assert code == 8 and f"wrote {html}" in out
     status = json.loads(data.read_text())
     assert status["selection"]["blocks"] == block_glob(stream)
     assert 'id="status-data"' in html.read_text() and block_glob(stream) in html.read_text()
 
 
-def test_bad_policy_is_exit_1_with_the_file_named(tmp_path: Path) -> None:
+def test_bad_policy_is_exit_3_with_the_file_named(tmp_path: Path) -> None:
     bad = tmp_path / "replication.yaml"
     bad.write_text("version: 1\nclasses: [oops\n")
     code, _, err = run("status", "--no-ingest", "--policy", str(bad))
-    assert code == 1
+    assert code == 3
     assert f"cannot load the replication policy {bad}" in err and "juno-policy validate" in err
 
 
@@ -121,21 +121,22 @@ def test_usage_errors_exit_2() -> None:
     assert run("status", "--blocks", "block.[ab]")[0] == 2
     assert run("status", "--failed-since", "soon")[0] == 2
     code, _, err = run("report")
-    assert code == 2 and "--html FILE and/or --json FILE" in err
+    assert code == 2 and "--html FILE and/or --json-file FILE" in err
 
 
 def test_help_documents_the_exit_codes() -> None:
     code, out, _ = run("status", "--help")
     assert code == 0
-    for text in ("Exit codes:", "0  complete", "1  the status could not be collected", "3  incomplete", "--watch",
+    out = " ".join(out.split())
+    for text in ("Exit codes", "0 complete", "5 the Rucio database could not be read", "8 incomplete", "--watch",
                  "--json", "verified"):
         assert text in out
-    assert "Exit codes:" in run("report", "--help")[1]
+    assert "Exit codes" in run("report", "--help")[1]
 
 
 def test_serve_refuses_a_non_loopback_address() -> None:
     code, _, err = run("serve", "--host", "0.0.0.0", "--port", "18599")
-    assert code == 1 and "served on loopback only" in err
+    assert code == 2 and "served on loopback only" in err
 
 
 def test_serve_says_when_the_port_is_taken() -> None:
@@ -145,11 +146,11 @@ def test_serve_says_when_the_port_is_taken() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         code, _, err = run("serve", "--port", str(taken.getsockname()[1]))
-    assert code == 1 and "cannot listen on 127.0.0.1:" in err and "pick another --port" in err
+    assert code == 2 and "cannot listen on 127.0.0.1:" in err and "pick another --port" in err
 
 
 def test_page_embeds_data_that_cannot_end_its_script_element() -> None:
-    from juno_dci.page import render_page
+    from juno_status.page import render_page
 
     html = render_page({"reason": "</script><img src=x onerror=alert(1)>"}, live=False)
     assert "</script><img" not in html and "\\u003c/script\\u003e\\u003cimg" in html
@@ -159,9 +160,9 @@ def test_page_embeds_data_that_cannot_end_its_script_element() -> None:
 def test_serve_collects_at_most_once_per_refresh_and_keeps_the_last_good_status() -> None:
     import time
 
-    from juno_dci.collect import Selection
-    from juno_dci.db import StatusError
-    from juno_dci.server import StatusCache
+    from juno_status.collect import Selection
+    from juno_status.db import StatusError
+    from juno_status.server import StatusCache
 
     calls: list[int] = []
 

@@ -1,4 +1,4 @@
-"""`juno_dci.collect` against the live grid: a small known state, then its numbers against Rucio's own.
+"""`juno_status.collect` against the live grid: a small known state, then its numbers against Rucio's own.
 
 The grid is shared: every test makes its own stream (`JUNODAQ.status_<uuid8>`) and looks only at its
 blocks (`--blocks block.JUNODAQ.<stream>.*`), so whatever else the grid holds does not matter.
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from juno_grid import daemons, storage
 
-from juno_dci.collect import Selection, collect
+from juno_status.collect import Selection, collect
 
 SCOPE = "raw"
 LANDING = "IHEP-EOS"
@@ -163,7 +163,7 @@ def test_numbers_match_rucio(grid, replicated: tuple[str, list[MadeBlock]]) -> N
     assert status["rules"]["total"] == 2 and status["rules"]["states"]["OK"] == 2
     assert _rse(status, "IHEP-TAPE")["blocks_without_rule"] == 2
     assert _rse(status, "CNAF-DISK")["blocks_without_rule"] == 0 and cnaf["complete"]
-    assert not status["complete"] and status["exit_code"] == 3
+    assert not status["complete"] and status["exit_code"] == 8
     assert any(line.startswith("JINR-DISK: 6 of 6 expected files not present") for line in status["incomplete"])
 
     # Per block: CNAF complete, tape missing without a rule, IN2P3 pending.
@@ -213,7 +213,7 @@ def test_an_unmatched_pattern_is_empty_and_complete(grid) -> None:
 
 
 def test_like_pattern_escapes_underscores() -> None:
-    from juno_dci.collect import like_pattern
+    from juno_status.collect import like_pattern
 
     assert like_pattern("block.JUNODAQ.global_trigger.*") == "block.JUNODAQ.global\\_trigger.%"
     assert like_pattern("block.?.100%") == "block._.100\\%"
@@ -222,7 +222,7 @@ def test_like_pattern_escapes_underscores() -> None:
 
 
 def test_reasons_fold_urls_and_checksums() -> None:
-    from juno_dci.reasons import normalize
+    from juno_status.reasons import normalize
 
     a = normalize("RequestErrMsg.TRANSFER_FAILED:TRANSFER [5] SOURCE CHECKSUM MISMATCH User defined checksum and "
                   "source checksum do not match d1786df6 != 8b2237ac")
@@ -239,7 +239,7 @@ def test_reasons_fold_urls_and_checksums() -> None:
 def test_history_buckets_are_cumulative() -> None:
     from datetime import timedelta
 
-    from juno_dci import history
+    from juno_status import history
 
     assert history.bucket_width(timedelta(minutes=5)) == 10
     assert history.bucket_width(timedelta(hours=5)) == 300
@@ -255,7 +255,7 @@ def test_history_buckets_are_cumulative() -> None:
 def test_expectation_follows_placement_and_lifetime() -> None:
     from datetime import timedelta
 
-    from juno_dci.expected import Block, Expector
+    from juno_status.expected import Block, Expector
     from rucio_policy.engine import load_default_policy
     from rucio_policy.rse_catalog import load_catalog
 

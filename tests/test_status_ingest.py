@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from juno_dci import ingest_lag
+from juno_status import ingest_lag
 
 pytestmark = pytest.mark.grid
 BOOTSTRAP = "127.0.0.1:19092"

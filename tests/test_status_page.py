@@ -80,7 +80,7 @@ def server(policy_state: tuple[str, list[MadeBlock]], tmp_path_factory: pytest.T
         port = probe.getsockname()[1]
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "juno_dci.cli", "serve", "--port", str(port), "--blocks",
+        proc = subprocess.Popen([sys.executable, "-m", "juno_status.cli", "serve", "--port", str(port), "--blocks",
                                  block_glob(stream), "--refresh", "2"], stdout=err, stderr=subprocess.STDOUT,
                                 cwd=REPO)
     url = f"http://127.0.0.1:{port}"

@@ -5,29 +5,37 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
-from . import grid, procs
+from juno_common.cli import CONTEXT, Output, shared_options
+from juno_common.errors import Refused
+from juno_common.exit_codes import Exit, help_epilog
+
+from . import grid
 from .config import GridConfig, load
+
+shared = shared_options("juno-grid")
 
 
 def _cfg() -> GridConfig:
     if os.geteuid() != 0:
-        raise click.ClickException("juno-grid needs root: it makes a network namespace and runs PostgreSQL as postgres")
+        raise Refused("juno-grid needs root: it makes a network namespace and runs PostgreSQL as postgres")
     return load()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=CONTEXT, epilog=help_epilog())
 def main() -> None:
     """Run the local JUNO grid: every service on 127.0.0.1 inside a private network namespace.
 
     \b
       juno-grid up                 start everything (idempotent)
-      juno-grid status             one line per component; exit 1 if any is down
+      juno-grid status             one line per component; exit 8 if any is down
       juno-grid exec -- rucio list-rses
                                    run a command inside the grid (RUCIO_CONFIG etc. set)
       juno-grid down               stop exactly what `up` started
+      juno-grid client-config      a rucio client config per local account (.grid/rucio/<account>.cfg)
 
     State lives in .grid/ of the checkout (JUNO_GRID_DIR to move it).
     """
@@ -38,44 +46,39 @@ def main() -> None:
               help="Run Rucio's replication daemons in the background (tests drive them in-process instead).")
 @click.option("--condor/--no-condor", default=True, show_default=True,
               help="Start the HTCondor mini-pool (builds its chroot on first use, about a minute).")
-def up(daemons: bool, condor: bool) -> None:
-    """Start the grid (or whatever part of it is not running)."""
+@shared
+def up(out: Output, daemons: bool, condor: bool) -> int:
+    """Start the grid (or whatever part of it is not running). Exit 5 if a component fails to start."""
     cfg = _cfg()
-    try:
-        grid.up(cfg, daemons=daemons, condor_pool=condor, log=lambda m: click.echo(m, err=True))
-    except procs.GridError as exc:
-        raise click.ClickException(str(exc)) from exc
-    _print_status(cfg, as_json=False)
+    grid.up(cfg, daemons=daemons, condor_pool=condor, log=out.note)
+    return Exit.OK if _print_status(cfg, out) else Exit.DIFFERS
 
 
 @main.command(name="build-chroot")
-def build_chroot() -> None:
+@shared
+def build_chroot(out: Output) -> None:
     """Build the HTCondor chroot (Debian trixie minicondor) once per machine; needs the network."""
     from . import condor
 
     cfg = _cfg()
-    try:
-        condor.build_chroot(cfg.chroot, log=lambda m: click.echo(m, err=True))
-    except procs.GridError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"chroot ready: {cfg.chroot}")
+    condor.build_chroot(cfg.chroot, log=out.note)
+    out.say(f"chroot ready: {cfg.chroot}")
 
 
 @main.command()
-def down() -> None:
+@shared
+def down(out: Output) -> None:
     """Stop every process `up` started (by recorded PID) and remove the network namespace."""
-    cfg = _cfg()
-    try:
-        grid.down(cfg, log=lambda m: click.echo(m, err=True))
-    except procs.GridError as exc:
-        raise click.ClickException(str(exc)) from exc
+    grid.down(_cfg(), log=out.note)
 
 
-def _print_status(cfg: GridConfig, as_json: bool) -> bool:
+def _print_status(cfg: GridConfig, out: Output) -> bool:
     rows = grid.status(cfg)
     healthy = all(r.ok for r in rows)
-    if as_json:
-        click.echo(json.dumps({"ok": healthy, "components": [r.as_dict() for r in rows]}, indent=2))
+    if out.as_json:
+        out.json({"ok": healthy, "components": [r.as_dict() for r in rows]})
+        return healthy
+    if out.quiet:
         return healthy
     color = sys.stdout.isatty()
     for r in rows:
@@ -86,11 +89,41 @@ def _print_status(cfg: GridConfig, as_json: bool) -> bool:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(as_json: bool) -> None:
-    """Each component, its address, PID and health. Exit 1 if any is down."""
-    if not _print_status(_cfg(), as_json):
-        sys.exit(1)
+@shared
+def status(out: Output) -> int:
+    """Each component, its address, PID and health. Exit 8 if any is down."""
+    return Exit.OK if _print_status(_cfg(), out) else Exit.DIFFERS
+
+
+@main.command(name="client-config")
+@click.argument("accounts", nargs=-1)
+@shared
+def client_config(out: Output, accounts: tuple[str, ...]) -> None:
+    """Write a rucio client config per local account, next to the grid's rucio.cfg (`up` does it too).
+
+    Without ACCOUNTS: every local account of etc/sites.yaml. Then act as one with the
+    stock rucio CLI, inside the grid:
+
+    \b
+      juno-grid client-config
+      juno-grid exec -- rucio --config .grid/rucio/analyst1.cfg whoami
+    """
+    from rucio_policy import topology
+
+    from .accounts import write_account_config
+
+    cfg = load()
+    known = [a.name for a in topology.load().accounts_for("local")]
+    unknown = [a for a in accounts if a not in known]
+    if unknown:
+        raise click.UsageError(f"unknown account(s) {', '.join(unknown)}: the local grid has {', '.join(known)}")
+    paths = [write_account_config(cfg.rucio_cfg, account) for account in (accounts or tuple(known))]
+    shown = [os.path.relpath(p) if Path(p).resolve().is_relative_to(Path.cwd().resolve()) else str(p) for p in paths]
+    if out.as_json:
+        out.json({"written": shown})
+    else:
+        for path in shown:
+            out.say(path)
 
 
 @main.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

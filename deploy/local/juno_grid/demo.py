@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from juno_common.units import human_bytes
 from rucio_policy import naming, topology
 from rucio_policy.placement import meta_key
 
@@ -66,10 +67,6 @@ class Outcome:
 
 def say(msg: str = "") -> None:
     print(msg, flush=True)
-
-
-def _mb(n: float) -> str:
-    return f"{n / 1e6:,.1f} MB" if n < 1e9 else f"{n / 1e9:,.2f} GB"
 
 
 class Clock:
@@ -133,7 +130,7 @@ def _run(args: argparse.Namespace, cfg: GridConfig, client: Any, out: Outcome, c
     today = datetime.now(UTC).date()
     yesterday = today - timedelta(days=1)
     pattern = f"block.JUNODAQ.demo{out.number}_*"
-    say(f"juno-dci demo #{out.number}: {args.files} raw files of {_mb(size)} received yesterday ({yesterday}) "
+    say(f"juno-dci demo #{out.number}: {args.files} raw files of {human_bytes(size)} received yesterday ({yesterday}) "
         f"and today ({today}) in streams {' and '.join(out.streams)}, from SPADE to every site the "
         f"replication policy (etc/replication.yaml) names, checked by checksum"
         + ("" if args.no_jobs else ", then an analysis task on HTCondor") + ".")
@@ -144,7 +141,7 @@ def _run(args: argparse.Namespace, cfg: GridConfig, client: Any, out: Outcome, c
                        *[a for s in out.streams for a in ("--stream", s)], "--json"], what="the SPADE simulator")
     if sim.get("files_written") != args.files:
         raise DemoFailed(f"SPADE wrote {sim.get('files_written')} files, not {args.files}")
-    say(f"   wrote {sim['files_written']} files ({_mb(sim['files_written'] * size)}) to {sim['storage']}, "
+    say(f"   wrote {sim['files_written']} files ({human_bytes(sim['files_written'] * size)}) to {sim['storage']}, "
         f"runs {sim['runs'][0]}-{sim['runs'][-1]}")
     say(f"   published {sim['messages']} messages to Kafka topic {sim['topic']} in {sim['publish_seconds']} s "
         f"({clock.lap()})")
@@ -194,7 +191,7 @@ def _run(args: argparse.Namespace, cfg: GridConfig, client: Any, out: Outcome, c
     out.status = status_of(pattern, ingest=True)
     check_against_rucio(client, files_by_block, rules_by_block, out.status)
     say(f"\n   $ juno-dci status --blocks '{pattern}'")
-    from juno_dci.text import render
+    from juno_status.text import render
 
     for line in render(out.status).splitlines():
         say(f"   {line}".rstrip())
@@ -214,7 +211,7 @@ def _run(args: argparse.Namespace, cfg: GridConfig, client: Any, out: Outcome, c
         run_task(cfg, (at_in2p3 or out.closed)[0])
         say(f"   ({clock.lap()})")
 
-    say(f"\nDemo #{out.number} done in {clock.total():.0f} s: {args.files} files ({_mb(args.files * size)}) "
+    say(f"\nDemo #{out.number} done in {clock.total():.0f} s: {args.files} files ({human_bytes(args.files * size)}) "
         f"from SPADE through Kafka into Rucio, {len(out.blocks)} blocks ({len(out.closed)} closed), "
         f"{out.status['rules']['total']} policy rules OK, "
         f"{sum(r for r, _ in out.readback.values())} copies at {len(out.readback)} RSEs verified by adler32"
@@ -254,7 +251,7 @@ def show_block(client: Any, block: str) -> list[dict[str, Any]]:
     did = client.get_did(SCOPE, block, dynamic_depth="FILE")
     rules = sorted(client.list_did_rules(SCOPE, block), key=lambda r: r["created_at"])
     state = "open" if did["open"] else "closed"
-    say(f"   raw:{block}: {did['length']} files, {_mb(did['bytes'] or 0)}, {state}")
+    say(f"   raw:{block}: {did['length']} files, {human_bytes(did['bytes'] or 0)}, {state}")
     say("      rules: " + ", ".join(r["rse_expression"] + (" (30 d)" if r.get("expires_at") else "")
                                    for r in rules))
     record = client.get_metadata(SCOPE, block, plugin="JSON").get(PLACEMENT_KEY)
@@ -268,7 +265,7 @@ def show_block(client: Any, block: str) -> list[dict[str, Any]]:
 
 
 def status_of(pattern: str, *, ingest: bool = False) -> dict[str, Any]:
-    from juno_dci.collect import Selection, collect
+    from juno_status.collect import Selection, collect
 
     return collect(Selection(blocks=pattern, transfers="blocks", ingest=ingest))
 
@@ -286,8 +283,8 @@ def wait_for_replication(pattern: str, *, background: bool, timeout: float) -> N
         copies = [r for r in status["rses"] if r["rse"] != LANDING and r["expected"]["files"]]
         line = (f"rules OK {rules['states'].get('OK', 0)}/{rules['total']}, "
                 f"copies {sum(r['present']['files'] for r in copies):,}/{sum(r['expected']['files'] for r in copies):,}"
-                f" files, {_mb(sum(r['present']['bytes'] for r in copies))}/"
-                f"{_mb(sum(r['expected']['bytes'] for r in copies))}, "
+                f" files, {human_bytes(sum(r['present']['bytes'] for r in copies))}/"
+                f"{human_bytes(sum(r['expected']['bytes'] for r in copies))}, "
                 f"in flight {status['transfers']['in_flight_files']:,}")
         if status["transfers"]["failed_attempts"]:
             line += f", failed attempts {status['transfers']['failed_attempts']:,} (retried)"
@@ -354,7 +351,7 @@ def check_against_rucio(client: Any, files_by_block: dict[str, list[str]],
 
 
 def write_report(cfg: GridConfig, number: int, status: dict[str, Any]) -> Path:
-    from juno_dci.page import render_page
+    from juno_status.page import render_page
 
     path = cfg.state_dir / "demo" / f"status-demo{number}.html"
     path.parent.mkdir(parents=True, exist_ok=True)

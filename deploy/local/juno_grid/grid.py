@@ -113,11 +113,12 @@ def sync_topology(cfg: GridConfig, log: Callable[[str], None] = print) -> int:
     from rucio.client import Client
 
     from rucio_policy import sites_sync
-    from rucio_policy.client_config import write_account_config
+
+    from .accounts import local_password, write_account_config
 
     client = Client()
     topo = topology_mod.load()
-    changes = sites_sync.plan(client, topo, "local")
+    changes = sites_sync.plan(client, topo, "local", password_for=local_password)
     done = sites_sync.apply(changes, on_change=lambda c: log(f"  {c}"))
     # One client config per local account (.grid/rucio/<account>.cfg), for `rucio --config` and our tools.
     for account in topo.accounts_for("local"):

@@ -16,9 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from juno_common.errors import Unavailable
 
-class GridError(RuntimeError):
-    """A grid component failed to start or stop; the message says which and where its log is."""
+
+class GridError(Unavailable, RuntimeError):
+    """A grid component failed to start or stop; the message says which and where its log is (exit 5)."""
 
 
 @dataclass(frozen=True)

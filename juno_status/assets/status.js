@@ -7,7 +7,7 @@
   const SITE_COLORS = { IHEP: "#d1495b", CNAF: "#2a9d5c", JINR: "#2f6fdb", IN2P3: "#8e5cd9" };
   const EXTRA_COLORS = ["#e08a1e", "#17a2b8", "#6c757d", "#b5651d"];
 
-  // -- formatting: the same rules as juno_dci/units.py -------------------------------------------
+  // -- formatting: the same rules as juno_common/units.py -------------------------------------------
   function fmtBytes(n) {
     if (n === null || n === undefined) return "-";
     const units = [["PB", 1e15], ["TB", 1e12], ["GB", 1e9], ["MB", 1e6], ["kB", 1e3]];
@@ -28,10 +28,11 @@
   }
   function fmtAge(s) {
     if (s === null || s === undefined) return "-";
-    if (s < 60) return Math.round(s) + "s";
-    if (s < 3600) return Math.floor(s / 60) + "m";
-    if (s < 86400) return Math.floor(s / 3600) + "h " + Math.floor(s % 3600 / 60) + "m";
-    return Math.floor(s / 86400) + "d " + Math.floor(s % 86400 / 3600) + "h";
+    s = Math.round(s);
+    if (s < 60) return s + "s";
+    if (s < 3600) { const r = s % 60; return Math.floor(s / 60) + "m" + (r ? r + "s" : ""); }
+    if (s < 86400) { const r = Math.floor(s % 3600 / 60); return Math.floor(s / 3600) + "h" + (r ? r + "m" : ""); }
+    const r = Math.floor(s % 86400 / 3600); return Math.floor(s / 86400) + "d" + (r ? r + "h" : "");
   }
   function when(iso) { return iso ? iso.replace("T", " ").replace("Z", " UTC") : "-"; }
 

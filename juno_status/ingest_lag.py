@@ -62,7 +62,7 @@ def _settings() -> Any:
 
 def _quiet_logger() -> logging.Logger:
     # librdkafka reports refused connections on stderr by default; they belong in the status, not there.
-    logger = logging.getLogger("juno_dci.kafka")
+    logger = logging.getLogger("juno_status.kafka")
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
     return logger

@@ -14,28 +14,29 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
-from juno_dci.collect import Selection
-from juno_dci.db import StatusError
-from juno_dci.units import parse_duration
+from juno_common.cli import CONTEXT, Output, shared_options
+from juno_common.exit_codes import Exit, help_epilog
+from juno_common.units import parse_duration
+from juno_status.collect import Selection
+from juno_status.db import StatusError
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
-EXIT_CODES = """\b
-Exit codes:
-  0  complete: every file the policy expects is present where it expects it, no rule pending
-  1  the status could not be collected (Rucio database, policy file): the message says why
-  2  bad command line
-  3  incomplete: files missing somewhere, or rules REPLICATING/STUCK/SUSPENDED (listed at the end)
+EXIT_CODES = help_epilog((Exit.OK, Exit.USAGE, Exit.INVALID, Exit.UNAVAILABLE, Exit.DIFFERS)) + """
+  (status: 0 complete: every file the policy expects is present where it expects it, no rule pending;
+   8 incomplete: files missing somewhere, or rules REPLICATING/STUCK/SUSPENDED, listed at the end;
+   5 the Rucio database could not be read; 3 the policy file is invalid)
 """
+shared = shared_options("juno-dci")
 
 
 def _duration(_ctx: click.Context, param: click.Parameter, value: str) -> Any:
     try:
-        return parse_duration(value)
+        return timedelta(seconds=parse_duration(value))
     except ValueError as err:
         raise click.BadParameter(str(err), param=param) from None
 
@@ -76,12 +77,12 @@ def _selection(blocks: str | None, failed_since: Any, history: Any, max_blocks: 
 
 
 def _collect(selection: Selection) -> dict[str, Any]:
-    from juno_dci.collect import collect
+    from juno_status.collect import collect
 
     return collect(selection)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(context_settings=CONTEXT, epilog=help_epilog())
 def cli() -> None:
     """Where JUNO's raw data is, against where the replication policy (etc/replication.yaml) wants it.
 
@@ -92,10 +93,10 @@ def cli() -> None:
 
 @cli.command(epilog=EXIT_CODES)
 @selection_options
-@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object (the page's /api/status).")
 @click.option("--watch", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
               help="Redraw every SECONDS until Ctrl-C (with --json: one JSON object per line).")
-def status(as_json: bool, watch: float | None, **options: Any) -> None:
+@shared
+def status(out: Output, watch: float | None, **options: Any) -> int:
     """Per site: files and bytes expected by the policy vs present vs verified; rules by state;
     transfers in flight and failed with their reasons; ingest lag; incomplete blocks.
 
@@ -107,7 +108,7 @@ def status(as_json: bool, watch: float | None, **options: Any) -> None:
               (checked at the destination), or at the landing RSE (IHEP-EOS) SPADE's adler32
     """
     selection = _selection(**options)
-    code = EXIT_OK
+    code = Exit.OK
     try:
         while True:
             try:
@@ -119,10 +120,10 @@ def status(as_json: bool, watch: float | None, **options: Any) -> None:
                 time.sleep(watch)
                 continue
             code = int(result["exit_code"])
-            if as_json:
+            if out.as_json:
                 click.echo(json.dumps(result, indent=None if watch else 1, sort_keys=False))
             else:
-                from juno_dci.text import render
+                from juno_status.text import render
 
                 if watch and sys.stdout.isatty():
                     click.echo("\033[H\033[2J", nl=False)  # clear the screen, cursor home
@@ -134,10 +135,7 @@ def status(as_json: bool, watch: float | None, **options: Any) -> None:
             time.sleep(watch)
     except KeyboardInterrupt:
         pass
-    except StatusError as err:
-        click.echo(f"juno-dci status: {err}", err=True)
-        sys.exit(EXIT_ERROR)
-    sys.exit(code)
+    return code
 
 
 @cli.command()
@@ -147,51 +145,48 @@ def status(as_json: bool, watch: float | None, **options: Any) -> None:
 @click.option("--port", default=18500, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--refresh", default=10.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds between page refreshes; the status is collected at most this often.")
-def serve(host: str, port: int, refresh: float, **options: Any) -> None:
+@shared
+def serve(out: Output, host: str, port: int, refresh: float, **options: Any) -> None:
     """Serve the status page on http://HOST:PORT/ (JSON: /api/status) until SIGTERM or Ctrl-C.
 
     The page is one self-contained HTML file (inline CSS, JS and SVG; it fetches nothing but
-    /api/status from this server). Exit 0 after a clean stop, 1 if the port cannot be opened.
+    /api/status from this server). Exit 0 after a clean stop, 2 if the address or port cannot be used.
     """
-    from juno_dci.server import ServeError, serve_forever
+    from juno_status.server import serve_forever
 
-    selection = _selection(**options)
-    try:
-        serve_forever(host, port, selection, refresh, log=lambda m: click.echo(m, err=True))
-    except ServeError as err:
-        click.echo(f"juno-dci serve: {err}", err=True)
-        sys.exit(EXIT_ERROR)
+    serve_forever(host, port, _selection(**options), refresh, log=out.note)
 
 
 @cli.command(epilog=EXIT_CODES)
 @selection_options
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
               help="Write the status page, with the data inside it, to this file.")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
-              help="Write the status JSON to this file.")
-def report(html_file: Path | None, json_file: Path | None, **options: Any) -> None:
+@click.option("--json-file", "json_file", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              default=None, help="Write the status JSON to this file.")
+@shared
+def report(out: Output, html_file: Path | None, json_file: Path | None, **options: Any) -> int:
     """Write a static report: the status page as one HTML file (no server, no network: open it in any
     browser, e.g. after copying it out of the grid's namespace) and/or the JSON."""
     if html_file is None and json_file is None:
-        raise click.UsageError("say where to write: --html FILE and/or --json FILE")
-    from juno_dci.page import render_page
+        raise click.UsageError("say where to write: --html FILE and/or --json-file FILE")
+    from juno_status.page import render_page
 
-    try:
-        result = _collect(_selection(**options))
-    except StatusError as err:
-        click.echo(f"juno-dci report: {err}", err=True)
-        sys.exit(EXIT_ERROR)
+    result = _collect(_selection(**options))
+    written: list[str] = []
     try:
         if html_file is not None:
             html_file.write_text(render_page(result, live=False), encoding="utf-8")
-            click.echo(f"wrote {html_file} ({'complete' if result['complete'] else 'incomplete'})")
+            written.append(str(html_file))
+            out.say(f"wrote {html_file} ({'complete' if result['complete'] else 'incomplete'})")
         if json_file is not None:
             json_file.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-            click.echo(f"wrote {json_file}")
+            written.append(str(json_file))
+            out.say(f"wrote {json_file}")
     except OSError as err:
-        click.echo(f"juno-dci report: cannot write {err.filename}: {err.strerror}", err=True)
-        sys.exit(EXIT_ERROR)
-    sys.exit(int(result["exit_code"]))
+        raise click.FileError(str(err.filename), err.strerror) from None
+    if out.as_json:
+        out.json({"written": written, "complete": result["complete"], "exit_code": result["exit_code"]})
+    return int(result["exit_code"])
 
 
 def main() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from juno_dci.units import human_bytes, human_count, human_duration, percent
+from juno_common.exit_codes import Exit
+from juno_common.units import format_duration as human_duration
+from juno_common.units import human_bytes, human_count, percent
 
 BLOCKS_SHOWN = 8
 FAILED_SHOWN = 8
@@ -55,7 +57,7 @@ def render(status: Mapping[str, Any]) -> str:
     if status["complete"]:
         out.append("COMPLETE: every expected file is present where the policy wants it (exit 0)")
     else:
-        out.append("INCOMPLETE (exit 3):")
+        out.append(f"INCOMPLETE (exit {int(Exit.DIFFERS)}):")
         out += [f"  - {reason}" for reason in status["incomplete"]]
     return "\n".join(out)
 

@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from juno_common.errors import Unavailable
 
-class StatusError(Exception):
-    """The status cannot be collected; the message says what, where and what to do."""
+
+class StatusError(Unavailable):
+    """The status cannot be collected from Rucio's database; the message says what, where and what to do."""
 
 
 def _config_path() -> str:

@@ -20,13 +20,14 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from juno_dci.collect import Selection, collect
-from juno_dci.db import StatusError
-from juno_dci.metrics import StatusCollector
-from juno_dci.page import render_page
+from juno_common.errors import UsageProblem
+from juno_status.collect import Selection, collect
+from juno_status.db import StatusError
+from juno_status.metrics import StatusCollector
+from juno_status.page import render_page
 
 
-class ServeError(Exception):
+class ServeError(UsageProblem):
     """The server cannot start; the message says why and what to do."""
 
 
