@@ -285,7 +285,8 @@ def instances_run(k: int, args: argparse.Namespace, cfg: Any, endpoint: Any, boo
                               blocks={"streams": list(streams)}, run={"once_idle_s": 5.0})
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         config = Path(tmp) / "ingest.yaml"
-        config.write_text(yaml.safe_dump(kcfg.as_dict(hide_secrets=False)))
+        sections = {k: v for k, v in kcfg.as_dict(hide_secrets=False).items() if isinstance(v, dict)}
+        config.write_text(yaml.safe_dump(sections))
         logs = [Path(tmp) / f"ingest-{i}.log" for i in range(k)]
         procs = [subprocess.Popen([sys.executable, "-m", "juno_ingest", "run", "--once", "--json", "--config",
                                    str(config)], stdout=subprocess.DEVNULL, stderr=log_path.open("w"))
