@@ -15,6 +15,10 @@ Figures, all measured in this run against the same Rucio server:
                        ingester, the mean of the two. ceiling_without_rules_files_per_s: the same into blocks
                        without rules, for reference
   ratio                files_per_s / ceiling_files_per_s   (target >= 0.8; files_per_s target >= 1,000)
+  instances            with --instances N: the same work (new files, a topic of 6 partitions) ingested by 1, 2, ...
+                       N `juno-ingest run` processes in one consumer group, each its own process as in
+                       production; files/s from the first batch's first read to the last commit of any
+                       instance, and its ratio to the same ceiling
   latency_median_s     JUNO's nominal rate is about one file a minute; replayed 60x faster (one message a
                        second, received_at = publication time) into a running ingester: median time from
                        publishing a message to its file being in Rucio (polled with get_did)   (target < 2 s)
@@ -25,7 +29,7 @@ otherwise land on whichever figure is measured next. Every test block's rules ar
 grid's daemons do not copy the benchmark's files around.
 
 Run from the repository root (as root; it joins the grid's namespace, starting the grid if needed):
-    .venv/bin/python bench/ingest.py [--files 5000] [--batch 1000] [--bulk 500] [--parallel 2]
+    .venv/bin/python bench/ingest.py [--files 5000] [--batch 1000] [--bulk 500] [--parallel 2] [--instances 3]
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ def main() -> int:
     parser.add_argument("--keep-rules", action="store_true", help="leave the test blocks' rules in place")
     parser.add_argument("--no-rules", action="store_true",
                         help="diagnostic: the ingester gives blocks no rules (then the figures miss their cost)")
+    parser.add_argument("--instances", type=int, default=0,
+                        help="also ingest the same work with 1..N ingester processes in one consumer group")
     parser.add_argument("-v", "--verbose", action="store_true", help="the ingester's JSON logs on stderr")
     args = parser.parse_args()
     if args.verbose:
@@ -205,6 +211,15 @@ def run(args: argparse.Namespace, grid_cfg: Any) -> int:
     p90 = sorted(latencies)[int(0.9 * (len(latencies) - 1))]
     log(f"  median {median:.2f} s, p90 {p90:.2f} s, max {max(latencies):.2f} s")
 
+    scaling = []
+    for k in range(1, args.instances + 1):
+        log(f"scale-out: {args.files} files, {k} ingester process(es) in one consumer group ...")
+        k_files_per_s, k_blocks = instances_run(k, args, cfg, endpoint, bootstrap, root)
+        _ceiling_blocks.update(k_blocks)
+        scaling.append({"instances": k, "files_per_s": round(k_files_per_s, 1),
+                        "ratio": round(k_files_per_s / ceiling_mean, 3)})
+        log(f"  {k_files_per_s:.0f} files/s, ratio {k_files_per_s / ceiling_mean:.2f}")
+
     blocks = set(plan.expected_blocks())
     if not args.keep_rules:
         deleted = verify.cleanup_rules(root, sorted(blocks | _latency_blocks | _ceiling_blocks))
@@ -231,6 +246,7 @@ def run(args: argparse.Namespace, grid_cfg: Any) -> int:
         "batches": summary.batches,
         "blocks": summary.blocks_created,
         "batch": args.batch, "bulk": args.bulk, "parallel": args.parallel, "rules": not args.no_rules,
+        "instances": scaling,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
@@ -241,6 +257,59 @@ def run(args: argparse.Namespace, grid_cfg: Any) -> int:
 
 
 _latency_blocks: set[str] = set()
+PARTITIONS = 6
+
+
+def instances_run(k: int, args: argparse.Namespace, cfg: Any, endpoint: Any, bootstrap: str,
+                  root: Any) -> tuple[float, set[str]]:
+    """The same work ingested by k `juno-ingest run --once` processes sharing one consumer group: files/s."""
+    import subprocess
+    import tempfile
+    from datetime import datetime
+    from pathlib import Path
+
+    import yaml
+
+    from juno_ingest import simulate as sim
+    from juno_ingest import verify
+
+    tag = uuid.uuid4().hex[:7]
+    streams = (f"JUNODAQ.i{tag}", f"JUNODAQ.j{tag}")
+    topic = f"bench-scale-{tag}"
+    plan = sim.make_plan(sim.SimSpec(files=args.files, size=args.size, days=3, streams=streams, reorder=20,
+                                     prefix=endpoint.prefix))
+    sim.write_files(plan, endpoint)
+    sim.ensure_topic(bootstrap, topic, PARTITIONS)
+    sim.publish(plan.messages, bootstrap, topic)
+    kcfg = cfg.with_overrides(kafka={"topic": topic, "group_id": f"g-{topic}"}, dlq={"topic": f"{topic}.dlq"},
+                              blocks={"streams": list(streams)}, run={"once_idle_s": 5.0})
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        config = Path(tmp) / "ingest.yaml"
+        sections = {k: v for k, v in kcfg.as_dict(hide_secrets=False).items() if isinstance(v, dict)}
+        config.write_text(yaml.safe_dump(sections))
+        logs = [Path(tmp) / f"ingest-{i}.log" for i in range(k)]
+        procs = [subprocess.Popen([sys.executable, "-m", "juno_ingest", "run", "--once", "--json", "--config",
+                                   str(config)], stdout=subprocess.DEVNULL, stderr=log_path.open("w"))
+                 for log_path in logs]
+        codes = [p.wait(1800) for p in procs]
+        if any(codes):
+            raise RuntimeError(f"an ingester exited with {codes}: " + logs[codes.index(max(codes))].read_text()[-2000:])
+        starts, ends, registered = [], [], 0
+        for log_path in logs:
+            for line in log_path.read_text().splitlines():
+                event = json.loads(line) if line.startswith("{") else {}
+                if event.get("msg") == "batch committed":
+                    end = datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp()
+                    starts.append(end - float(event["seconds"]))
+                    ends.append(end)
+                    registered += int(event["registered"])
+    if registered != args.files:
+        raise RuntimeError(f"{k} instance(s) registered {registered} of {args.files} files")
+    problems = verify.check_rucio(root, plan, closed_before=_days(1)[0], open_from=_days(1)[0],
+                                  policy_rules=not args.no_rules)
+    if problems:
+        raise RuntimeError("Rucio does not hold what it should:\n  " + "\n  ".join(problems[:20]))
+    return registered / (max(ends) - min(starts)), set(plan.expected_blocks())
 
 
 def _time_block_closing(ingester: Any) -> list[tuple[float, float]]:

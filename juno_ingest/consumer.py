@@ -15,12 +15,12 @@ A crash anywhere before 4 re-reads the batch after the restart; step 1 is idempo
 registers nothing twice (duplicates are counted, not errors).
 
 When the consumer has read everything (idle) it closes the blocks whose day is over (plus
-blocks.grace_s) and hands each to the policy engine (finalize_block). "Everything" means the
-partitions this process owns: with several ingesters in one group, one that is idle may close day D
-while another still has day D's messages in a backlog; those then arrive "late". grace_s (6 h by
-default) is the margin for that; a single ingester per topic has no such window. (Asking the broker
-for the group's lag instead does not work on the local grid: Tansu's ListOffsets answers the start
-of the last record batch, not the end of the partition.)
+blocks.grace_s) and hands each to the policy engine (finalize_block). "Everything" means the whole
+topic, not only the partitions this process owns: with several ingesters in one group, one that is
+idle checks the group's committed offsets against every partition's end (group_lag.py) before
+closing, so a day is never closed while another instance still holds that day's messages. Any
+instance may close a block; closing twice is harmless (Rucio's set_status and the policy engine's
+finalize are idempotent).
 
 A message's path, forward: kafka_source (read, commit) → pipeline (edge.decode and messages.parse,
 mapping, batching.classify: pure; registrar and storage_check: the adapters; narrowing when Rucio
@@ -321,7 +321,12 @@ class Ingester:
 
     def _close_due(self, caught_up: bool, *, force: bool = False) -> None:
         assert self.registrar is not None and self.pipeline is not None
-        for name in self.closer.due(self._now(), caught_up, force=force):
+        due = self.closer.due(self._now(), caught_up, force=force)
+        # This instance has read its own partitions; others of the group may still hold these days' messages.
+        if due and not self.source.group_caught_up():
+            log.info("blocks due, but the group has unread messages: not closing yet", extra=fields(blocks=len(due)))
+            return
+        for name in due:
             try:
                 result = self.registrar.close_block(name)
             except RucioUnavailable as err:

@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from juno_ingest import group_lag
 from juno_ingest.batching import BatchPolicy, Position, commit_offsets
 from juno_ingest.config import IngestConfig, kafka_common
 from juno_ingest.logs import fields
@@ -47,6 +48,7 @@ class KafkaSource:
         self._carry: list[Incoming] = []
         self._assigned: set[tuple[str, int]] = set()
         self.ever_assigned = False
+        self.group_conf: dict[str, Any] = {}
         self._lag: dict[tuple[str, int], int] = {}
         self.consumer: Any = None
 
@@ -57,6 +59,7 @@ class KafkaSource:
     def connect(self) -> None:
         common = kafka_common(self.cfg, consumer=False)
         conf = {**_DEFAULTS, **kafka_common(self.cfg), "group.id": self.cfg.kafka.group_id, **_FORCED}
+        self.group_conf = conf
         self.consumer = Consumer(conf)
         try:
             topics = self.consumer.list_topics(timeout=15).topics
@@ -222,6 +225,11 @@ class KafkaSource:
         return bool(self.ever_assigned) and known and all(
             self._lag.get(tp, 1) <= 0 for tp in self._assigned)
 
+
+    def group_caught_up(self) -> bool:
+        """Every partition of the topic read to its end by the whole group, also the partitions other
+        instances own (group_lag.py): closing a day waits for that."""
+        return group_lag.group_caught_up(self.group_conf, self.cfg.kafka.topic)
 
     def close(self) -> None:
         if self.consumer is not None:

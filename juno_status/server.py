@@ -1,9 +1,9 @@
 """`juno-dci serve`: the status page and /api/status on loopback, with the standard library's http.server.
 
-No web framework: three routes and one page do not earn a dependency. Collection is serialised and
-cached for `refresh` seconds, so any number of open pages costs one status per period. SIGTERM and
-SIGINT only ask the server loop to stop (from another thread, as http.server requires); the loop
-finishes the request in hand and the process exits 0.
+No web framework: four routes (the page, /api/status, /metrics, /healthz) do not earn a dependency.
+Collection is serialised and cached for `refresh` seconds, so any number of open pages (and scrapes) costs
+one status per period. SIGTERM and SIGINT only ask the server loop to stop (from another thread, as
+http.server requires); the loop finishes the request in hand and the process exits 0.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
 from juno_common.errors import UsageProblem
 from juno_status.collect import Selection, collect
 from juno_status.db import StatusError
+from juno_status.metrics import StatusCollector
 from juno_status.page import render_page
 
 
@@ -57,6 +60,9 @@ class StatusCache:
 
 
 def _handler(cache: StatusCache, refresh: float, log: Callable[[str], None]) -> type[BaseHTTPRequestHandler]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatusCollector(cache.get))
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "juno-dci"
 
@@ -73,11 +79,13 @@ def _handler(cache: StatusCache, refresh: float, log: Callable[[str], None]) -> 
                     self._send(HTTPStatus.SERVICE_UNAVAILABLE, "application/json", json.dumps(payload).encode())
                 else:
                     self._send(HTTPStatus.OK, "application/json", json.dumps(value).encode())
+            elif path == "/metrics":
+                self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(registry))
             elif path == "/healthz":
                 self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ok\n")
             else:
                 self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8",
-                           b"not found: the page is at / and the data at /api/status\n")
+                           b"not found: the page is at /, the data at /api/status, metrics at /metrics\n")
 
         def _send(self, code: HTTPStatus, kind: str, body: bytes) -> None:
             self.send_response(code)

@@ -8,15 +8,13 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
-from string import Template
 
-from . import procs
+from . import procs, rucio_config
 from .config import REPO_ROOT, VENV_BIN, GridConfig
 
 NAME = "rucio-server"
 ROOT_USER = "ddmlab"
 ROOT_PWD = "secret"
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 
 def site_packages() -> Path:
@@ -44,8 +42,10 @@ def render_config(cfg: GridConfig) -> None:
         "pg_port": str(cfg.ports.postgres),
         "fts_url": cfg.fts_url,
     }
-    text = Template((TEMPLATES / "rucio.cfg.template").read_text()).substitute(values)
-    cfg.rucio_cfg.write_text(text)
+    header = (f"Rucio configuration of the local JUNO grid, rendered by `juno-grid up` from "
+              f"{rucio_config.DESCRIPTION.relative_to(REPO_ROOT)}.\n"
+              "The server, the daemons, the `rucio` CLI and our tools all read it through RUCIO_CONFIG.")
+    cfg.rucio_cfg.write_text(rucio_config.render_ini(rucio_config.view("local"), values, header=header))
     alembic = (VENV_BIN.parent / "rucio" / "etc" / "alembic.ini.template").read_text()
     url = f"postgresql+psycopg://rucio:rucio@127.0.0.1:{cfg.ports.postgres}/rucio"
     lines = []
