@@ -3,10 +3,11 @@ partitions. Live grid, real broker and server, nothing mocked.
 
 Why it stays correct when two instances see the same block (messages are keyed by file name, so one
 block's files arrive on every partition): creating a block, its containers and its rules is idempotent in
-Rucio (DataIdentifierAlreadyExists, DuplicateRule are success), a file attaches to one block only (the
-server's one-block rule), and any instance may close a block once its day plus the grace period is over
-and it holds no pending message for it: a file of that day arriving later is a late message (dead-lettered)
-whichever instance reads it, so it does not matter which instance closes.
+Rucio (DataIdentifierAlreadyExists, DuplicateRule are success), and a file attaches to one block only (the
+server's one-block rule). Any instance may close a block whose day (plus blocks.grace_s) is over, but only
+when the whole group has read every partition to its end (juno_ingest/group_lag.py): the test starts with
+a backlog of yesterday's files, due to close at once, so an instance that closed on its own partitions'
+word would dead-letter the others' files as late.
 """
 
 from __future__ import annotations
