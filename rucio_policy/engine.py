@@ -310,8 +310,8 @@ def _decide(client: Any, policy: Policy, state: DidState, plan: RulePlan, tallie
     except (AccessDenied, DatabaseException):
         # A concurrent finalizer may have recorded it first: the server then refuses ours ("placement
         # decisions are final") or the database its duplicate row. Theirs stands if it is there.
-        stored = client.get_metadata(did.scope, did.name, plugin="JSON")
-        if all(key in stored for key in to_record):
+        stored = client.get_metadata(did.scope, did.name, plugin="ALL")
+        if all(stored.get(key) is not None for key in to_record):
             return {}
         raise
     return to_record
@@ -574,10 +574,23 @@ def plan(client: Any, policy: Policy, *, scope_filter: str | Iterable[str] | Non
         timings["diff"] += time.perf_counter() - mark
         if progress:
             progress(index + 1, len(scopes))
+    _drop_sealed_decisions(client, policy, result)
     result.actions.sort(key=lambda a: (a.scope, a.name, ACTION_ORDER[a.kind]))
     result.seconds = time.perf_counter() - started
     result.timings = {key: round(value, 3) for key, value in timings.items()}
     return result
+
+
+def _drop_sealed_decisions(client: Any, policy: Policy, result: Plan) -> None:
+    """A closed block without its record may have lost it (anyone can delete JSON metadata in Rucio 41):
+    read the few such blocks whole; a sealed one is reported, never decided again."""
+    for did in sorted({(a.scope, a.name) for a in result.actions if a.kind == DECIDE}):
+        state = fetch_did(client, *did)
+        diff = _diff(policy, state)
+        if diff.plan.pending:
+            continue
+        result.actions = [a for a in result.actions if (a.scope, a.name) != did] + list(diff.actions)
+        result.problems.extend(f"{did[0]}:{did[1]}: {p}" for p in diff.plan.problems)
 
 
 # -- apply ----------------------------------------------------------------------------------------
@@ -823,6 +836,9 @@ def explain(client: Any, did: str, policy: Policy) -> Explanation:
         if key in state.did.meta:  # a fraction rule the recorded decision placed here
             placement.append({"rule": item.rule_id, "key": key, "status": "placed", "record": state.did.meta[key],
                               "why": PlacementRecord.from_meta(str(state.did.meta[key])).explain()})
+        elif "is missing (deleted?)" in item.reason:  # placed per the seal; the record itself was deleted
+            placement.append({"rule": item.rule_id, "key": key, "status": "placed", "record": None,
+                              "why": f"record missing: {item.reason}"})
     for item in diff.plan.skipped:
         placement.append({"rule": item.rule_id, "key": item.meta_key, "status": "not placed",
                           "record": state.did.meta.get(item.meta_key), "why": item.reason})

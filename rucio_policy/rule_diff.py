@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
-from rucio_policy.placement import PLACEMENT_META_PREFIX
+from rucio_policy.placement import PLACEMENT_META_PREFIX, SEAL_COLUMN, parse_seal
 from rucio_policy.replication import DataClass, Policy
 from rucio_policy.rules import DesiredRule, Did, RulePlan, parse_rule_comment, plan_rules
 
@@ -240,7 +240,7 @@ _PLANS: dict[int, tuple[Policy, dict[tuple[Any, ...], RulePlan], dict[str, list[
 def _plan(policy: Policy, did: Did, verdicts: Mapping[str, bool] | None) -> RulePlan:
     """rules.plan_rules, memoised for DIDs whose plan depends only on their class, verdicts and open state
     (no placement record in their metadata): a bulk plan then builds each class's rules once, not per DID."""
-    if any(str(key).startswith(PLACEMENT_META_PREFIX) for key in did.meta):
+    if any(str(key).startswith(PLACEMENT_META_PREFIX) for key in did.meta) or parse_seal(did.meta.get(SEAL_COLUMN)):
         return plan_rules(policy, did, verdicts)
     entry = _PLANS.get(id(policy))
     if entry is None or entry[0] is not policy:

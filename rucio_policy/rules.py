@@ -16,7 +16,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rucio_policy.placement import PLACEMENT_META_PREFIX, PlacementRecord, Tally, decide, meta_key
+from rucio_policy.placement import (
+    PLACEMENT_META_PREFIX,
+    SEAL_COLUMN,
+    PlacementRecord,
+    Tally,
+    decide,
+    meta_key,
+    parse_seal,
+    seal_text,
+)
 from rucio_policy.replication import DataClass, Policy, RuleSpec
 
 RULE_COMMENT_PREFIX = "juno-policy"
@@ -152,6 +161,19 @@ def plan_rules(policy: Policy, did: Did, verdicts: Mapping[str, bool] | None = N
             else:
                 skipped.append(NotApplied(data_class.name, rule.id, rule.rse_expression, key, f"rule {rule.id}: {why}"))
             continue
+        sealed = parse_seal(did.meta.get(SEAL_COLUMN))
+        if recorded is None and key in sealed:
+            # The record was deleted (Rucio lets anyone delete JSON metadata): the seal keeps the verdict,
+            # and the block is never decided again.
+            text = "placed" if sealed[key] else "not placed"
+            why = (f"share {rule.fraction} of the bytes on {rule.rse_expression}, {text}: decision record {key} is "
+                   f"missing (deleted?); verdict recovered from the seal in {SEAL_COLUMN}, not decided again")
+            problems.append(f"rule {rule.id}: placement record {key} is missing; {text} per the seal in {SEAL_COLUMN}")
+            if sealed[key]:
+                rules.append(_desired(data_class, rule, policy.source, why))
+            else:
+                skipped.append(NotApplied(data_class.name, rule.id, rule.rse_expression, key, f"rule {rule.id}: {why}"))
+            continue
         if recorded is None:
             when = "when the block is closed (its size is final)" if did.is_open is not False else "now"
             pending.append(NotApplied(data_class.name, rule.id, rule.rse_expression, key,
@@ -193,7 +215,8 @@ def resolve_pending(plan: RulePlan, policy: Policy, tallies: Mapping[str, Tally]
                     ) -> tuple[RulePlan, dict[str, str]]:
     """Decide the plan's pending fraction rules (the DID's size must be known).
 
-    Returns the completed plan and the metadata to record on the DID (key → PlacementRecord text).
+    Returns the completed plan and the metadata to record on the DID (key → PlacementRecord text, and
+    the seal of the verdicts in placement.SEAL_COLUMN).
     Record the metadata before adding the rules: a crash in between then re-adds the same rules
     (Rucio's DuplicateRule) instead of deciding again.
     """
@@ -209,5 +232,8 @@ def resolve_pending(plan: RulePlan, policy: Policy, tallies: Mapping[str, Tally]
         assert rule.fraction is not None
         record = decide(tallies.get(item.meta_key, Tally()), plan.did.bytes, rule.fraction)
         to_record[item.meta_key] = meta[item.meta_key] = record.to_meta()
+    verdicts = {**parse_seal(meta.get(SEAL_COLUMN)),
+                **{k: PlacementRecord.from_meta(v).placed for k, v in to_record.items()}}
+    to_record[SEAL_COLUMN] = meta[SEAL_COLUMN] = seal_text(verdicts)
     decided = plan_rules(policy, replace(plan.did, meta=meta))
     return decided, to_record

@@ -66,13 +66,17 @@ def _denied_text(err: pytest.ExceptionInfo[BaseException]) -> str:
 
 
 # 1. add_did with content: Rucio checks add_did without its dids/rse, then registers the content.
-def test_hole1_add_did_with_raw_content_is_refused(analyst: Any, root: Any) -> None:
+@pytest.mark.parametrize(("rse", "reason"), [
+    ("IHEP-TAPE", "IHEP-TAPE is a tape RSE"),
+    ("CNAF-DISK", "scope raw is written only by the ingest service"),
+])
+def test_hole1_add_did_with_raw_content_is_refused(analyst: Any, root: Any, rse: str, reason: str) -> None:
     raw = raw_file()
     dataset = f"hole1.{_u()}"
     with pytest.raises(AccessDenied) as err:
         analyst.add_did("user.analyst1", dataset, "DATASET",
-                        dids=[{"scope": "raw", "name": raw, "bytes": 1, "adler32": ADLER}], rse="IHEP-TAPE")
-    assert "raw" in _denied_text(err)
+                        dids=[{"scope": "raw", "name": raw, "bytes": 1, "adler32": ADLER}], rse=rse)
+    assert reason in _denied_text(err)
     assert not _exists(root, "raw", raw), "the raw file was registered through add_did's content"
     assert not _exists(root, "user.analyst1", dataset)
 
@@ -97,8 +101,8 @@ def test_hole3_declaring_another_accounts_replica_suspicious_is_refused(analyst:
     with pytest.raises(AccessDenied) as err:
         analyst.declare_suspicious_file_replicas([pfn], "auditor: corrupted")
     assert "suspicious" in _denied_text(err)
-    assert not list(root.list_suspicious_replicas(rse_expression="CNAF-DISK", younger_than=None, nattempts=0)
-                    ) or all(r["name"] != name for r in root.list_suspicious_replicas(rse_expression="CNAF-DISK"))
+    [after] = list(root.list_replicas([{"scope": "user.analyst2", "name": name}], all_states=True))
+    assert after["states"] == {"CNAF-DISK": "AVAILABLE"}
 
 
 # 4. Placement records: Rucio 41 lets anyone delete DID metadata; the decision must survive it.
@@ -121,7 +125,7 @@ def test_hole4_deleted_placement_record_is_never_decided_again(analyst: Any, roo
     [placement] = explained.placement
     assert placement["status"] != "pending", placement
     assert "missing" in placement["why"], placement
-    assert ("placed" in record) == (placement["status"] == "placed")
+    assert (record.split(";")[1] == "placed") == (placement["status"] == "placed")
     again = engine.finalize_block(ingest, "raw", block, policy=policy)
     assert not again.decided, "finalize_block decided the block again"
     assert key not in root.get_metadata("raw", block, plugin="JSON"), "a new record was written"
@@ -144,12 +148,13 @@ def test_hole5_analyst_rule_options_are_checked(analyst: Any, root: Any, option:
 
 
 # 6. Paths: '/' and '..' in names of any scope would map outside the scope's tree.
-@pytest.mark.parametrize("name", [
-    f"a/../../../../../raw/2025/1009/RUN.10554.JUNODAQ.Physics.ds-2.hole6.{DAY}140223.001.dat",
-    "/etc/passwd.hole6",
-    "x/y.hole6",
+@pytest.mark.parametrize("template", [
+    "a/../../../../../raw/2025/1009/RUN.10554.JUNODAQ.Physics.ds-2.hole6{u}.20251009140223.001.dat",
+    "/etc/passwd.hole6{u}",
+    "x/y.hole6{u}",
 ])
-def test_hole6_names_with_slashes_are_refused_by_the_schema(analyst: Any, root: Any, name: str) -> None:
+def test_hole6_names_with_slashes_are_refused_by_the_schema(analyst: Any, root: Any, template: str) -> None:
+    name = template.format(u=_u())
     with pytest.raises((InvalidObject, AccessDenied)):
         analyst.add_replicas(rse="CNAF-DISK", files=[{"scope": "user.analyst1", "name": name, "bytes": 1,
                                                       "adler32": ADLER}])
