@@ -423,6 +423,13 @@ def _set_status(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
     return _scope_write(ctx, kwargs)
 
 
+def _own_follows(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    account = account_or_none(kwargs.get("account"))
+    if ctx.privileged or account == ctx.issuer:
+        return ALLOW
+    return deny(f"{ctx.issuer} may stop following DIDs for itself only, not for {account}")
+
+
 def _scope_write(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
     problem = write_error(ctx, ext(kwargs.get("scope")))
     return deny(problem) if problem else ALLOW
@@ -600,6 +607,7 @@ _CHECKS: dict[str, Callable[[Context, Mapping[str, Any]], Decision]] = {
     "detach": _detach_dids,
     "set_status": _set_status,
     "scope_write": _scope_write,
+    "own_follows": _own_follows,
     "metadata": _metadata,
     "replicas_add": _add_replicas,
     "rule_add": _add_rule,

@@ -61,7 +61,10 @@ def has_permission(issuer: Any, action: str, kwargs: dict[str, Any], *, session:
 # tests/test_permission_holes.py fails if a Rucio upgrade moves them.
 _GATEWAY_CONTENT = {"add_did": ("rucio.gateway.did", "add_did"),
                     "add_replicas": ("rucio.gateway.replica", "add_replicas"),
-                    "set_status": ("rucio.gateway.did", "set_status")}
+                    "set_status": ("rucio.gateway.did", "set_status"),
+                    # Unfollowing: the account whose follows change (Rucio's own rule expects it and fails).
+                    "remove_did_from_followed": ("rucio.gateway.did", "remove_did_from_followed"),
+                    "remove_dids_from_followed": ("rucio.gateway.did", "remove_dids_from_followed")}
 _STACK_DEPTH = 12
 
 
@@ -81,6 +84,8 @@ def _with_request_content(action: str, kwargs: dict[str, Any]) -> dict[str, Any]
     if where is None or (action == "add_replicas" and "dids" in kwargs):
         return kwargs
     arguments = _gateway_arguments(*where)
+    if action.endswith("_from_followed"):
+        return {**kwargs, "account": kwargs.get("account") if arguments is None else arguments.get("account")}
     if arguments is None:
         if action == "set_status":
             return {**kwargs, "open": True}  # unseen: assume the worst (reopening is for admins)

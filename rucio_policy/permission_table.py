@@ -94,8 +94,8 @@ TABLE.update({
     # Reads Rucio guards: own usage (or admin), signed URLs (account attribute sign-url), request state.
     "get_local_account_usage": _same(R), "get_global_account_usage": _same(R),
     "get_signed_url": _same(R), "get_request_by_did": _same(A),
-    # Following DIDs: one's own subscriptions only (Rucio's check).
-    "remove_did_from_followed": _same(R), "remove_dids_from_followed": _same(R),
+    # Following DIDs: one's own follows only (Rucio 41's own rule fails on these requests: a KeyError).
+    "remove_did_from_followed": _same(C("own_follows")), "remove_dids_from_followed": _same(C("own_follows")),
     # DIDs: naming and raw's shape bind admins too; writes follow the scope table.
     "add_did": _same(C("did_add")), "add_dids": _same(C("did_add")),
     "attach_dids": _same(C("attach")), "attach_dids_to_dids": _same(C("attach")),
@@ -126,6 +126,7 @@ CHECKS: dict[str, str] = {
     "set_status": "a closed raw block is never reopened (its placement was decided on its content); reopening "
                   "anything is for admins; closing needs a writable scope",
     "scope_write": "the scope must be writable by the account (scope table)",
+    "own_follows": "one's own follows only (admins: anyone's)",
     "metadata": "placement records (juno_place_*) and their seal: ingest on raw and coordinators, once; "
                 "lifetime/expired_at never on raw; other keys need a writable scope",
     "replicas_add": "every file's scope must be writable (existing files too) and the RSE allowed: ingest "
@@ -147,8 +148,6 @@ RUCIO_MEANING = {
     "get_local_account_usage": "one's own account (admins: any)",
     "get_global_account_usage": "one's own account (admins: any)",
     "get_signed_url": "root, or account attribute sign-url",
-    "remove_did_from_followed": "one's own follows only",
-    "remove_dids_from_followed": "one's own follows only",
 }
 ADMIN_RUCIO_MEANING = "Rucio's own rule for admins (e.g. root only for accounts, bad replicas, requests)"
 
