@@ -103,32 +103,57 @@ class Env:
     rse2: str
     account: str  # a throwaway account for account administration
     made: list[Callable[[], None]] = field(default_factory=list)
+    # What the probes act on, made in a few bulk calls before the cells run (a cell then costs one call).
+    datasets: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    files: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    rules: dict[str, list[str]] = field(default_factory=dict)
+    pfns: dict[str, list[str]] = field(default_factory=dict)
 
     def dataset(self, role: str) -> tuple[str, str]:
-        scope = NATURAL_SCOPE[role]
-        name = f"block.JUNODAQ.live{unique()}.{DAY}" if scope == "raw" else f"live.{unique()}"
-        self.root.add_dataset(scope, name)
-        return scope, name
+        return self.datasets[role].pop()
 
     def file(self, role: str, rse: str = "IHEP-EOS", register: bool = True) -> dict[str, Any]:
-        scope = NATURAL_SCOPE[role]
-        name = (f"RUN.10554.JUNODAQ.Physics.ds-2.live{unique()}.{DAY}140223.001.dat" if scope == "raw"
-                else f"live.{unique()}.dat")
-        did = {"scope": scope, "name": name, "bytes": 1, "adler32": ADLER}
         if register:
-            self.root.add_replicas(rse=rse, files=[did])
-        return did
+            return self.files[(role, rse)].pop()
+        return new_file(role)
 
-    def rule(self, role: str, rse: str = "CNAF-DISK") -> str:
-        scope, name = self.dataset(role)
-        [rule_id] = self.root.add_replication_rule([{"scope": scope, "name": name}], 1, rse,
-                                                   account=ACCOUNTS[role], activity="User Subscriptions")
-        return str(rule_id)
+    def rule(self, role: str) -> str:
+        return self.rules[role].pop()
 
     def pfn(self, role: str) -> str:
-        did = self.file(role, rse="CNAF-DISK")
-        [replica] = list(self.root.list_replicas([{"scope": did["scope"], "name": did["name"]}]))
-        return next(iter(replica["rses"]["CNAF-DISK"]))
+        return self.pfns[role].pop()
+
+    def stock(self) -> None:
+        """Per role: 14 datasets, 8 files at IHEP-EOS, 8 at CNAF-DISK (4 of them for PFNs), 6 rules."""
+        self.datasets = {role: [new_dataset(role) for _ in range(14)] for role in ROLES}
+        self.root.add_dids([{"scope": s, "name": n, "type": "DATASET"} for ds in self.datasets.values() for s, n in ds])
+        for rse in ("IHEP-EOS", "CNAF-DISK"):
+            for role in ROLES:
+                self.files[(role, rse)] = [new_file(role) for _ in range(8)]
+            self.root.add_replicas(rse=rse, files=[f for role in ROLES for f in self.files[(role, rse)]])
+        for role in ROLES:
+            pfn_files = [self.files[(role, "CNAF-DISK")].pop() for _ in range(4)]
+            replicas = self.root.list_replicas([_name(f) for f in pfn_files], rse_expression="CNAF-DISK")
+            self.pfns[role] = [next(iter(r["rses"]["CNAF-DISK"])) for r in replicas]
+            ruled = [self.datasets[role].pop() for _ in range(6)]
+            self.rules[role] = [str(r) for r in self.root.add_replication_rule(
+                [{"scope": s, "name": n} for s, n in ruled], 1, "CNAF-DISK", account=ACCOUNTS[role],
+                activity="User Subscriptions")]
+
+
+ROLES = table.ROLES
+
+
+def new_dataset(role: str) -> tuple[str, str]:
+    scope = NATURAL_SCOPE[role]
+    return scope, (f"block.JUNODAQ.live{unique()}.{DAY}" if scope == "raw" else f"live.{unique()}")
+
+
+def new_file(role: str) -> dict[str, Any]:
+    scope = NATURAL_SCOPE[role]
+    name = (f"RUN.10554.JUNODAQ.Physics.ds-2.live{unique()}.{DAY}140223.001.dat" if scope == "raw"
+            else f"live.{unique()}.dat")
+    return {"scope": scope, "name": name, "bytes": 1, "adler32": ADLER}
 
 
 def rest(client: Any, method: str, path: str, data: Any = None) -> None:
@@ -239,8 +264,8 @@ PROBES: dict[str, Probe] = {
     "remove_did_from_followed": lambda e, c, r: rest(c, "DELETE", "dids/user.analyst1/nosuch/follow",
                                                      {"account": ACCOUNTS[r]}),
     # -- DIDs, replicas, rules: each role's natural request
-    "add_did": lambda e, c, r: c.add_dataset(*_new_dataset(r)),
-    "add_dids": lambda e, c, r: c.add_dids([{"scope": s, "name": n, "type": "DATASET"} for s, n in [_new_dataset(r)]]),
+    "add_did": lambda e, c, r: c.add_dataset(*new_dataset(r)),
+    "add_dids": lambda e, c, r: c.add_dids([{"scope": s, "name": n, "type": "DATASET"} for s, n in [new_dataset(r)]]),
     "attach_dids": lambda e, c, r: c.attach_dids(*e.dataset(r), [_name(e.file(r))]),
     "attach_dids_to_dids": lambda e, c, r: _attach_many(e, c, r),
     "detach_dids": lambda e, c, r: _detach(e, c, r),
@@ -267,11 +292,6 @@ def _did(scope_name: tuple[str, str]) -> dict[str, str]:
     return {"scope": scope_name[0], "name": scope_name[1]}
 
 
-def _new_dataset(role: str) -> tuple[str, str]:
-    scope = NATURAL_SCOPE[role]
-    return scope, (f"block.JUNODAQ.live{unique()}.{DAY}" if scope == "raw" else f"live.{unique()}")
-
-
 def _attach_many(env: Env, client: Any, role: str) -> None:
     scope, name = env.dataset(role)
     client.attach_dids_to_dids([{"scope": scope, "name": name, "dids": [_name(env.file(role))]}])
@@ -287,7 +307,7 @@ def _detach(env: Env, client: Any, role: str) -> None:
 def _sample(env: Env, client: Any, role: str) -> None:
     scope, name = env.dataset(role)
     env.root.attach_dids(scope, name, [_name(env.file(role))])
-    client.create_did_sample(scope, name, *_new_dataset(role), 1)
+    client.create_did_sample(scope, name, *new_dataset(role), 1)
 
 
 def _add_rse(env: Env, client: Any) -> None:
@@ -376,6 +396,7 @@ def env(grid: Any) -> Iterator[Env]:
     root.add_account_attribute(account, "probe", "1")
     clients = {role: grid.client(name) for role, name in ACCOUNTS.items()}
     environment = Env(root=root, clients=clients, rse=rse, rse2=rse2, account=account)
+    environment.stock()
     yield environment
     for undo in environment.made:
         try:
