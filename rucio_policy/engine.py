@@ -49,8 +49,9 @@ from rucio_policy.rule_diff import (
     ExistingRule,
     diff_did,
     enum_text,
+    placement_evidence,
 )
-from rucio_policy.rules import Did, RulePlan, plan_rules, resolve_pending, tallies_from_metas
+from rucio_policy.rules import Did, RulePlan, plan_rules, recover_from_rules, resolve_pending, tallies_from_metas
 from rucio_policy.sites_sync import SCOPE_OWNERS
 
 POLICY_ENV = "JUNO_REPLICATION_POLICY"
@@ -286,7 +287,7 @@ def finalize_block(client: Any, scope: str, name: str, *, policy: Policy | None 
     if state.did.is_open:
         raise EngineError(f"{scope}:{name} is still open: close it (client.close) before finalize_block, "
                           "its size decides its placement")
-    plan = plan_rules(policy, state.did)
+    plan = recover_from_rules(plan_rules(policy, state.did), placement_evidence(state.rules, rule_owner(scope), _now()))
     decided: dict[str, str] = {}
     if plan.pending:
         tallies = placement_tallies(client, policy, plan.class_name, exclude=(scope, name))
@@ -733,7 +734,8 @@ def _decide_all(client: Any, policy: Policy, decides: list[Action], result: Appl
         seen.add((action.scope, action.name))
         try:
             state = fetch_did(client, action.scope, action.name)
-            block_plan = plan_rules(policy, state.did)
+            block_plan = recover_from_rules(plan_rules(policy, state.did),
+                                            placement_evidence(state.rules, rule_owner(action.scope), _now()))
             if not block_plan.pending or state.did.is_open:
                 continue
             if block_plan.class_name not in tallies:

@@ -174,3 +174,24 @@ def test_hole7_ingest_cannot_reopen_a_closed_raw_block(ingest: Any, root: Any) -
         ingest.set_status("raw", block, open=True)
     assert "closed" in _denied_text(err)
     assert root.get_did("raw", block)["open"] is False
+
+
+def test_hole4_without_a_seal_the_policy_rule_is_the_evidence(analyst: Any, root: Any, ingest: Any) -> None:
+    """A block decided before seals existed: its record deleted, the policy's rule on it still says placed."""
+    policy = engine.load_default_policy()
+    block = raw_block(root)
+    root.attach_dids("raw", block, [{"scope": "raw", "name": raw_file(), "bytes": 1000, "adler32": ADLER}],
+                     rse="IHEP-EOS")
+    root.set_status("raw", block, open=False)
+    key = meta_key("raw", "in2p3_third")
+    root.set_metadata("raw", block, key, "v1;placed;bytes=1000;total_before=0;placed_before=0;fraction=1/3")
+    engine.finalize_block(ingest, "raw", block, policy=policy)  # adds the rules of the recorded decision
+    assert any(r["rse_expression"] == "IN2P3-DISK" for r in root.list_did_rules("raw", block))
+    analyst.delete_metadata("raw", block, key)
+
+    plan = engine.plan(root, policy, scope_filter="raw", name_filter=block)
+    assert plan.count(engine.DECIDE) == 0, plan.actions
+    assert any("placed per the policy's rule" in p for p in plan.problems), plan.problems
+    [placement] = engine.explain(root, f"raw:{block}", policy).placement
+    assert placement["status"] == "placed" and "missing" in placement["why"], placement
+    assert not engine.finalize_block(ingest, "raw", block, policy=policy).decided
