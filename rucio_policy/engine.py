@@ -35,7 +35,7 @@ from typing import Any
 from rucio.common.exception import AccessDenied, DatabaseException, DataIdentifierNotFound, DuplicateRule
 
 from rucio_policy import naming
-from rucio_policy.placement import PlacementRecord, Tally, meta_key
+from rucio_policy.placement import SEAL_COLUMN, PlacementRecord, Tally, meta_key
 from rucio_policy.replication import DataClass, Policy, load_policy
 from rucio_policy.rse_catalog import load_catalog
 from rucio_policy.rule_diff import (
@@ -315,7 +315,7 @@ def _decide(client: Any, policy: Policy, state: DidState, plan: RulePlan, tallie
         if all(stored.get(key) is not None for key in to_record):
             return {}
         raise
-    return to_record
+    return {key: value for key, value in to_record.items() if key != SEAL_COLUMN}  # the records; the seal is theirs
 
 
 def placement_tallies(client: Any, policy: Policy, class_name: str | None,
