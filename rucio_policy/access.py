@@ -28,7 +28,8 @@ the last rule: a file it registers without looking it up first is refused if ano
 
 The decisions are pure functions of the request (Rucio's `kwargs`) and a few facts the adapter
 looks up (account attributes, RSE type and site, the rule being changed, the blocks of files).
-Returning `Decision(None)` means "no JUNO opinion": Rucio's generic policy decides.
+Returning `Decision(None)` hands the request to Rucio's generic policy: only where the table says
+"rucio" (e.g. logging in), for admins, or when a rule to change does not exist (Rucio reports it).
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ class Facts(Protocol):
         ...
 
 
+# Set by the adapter when it could not read the content an add_did call writes: then only admins pass.
+CONTENT_UNSEEN = "__juno_content_unseen__"
 # The start of the denial when a raw file is already in another block: the ingester recognises it.
 IN_ANOTHER_BLOCK = "a raw file belongs to exactly one block"
 
@@ -257,9 +260,6 @@ def _did_error(ctx: Context, did: Mapping[str, Any], default_type: str | None) -
     if content:
         return _attach_error(ctx, scope, name, content, did.get("rse_id"))
     return None
-
-
-CONTENT_UNSEEN = "__juno_content_unseen__"
 
 
 def _add_did(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
