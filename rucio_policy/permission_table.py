@@ -183,7 +183,8 @@ def markdown() -> str:
     ]
     for action in sorted(TABLE):
         out.append(f"| `{action}` | " + " | ".join(TABLE[action][r].text() for r in ROLES) + " |")
-    out += ["", f"{len(TABLE)} actions x {len(ROLES)} roles = {len(TABLE) * len(ROLES)} cells.", "",
+    out += ["", f"{len(TABLE)} actions x {len(ROLES)} roles = {len(TABLE) * len(ROLES)} cells; "
+            "`tests/test_permission_table_live.py` tries each one as that role against the live server.", "",
             "## The JUNO checks", ""]
     out += [f"- `{name}`: {text}." for name, text in sorted(CHECKS.items())]
     out += ["", "## Where Rucio decides", "",
