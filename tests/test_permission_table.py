@@ -81,3 +81,22 @@ def test_the_holes_rows() -> None:
 def test_permissions_md_is_the_table() -> None:
     """etc/permissions.md is generated: `python -m rucio_policy.permission_table > etc/permissions.md`."""
     assert (REPO / "etc" / "permissions.md").read_text() == table.markdown()
+
+
+def test_the_gateway_arguments_the_adapter_reads_are_still_there() -> None:
+    """rucio_policy.permission reads what Rucio checks without (add_did's content, add_replicas' files,
+    set_status' open flag, whose follows change) from the gateway function's own arguments."""
+    from rucio_policy.permission import _GATEWAY_CONTENT
+
+    wanted = {"add_did": {"dids", "rse"}, "add_replicas": {"files"}, "set_status": {"kwargs"},
+              "remove_did_from_followed": {"account"}, "remove_dids_from_followed": {"account"}}
+    assert set(wanted) == set(_GATEWAY_CONTENT)
+    for action, (module, function) in _GATEWAY_CONTENT.items():
+        path = RUCIO.parent / (module.replace(".", "/") + ".py")
+        tree = ast.parse(path.read_text())
+        node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
+        names = {a.arg for a in node.args.args + node.args.kwonlyargs}
+        if node.args.kwarg:
+            names.add(node.args.kwarg.arg)
+        assert wanted[action] <= names, f"{module}.{function} lost {wanted[action] - names}: review permission.py"
+        assert f"action='{action}'" in ast.get_source_segment(path.read_text(), node), (module, function, action)
