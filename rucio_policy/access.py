@@ -11,9 +11,15 @@ Roles come from Rucio account attributes (set by `juno-policy sites apply` from 
                                    delete raw (no deleting, reducing or moving rules on raw)
   role=coordinator                 add, update, delete, approve rules on any scope; record placement
                                    metadata; otherwise an analyst
-  anyone else (analyst)            read everything; write only in user.<own account> (and group.*
+  role=analyst                     read everything; write only in user.<own account> (and group.*
                                    scopes Rucio says they own); rules only on their own DIDs, on
-                                   disk RSEs, unlocked; change or delete only their own rules
+                                   disk RSEs, unlocked, priority <= 3, an analysis activity, sources
+                                   on disk; change or delete only their own rules
+  no role (or an unknown one)      log in and read: nothing else (fail closed)
+
+Every action of Rucio's permission layer has a row in rucio_policy.permission_table (allow, deny,
+Rucio's own check, or one of the checks below); an action the table does not list is denied to
+everyone but admins.
 
 For everyone, admins included, raw keeps its shape: files in blocks, blocks in containers, and a
 raw file in exactly one block (a second block would count its bytes twice in the placement
@@ -22,7 +28,8 @@ the last rule: a file it registers without looking it up first is refused if ano
 
 The decisions are pure functions of the request (Rucio's `kwargs`) and a few facts the adapter
 looks up (account attributes, RSE type and site, the rule being changed, the blocks of files).
-Returning `Decision(None)` means "no JUNO opinion": Rucio's generic policy decides.
+Returning `Decision(None)` hands the request to Rucio's generic policy: only where the table says
+"rucio" (e.g. logging in), for admins, or when a rule to change does not exist (Rucio reports it).
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from enum import Enum
 from typing import Any, Protocol
 
 from rucio_policy import naming
-from rucio_policy.placement import PLACEMENT_META_PREFIX
+from rucio_policy import permission_table as table
+from rucio_policy.placement import PLACEMENT_META_PREFIX, SEAL_COLUMN
 
 ROLE_ATTRIBUTE = "role"
 ADMIN_ATTRIBUTE = "admin"
@@ -48,6 +56,7 @@ class Role(Enum):
     PRODUCTION = "production"
     COORDINATOR = "coordinator"
     ANALYST = "analyst"
+    NONE = "none"
 
 
 _ROLE_VALUES = {"ingest": Role.INGEST, "production": Role.PRODUCTION, "coordinator": Role.COORDINATOR,
@@ -60,6 +69,9 @@ RAW_RULE_HARMLESS_OPTIONS = frozenset({"priority", "comment", "activity", "boost
                                        "source_replica_expression"})
 # What an analyst may change on their own rules; the rest (account, locked, ...) is for coordinators.
 ANALYST_RULE_OPTIONS = frozenset({"lifetime", "comment"})
+# Analysts' rules queue behind the services' (Rucio's default priority is 3) and use analysis activities.
+ANALYST_MAX_PRIORITY = 3
+ANALYST_ACTIVITIES = frozenset({"User Subscriptions", "Analysis Input", "Analysis Output"})
 # DID metadata that makes a DID expire (the undertaker then deletes it).
 EXPIRING_META_KEYS = frozenset({"lifetime", "expired_at"})
 
@@ -70,7 +82,7 @@ def role_of(account: str, attributes: Mapping[str, Any]) -> Role:
         return Role.ROOT
     if ADMIN_ATTRIBUTE in attributes:  # presence, like rucio.core.permission.generic
         return Role.ADMIN
-    return _ROLE_VALUES.get(str(attributes.get(ROLE_ATTRIBUTE, "")).strip().lower(), Role.ANALYST)
+    return _ROLE_VALUES.get(str(attributes.get(ROLE_ATTRIBUTE, "")).strip().lower(), Role.NONE)
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,8 @@ class Facts(Protocol):
         ...
 
 
+# Set by the adapter when it could not read the content an add_did call writes: then only admins pass.
+CONTENT_UNSEEN = "__juno_content_unseen__"
 # The start of the denial when a raw file is already in another block: the ingester recognises it.
 IN_ANOTHER_BLOCK = "a raw file belongs to exactly one block"
 
@@ -159,14 +173,36 @@ class Context:
         return self.role in _PRIVILEGED
 
 
+# Why a "deny" cell denies, where a plain "<role> may not <action>" says too little.
+_DENY_REASONS = {
+    "declare_suspicious_file_replicas": "declaring replicas suspicious makes Rucio's recoverer declare them bad "
+                                        "and delete them: only admins do it (report a corrupted file to the "
+                                        "juno-dci operators)",
+    "declare_bad_file_replicas": "declaring replicas bad deletes them: only admins do it",
+    "approve_rule": "only coordinators and admins approve rules",
+}
+
+
 def decide(issuer: Any, action: str, kwargs: Mapping[str, Any], facts: Facts) -> Decision:
-    """Allow, deny (with a message for the client) or defer one Rucio API call."""
-    handler = _HANDLERS.get(action)
-    if handler is None:
-        return DEFER
+    """Allow, deny (with a message for the client) or hand to Rucio's own check, as the table says."""
     account = ext(issuer)
-    ctx = Context(issuer=account, role=role_of(account, facts.attributes(account)), facts=facts)
-    return handler(ctx, kwargs)
+    role = role_of(account, facts.attributes(account))
+    ctx = Context(issuer=account, role=role, facts=facts)
+    cell = table.cell(action, role.value)
+    if cell is None:  # not in the table: fail closed
+        if ctx.privileged:
+            return DEFER
+        return deny(f"{action} is not in JUNO's permission table (etc/permissions.md): only admins may")
+    if cell.kind == table.ALLOW:
+        return ALLOW
+    if cell.kind == table.RUCIO:
+        return DEFER
+    if cell.kind == table.DENY:
+        reason = _DENY_REASONS.get(action) or (
+            f"{account} has no JUNO role (account attribute role): it may log in and read, nothing else"
+            if role is Role.NONE else f"{action} is for admins only (etc/permissions.md)")
+        return deny(reason)
+    return _CHECKS[cell.check](ctx, kwargs)
 
 
 # -- scopes ---------------------------------------------------------------------------------------
@@ -176,6 +212,8 @@ def write_error(ctx: Context, scope: str) -> str | None:
     """Why ctx may not create or change DIDs in `scope`, or None if it may."""
     if ctx.privileged:
         return None
+    if ctx.role is Role.NONE:
+        return f"{ctx.issuer} has no JUNO role (account attribute role): it may log in and read, nothing else"
     if scope == naming.RAW_SCOPE:
         if ctx.role is Role.INGEST:
             return None
@@ -225,6 +263,11 @@ def _did_error(ctx: Context, did: Mapping[str, Any], default_type: str | None) -
 
 
 def _add_did(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    # Rucio checks add_did without the content it then registers (dids=, rse=); the adapter adds it
+    # from the gateway's call, or marks it unseen: then only admins pass.
+    if kwargs.get(CONTENT_UNSEEN) and not ctx.privileged:
+        return deny("JUNO's policy could not see this add_did's content (dids/rse): refused; "
+                    "please report this to the juno-dci operators")
     problem = _did_error(ctx, kwargs, None)
     return deny(problem) if problem else ALLOW
 
@@ -257,9 +300,22 @@ def _replica_rse_error(ctx: Context, rse_id: Any) -> str | None:
 
 
 def _add_replicas(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
-    # Rucio 41 passes only the RSE here; the scopes of new files come in a second check (add_dids).
+    # Rucio 41 passes only the RSE here and checks the scopes of *new* files only (add_dids): a replica of
+    # an existing raw file would pass. The adapter adds the request's files; without them, only admins pass.
     problem = _replica_rse_error(ctx, kwargs.get("rse_id"))
-    return deny(problem) if problem else ALLOW
+    if problem:
+        return deny(problem)
+    if ctx.privileged:
+        return ALLOW
+    files = kwargs.get("files")
+    if files is None:
+        return deny("JUNO's policy could not see the files of this add_replicas call: refused; "
+                    "please report this to the juno-dci operators")
+    for scope in sorted({ext(f.get("scope")) for f in files}):
+        problem = write_error(ctx, scope)
+        if problem:
+            return deny(f"replicas of files in scope {scope}: {problem}")
+    return ALLOW
 
 
 def _attach_error(ctx: Context, scope: str, name: str, children: Iterable[Mapping[str, Any]],
@@ -357,6 +413,23 @@ def _detach_dids(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
     return deny(problem) if problem else ALLOW
 
 
+def _set_status(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    scope, name = ext(kwargs.get("scope")), str(kwargs.get("name", ""))
+    if kwargs.get("open") and not ctx.privileged:
+        if scope == naming.RAW_SCOPE:
+            return deny(f"{scope}:{name} is closed for good: a closed raw block is never reopened (its placement "
+                        "was decided on its content); ask a Rucio admin")
+        return deny("reopening a closed collection is for admins only (Rucio's rule)")
+    return _scope_write(ctx, kwargs)
+
+
+def _own_follows(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    account = account_or_none(kwargs.get("account"))
+    if ctx.privileged or account == ctx.issuer:
+        return ALLOW
+    return deny(f"{ctx.issuer} may stop following DIDs for itself only, not for {account}")
+
+
 def _scope_write(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
     problem = write_error(ctx, ext(kwargs.get("scope")))
     return deny(problem) if problem else ALLOW
@@ -369,7 +442,7 @@ def _metadata(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
     meta = kwargs.get("meta") if "meta" in kwargs else {kwargs.get("key"): kwargs.get("value")}
     for key, value in (meta or {}).items():
         key = str(key)
-        if key.startswith(PLACEMENT_META_PREFIX):
+        if key.startswith(PLACEMENT_META_PREFIX) or key == SEAL_COLUMN:
             if not (ctx.role is Role.COORDINATOR or (ctx.role is Role.INGEST and scope == naming.RAW_SCOPE)):
                 return deny(f"placement metadata ({key}) is recorded only by the ingest service and coordinators")
             recorded = ctx.facts.did_meta(scope, name, key)
@@ -424,6 +497,20 @@ def rule_add_error(ctx: Context, dids: Iterable[Mapping[str, Any]], rule: Mappin
     tape = [r.name for r in ctx.facts.resolve(expression) if r.is_tape]
     if tape:
         return f"{ctx.issuer} adds rules on disk RSEs only; {expression} includes tape RSE(s) {', '.join(tape)}"
+    priority = rule.get("priority")
+    if priority is not None and int(priority) > ANALYST_MAX_PRIORITY:
+        return (f"analysts' rules have priority {ANALYST_MAX_PRIORITY} at most (the services' transfers go first); "
+                f"not {priority}")
+    activity = rule.get("activity")
+    if activity is not None and str(activity) not in ANALYST_ACTIVITIES:
+        return (f"analysts' rules use an analysis activity ({', '.join(sorted(ANALYST_ACTIVITIES))}), "
+                f"not {activity!r}")
+    source = rule.get("source_replica_expression")
+    if source:
+        tape = [r.name for r in ctx.facts.resolve(str(source)) if r.is_tape]
+        if tape:
+            return (f"analysts' rules read from disk only: source_replica_expression {source} includes tape "
+                    f"RSE(s) {', '.join(tape)} (a recall is for coordinators to ask)")
     return None
 
 
@@ -505,28 +592,27 @@ def _move_rule(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
     return ALLOW
 
 
-def _approve_rule(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
-    return ALLOW if ctx.role is Role.COORDINATOR else DEFER
+def _add_did_or_dids(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    return _add_dids(ctx, kwargs) if "dids" in kwargs and "name" not in kwargs else _add_did(ctx, kwargs)
 
 
-_HANDLERS: dict[str, Callable[[Context, Mapping[str, Any]], Decision]] = {
-    "add_did": _add_did,
-    "add_dids": _add_dids,
-    "add_replicas": _add_replicas,
-    "attach_dids": _attach_dids,
-    "attach_dids_to_dids": _attach_dids_to_dids,
-    "detach_dids": _detach_dids,
-    "set_status": _scope_write,
-    "create_did_sample": _scope_write,
-    "set_metadata": _metadata,
-    "set_metadata_bulk": _metadata,
-    "add_rule": _add_rule,
-    "del_rule": _del_rule,
-    "update_rule": _update_rule,
-    "reduce_rule": _reduce_rule,
-    "move_rule": _move_rule,
-    "approve_rule": _approve_rule,
+def _attach(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+    return _attach_dids_to_dids(ctx, kwargs) if "attachments" in kwargs else _attach_dids(ctx, kwargs)
+
+
+# The named checks of the decision table (permission_table.CHECKS describes each for operators).
+_CHECKS: dict[str, Callable[[Context, Mapping[str, Any]], Decision]] = {
+    "did_add": _add_did_or_dids,
+    "attach": _attach,
+    "detach": _detach_dids,
+    "set_status": _set_status,
+    "scope_write": _scope_write,
+    "own_follows": _own_follows,
+    "metadata": _metadata,
+    "replicas_add": _add_replicas,
+    "rule_add": _add_rule,
+    "rule_update": _update_rule,
+    "rule_delete": _del_rule,
+    "rule_reduce": _reduce_rule,
+    "rule_move": _move_rule,
 }
-
-# Actions JUNO decides; every other action is left to Rucio's generic policy.
-JUNO_ACTIONS = frozenset(_HANDLERS)

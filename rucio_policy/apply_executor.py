@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from juno_common.clock import utc_now
 from rucio_policy import naming
 from rucio_policy.ensure import _decide, _diff, _execute, _same_rule
 from rucio_policy.placement import PlacementRecord, Tally
 from rucio_policy.plan_reader import Plan
-from rucio_policy.policy_cache import Progress, load_default_policy
+from rucio_policy.policy_cache import Progress, load_default_policy, rule_owner
 from rucio_policy.replication import Policy
 from rucio_policy.rucio_reads import fetch_did, placement_tallies
 from rucio_policy.rule_diff import (
@@ -21,8 +22,9 @@ from rucio_policy.rule_diff import (
     DELETE,
     UPDATE,
     Action,
+    placement_evidence,
 )
-from rucio_policy.rules import plan_rules
+from rucio_policy.rules import plan_rules, recover_from_rules
 
 
 @dataclass
@@ -161,7 +163,8 @@ def _decide_all(client: Any, policy: Policy, decides: list[Action], result: Appl
         seen.add((action.scope, action.name))
         try:
             state = fetch_did(client, action.scope, action.name)
-            block_plan = plan_rules(policy, state.did)
+            block_plan = recover_from_rules(plan_rules(policy, state.did),
+                                            placement_evidence(state.rules, rule_owner(action.scope), utc_now()))
             if not block_plan.pending or state.did.is_open:
                 continue
             if block_plan.class_name not in tallies:

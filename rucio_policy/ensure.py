@@ -11,7 +11,7 @@ from typing import Any
 from rucio.common.exception import AccessDenied, DatabaseException, DuplicateRule
 
 from juno_common.clock import utc_now
-from rucio_policy.placement import Tally
+from rucio_policy.placement import SEAL_COLUMN, Tally
 from rucio_policy.policy_cache import CallMap, EngineError, load_default_policy, rule_owner
 from rucio_policy.replication import Policy
 from rucio_policy.rucio_reads import (
@@ -27,8 +27,9 @@ from rucio_policy.rule_diff import (
     Action,
     DidDiff,
     diff_did,
+    placement_evidence,
 )
-from rucio_policy.rules import RulePlan, plan_rules, resolve_pending
+from rucio_policy.rules import RulePlan, plan_rules, recover_from_rules, resolve_pending
 
 _ADD_BATCH = 200  # DIDs per add_replication_rule call (one rule per DID, one transaction)
 
@@ -174,7 +175,8 @@ def finalize_block(client: Any, scope: str, name: str, *, policy: Policy | None 
     if state.did.is_open:
         raise EngineError(f"{scope}:{name} is still open: close it (client.close) before finalize_block, "
                           "its size decides its placement")
-    plan = plan_rules(policy, state.did)
+    plan = recover_from_rules(plan_rules(policy, state.did),
+                              placement_evidence(state.rules, rule_owner(scope), utc_now()))
     decided: dict[str, str] = {}
     if plan.pending:
         tallies = placement_tallies(client, policy, plan.class_name, exclude=(scope, name))
@@ -198,11 +200,11 @@ def _decide(client: Any, policy: Policy, state: DidState, plan: RulePlan, tallie
     except (AccessDenied, DatabaseException):
         # A concurrent finalizer may have recorded it first: the server then refuses ours ("placement
         # decisions are final") or the database its duplicate row. Theirs stands if it is there.
-        stored = client.get_metadata(did.scope, did.name, plugin="JSON")
-        if all(key in stored for key in to_record):
+        stored = client.get_metadata(did.scope, did.name, plugin="ALL")
+        if all(stored.get(key) is not None for key in to_record):
             return {}
         raise
-    return to_record
+    return {key: value for key, value in to_record.items() if key != SEAL_COLUMN}  # the records; the seal is theirs
 
 
 def _execute(client: Any, action: Action) -> str | None:

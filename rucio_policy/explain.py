@@ -94,6 +94,9 @@ def explain(client: Any, did: str, policy: Policy) -> Explanation:
         if key in state.did.meta:  # a fraction rule the recorded decision placed here
             placement.append({"rule": item.rule_id, "key": key, "status": "placed", "record": state.did.meta[key],
                               "why": PlacementRecord.from_meta(str(state.did.meta[key])).explain()})
+        elif "is missing (deleted?)" in item.reason:  # placed per the seal; the record itself was deleted
+            placement.append({"rule": item.rule_id, "key": key, "status": "placed", "record": None,
+                              "why": f"record missing: {item.reason}"})
     for item in diff.plan.skipped:
         placement.append({"rule": item.rule_id, "key": item.meta_key, "status": "not placed",
                           "record": state.did.meta.get(item.meta_key), "why": item.reason})

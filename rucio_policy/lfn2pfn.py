@@ -31,12 +31,20 @@ ALGORITHM_NAME = "juno"
 _SPLIT_SCOPES = ("user", "group")
 
 
+def _component(name: str) -> str:
+    """`name` as one path component. The schema refuses "/" in names; DIDs registered before it did
+    (or by a server without this package) are escaped, never followed: '/' → %2F, a leading '.' → %2E,
+    so no name can reach outside its scope's directory ('..', '/abs', 'a/../../raw/...')."""
+    escaped = name.replace("%", "%25").replace("/", "%2F")
+    return "%2E" + escaped[1:] if escaped.startswith(".") else escaped
+
+
 def _hashed(scope: str, name: str) -> str:
     # Same layout as Rucio's built-in "hash", so non-JUNO names look familiar to operators.
     digest = hashlib.md5(f"{scope}:{name}".encode()).hexdigest()
     kind, dot, _ = scope.partition(".")
     top = scope.replace(".", "/") if dot and kind in _SPLIT_SCOPES else scope
-    return f"{top}/{digest[0:2]}/{digest[2:4]}/{name.lstrip('/')}"
+    return f"{top}/{digest[0:2]}/{digest[2:4]}/{_component(name)}"
 
 
 def juno_path(scope: str, name: str) -> str:
@@ -66,8 +74,14 @@ def lfn2pfn_juno(scope: str, name: str, rse: str, rse_attrs: dict[str, Any],
 def pfn2lfn_juno(parsed_pfn: dict[str, str]) -> tuple[str, str]:
     """(name, scope) of a path made by juno_path (Rucio's pfn2lfn signature; parsed_pfn from the
     protocol's parse_pfns: `path` below the RSE prefix, `name` the last component). Names that contain
-    '/' cannot be recovered from a path (nor can Rucio's own "hash" layout)."""
+    '/' (registered before the schema refused them) come back from their escaped form."""
     parts = parsed_pfn["path"].strip("/").split("/")
+    name = _uncomponent(parsed_pfn["name"])
     if parts[0] in _SPLIT_SCOPES and len(parts) > 1:
-        return parsed_pfn["name"], f"{parts[0]}.{parts[1]}"
-    return parsed_pfn["name"], parts[0]
+        return name, f"{parts[0]}.{parts[1]}"
+    return name, parts[0]
+
+
+def _uncomponent(component: str) -> str:
+    text = "." + component[3:] if component.startswith("%2E") else component
+    return text.replace("%2F", "/").replace("%25", "%")

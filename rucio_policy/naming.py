@@ -62,15 +62,16 @@ BLOCK_RE = rf"^block\.{_DETECTOR}\.{_STREAM}\.(?P<day>{_YEAR}{_MONTH}{_DAY})$"
 CONTAINER_RE = rf"^stream\.{_DETECTOR}\.{_STREAM}(?:\.(?P<period>{_YEAR}(?:{_MONTH})?))?$"
 DERIVED_FILE_RE = rf"^{_STEM}_(?P<tags>{_TAG}(?:_{_TAG})*)\.(?P<ext>rtraw|esd)$"
 STREAM_KEY_RE = r"^[A-Z][A-Z0-9]*\.[a-z][a-z0-9_]*$"
-# Rucio's generic DID name pattern: what every other scope accepts.
-GENERIC_NAME_RE = r"^[/A-Za-z0-9][/A-Za-z0-9\.\-_]*$"
+# Every other scope: Rucio's generic DID name pattern without "/": a name is one path component, so
+# no name can lead a storage path (lfn2pfn) out of its scope's directory, and ".." cannot start one.
+GENERIC_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9\.\-_]*$"
 
 RAW_FILE_HELP = ("RUN.<run>.<detector>.<run type>.ds-<n>.<stream>.<YYYYMMDDhhmmss>.<seq>.dat, "
                  "e.g. RUN.10554.JUNODAQ.Physics.ds-2.global_trigger.20251009140223.002.dat")
 BLOCK_HELP = "block.<detector>.<stream>.<YYYYMMDD>, e.g. block.JUNODAQ.global_trigger.20251009"
 CONTAINER_HELP = ("stream.<detector>.<stream>[.<YYYY>[MM]], e.g. stream.JUNODAQ.global_trigger.202510 "
                   "(month), .2025 (year) or no date (all)")
-GENERIC_NAME_HELP = "letters, digits and / . - _ , starting with a letter, digit or /"
+GENERIC_NAME_HELP = "letters, digits and . - _ (no /), starting with a letter or digit"
 
 # Python's re and JSON Schema's ECMA regexes both accept these patterns; JSON Schema does not know
 # named groups, so schema.py uses the unnamed forms.

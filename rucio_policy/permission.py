@@ -5,8 +5,9 @@ runs has_permission(issuer, action, kwargs, session=...):
   - a PermissionResult (or bool) decides; its `message` is appended by the gateway to the
     AccessDenied it raises ("Account X can not add replication rule. <message>"), which the REST
     layer returns as the JSON body's ExceptionMessage and the client re-raises as AccessDenied;
-  - None makes Rucio fall back to its generic policy (we return it for every action JUNO has no
-    opinion on, see access.JUNO_ACTIONS);
+  - None makes Rucio fall back to its generic policy: we return it only where the decision table
+    (permission_table.py) says "rucio" on purpose, or for admins on an action the table does not
+    list; every other account is denied an unlisted action (fail closed);
   - a TypeError raised in here is *also* taken as "no opinion" by Rucio and silently falls back to
     the generic policy. We therefore catch it ourselves and deny instead (fail closed).
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,13 +41,11 @@ POLICY_ENV = "JUNO_REPLICATION_POLICY"
 
 def has_permission(issuer: Any, action: str, kwargs: dict[str, Any], *, session: Session | None = None) -> Any:
     """Rucio's entry point. Returns PermissionResult, or None for "ask the generic policy"."""
-    if action not in access.JUNO_ACTIONS:
-        return None
     # Imported here: rucio.core.permission is still being imported when it imports this module.
     from rucio.core.permission import PermissionResult
 
     try:
-        decision = access.decide(issuer, action, kwargs, DbFacts(issuer, session))
+        decision = access.decide(issuer, action, _with_request_content(action, kwargs), DbFacts(issuer, session))
     except TypeError as err:
         LOG.exception("JUNO policy failed on %s", action)
         return PermissionResult(False, f"JUNO policy could not decide {action} ({err}); "
@@ -53,6 +53,64 @@ def has_permission(issuer: Any, action: str, kwargs: dict[str, Any], *, session:
     if decision.allowed is None:
         return None
     return PermissionResult(decision.allowed, decision.message)
+
+
+# Rucio 41 checks these actions without the content the call then writes (rucio/gateway/did.py add_did:
+# `dids`, `rse`; rucio/gateway/replica.py add_replicas: `files`). We read it from the gateway function's
+# own arguments, found on the call stack; set_status is checked without the status it sets (`open`).
+# tests/test_permission_holes.py fails if a Rucio upgrade moves them.
+_GATEWAY_CONTENT = {"add_did": ("rucio.gateway.did", "add_did"),
+                    "add_replicas": ("rucio.gateway.replica", "add_replicas"),
+                    "set_status": ("rucio.gateway.did", "set_status"),
+                    # Unfollowing: the account whose follows change (Rucio's own rule expects it and fails).
+                    "remove_did_from_followed": ("rucio.gateway.did", "remove_did_from_followed"),
+                    "remove_dids_from_followed": ("rucio.gateway.did", "remove_dids_from_followed")}
+_STACK_DEPTH = 12
+
+
+def _gateway_arguments(module: str, function: str) -> dict[str, Any] | None:
+    frame = sys._getframe(1)
+    for _ in range(_STACK_DEPTH):
+        frame = frame.f_back
+        if frame is None:
+            return None
+        if frame.f_code.co_name == function and frame.f_globals.get("__name__") == module:
+            return dict(frame.f_locals)
+    return None
+
+
+def _with_request_content(action: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    where = _GATEWAY_CONTENT.get(action)
+    if where is None or (action == "add_replicas" and "dids" in kwargs):
+        return kwargs
+    arguments = _gateway_arguments(*where)
+    if action.endswith("_from_followed"):
+        return {**kwargs, "account": kwargs.get("account") if arguments is None else arguments.get("account")}
+    if arguments is None:
+        if action == "set_status":
+            return {**kwargs, "open": True}  # unseen: assume the worst (reopening is for admins)
+        return {**kwargs, access.CONTENT_UNSEEN: True} if action == "add_did" else kwargs
+    if action == "set_status":
+        statuses = arguments.get("kwargs") or {}
+        return {**kwargs, "open": bool(statuses.get("open", False))}
+    if action == "add_did":
+        rse = arguments.get("rse")
+        rse_id = arguments.get("rse_id")
+        if rse is not None and rse_id is None:
+            rse_id = _rse_id(str(rse), arguments.get("vo", "def"))
+        return {**kwargs, "dids": list(arguments.get("dids") or []), "rse_id": rse_id}
+    files = arguments.get("files")
+    return {**kwargs, "files": None if files is None else list(files)}
+
+
+def _rse_id(rse: str, vo: str) -> str | None:
+    from rucio.common.exception import RSENotFound
+    from rucio.core.rse import get_rse_id
+
+    try:
+        return str(get_rse_id(rse=rse, vo=vo))
+    except RSENotFound:
+        return None  # Rucio reports the unknown RSE itself
 
 
 class DbFacts:

@@ -31,10 +31,40 @@ from fractions import Fraction
 # plugin forbids "." in keys, hence underscores.
 PLACEMENT_META_PREFIX = "juno_place_"
 _FORMAT_VERSION = "1"
+# Rucio 41 lets anyone delete JSON metadata (DELETE /dids/<scope>/<name>/meta asks no permission), so
+# each decision's verdict is also sealed in a DID column: column metadata cannot be deleted through
+# Rucio, and the permission package lets only the ingest service and coordinators set it, once.
+# Value: "juno_place:<class>_<rule>=placed|skipped[,...]" (the column holds 50 characters).
+SEAL_COLUMN = "prod_step"
+SEAL_PREFIX = "juno_place:"
+SEAL_MAX = 50
 
 
 def meta_key(class_name: str, rule_id: str) -> str:
     return f"{PLACEMENT_META_PREFIX}{class_name}_{rule_id}"
+
+
+def seal_text(verdicts: dict[str, bool]) -> str:
+    """The seal of a block's decisions (placement key → placed?)."""
+    parts = [f"{key[len(PLACEMENT_META_PREFIX):]}={'placed' if placed else 'skipped'}"
+             for key, placed in sorted(verdicts.items())]
+    text = SEAL_PREFIX + ",".join(parts)
+    if len(text) > SEAL_MAX:
+        raise ValueError(f"placement seal {text!r} is longer than the {SEAL_COLUMN} column ({SEAL_MAX})")
+    return text
+
+
+def parse_seal(value: object) -> dict[str, bool]:
+    """Placement key → placed?, from a seal; {} for anything else (the column may hold other data)."""
+    text = "" if value is None else str(value)
+    if not text.startswith(SEAL_PREFIX):
+        return {}
+    out: dict[str, bool] = {}
+    for part in text[len(SEAL_PREFIX):].split(","):
+        key, _, verdict = part.partition("=")
+        if key and verdict in ("placed", "skipped"):
+            out[PLACEMENT_META_PREFIX + key] = verdict == "placed"
+    return out
 
 
 def parse_fraction(value: object) -> Fraction:

@@ -12,9 +12,10 @@ from typing import Any
 
 from juno_common.clock import utc_now
 from rucio_policy import naming
+from rucio_policy.ensure import _diff
 from rucio_policy.policy_cache import Progress, rule_owner
 from rucio_policy.replication import Policy
-from rucio_policy.rucio_reads import _META_CHUNK, _class_scopes, _placement_keys
+from rucio_policy.rucio_reads import _META_CHUNK, _class_scopes, _placement_keys, fetch_did
 from rucio_policy.rule_diff import (
     ACTION_ORDER,
     ADD,
@@ -222,7 +223,19 @@ def plan(client: Any, policy: Policy, *, scope_filter: str | Iterable[str] | Non
         timings["diff"] += time.perf_counter() - mark
         if progress:
             progress(index + 1, len(scopes))
+    _drop_sealed_decisions(client, policy, result)
     result.actions.sort(key=lambda a: (a.scope, a.name, ACTION_ORDER[a.kind]))
     result.seconds = time.perf_counter() - started
     result.timings = {key: round(value, 3) for key, value in timings.items()}
     return result
+
+
+def _drop_sealed_decisions(client: Any, policy: Policy, result: Plan) -> None:
+    """A closed block without its record may have lost it (anyone can delete JSON metadata in Rucio 41):
+    read the few such blocks whole; a sealed one is reported, never decided again."""
+    for did in sorted({(a.scope, a.name) for a in result.actions if a.kind == DECIDE}):
+        diff = _diff(policy, fetch_did(client, *did))
+        if diff.plan.pending:
+            continue
+        result.actions = [a for a in result.actions if (a.scope, a.name) != did] + list(diff.actions)
+        result.problems.extend(f"{did[0]}:{did[1]}: {p}" for p in diff.plan.problems)

@@ -26,9 +26,9 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from juno_common.units import format_duration
-from rucio_policy.placement import PLACEMENT_META_PREFIX
+from rucio_policy.placement import PLACEMENT_META_PREFIX, SEAL_COLUMN, parse_seal
 from rucio_policy.replication import DataClass, Policy
-from rucio_policy.rules import DesiredRule, Did, RulePlan, parse_rule_comment, plan_rules
+from rucio_policy.rules import DesiredRule, Did, RulePlan, parse_rule_comment, plan_rules, recover_from_rules
 
 # Rucio stores a rule's lifetime as expires_at, set from the server's clock when the rule is made or
 # its lifetime changed: compare lifetimes with this much slack (policy lifetimes are hours to weeks).
@@ -235,7 +235,7 @@ _PLANS: dict[int, tuple[Policy, dict[tuple[Any, ...], RulePlan], dict[str, list[
 def _plan(policy: Policy, did: Did, verdicts: Mapping[str, bool] | None) -> RulePlan:
     """rules.plan_rules, memoised for DIDs whose plan depends only on their class, verdicts and open state
     (no placement record in their metadata): a bulk plan then builds each class's rules once, not per DID."""
-    if any(str(key).startswith(PLACEMENT_META_PREFIX) for key in did.meta):
+    if any(str(key).startswith(PLACEMENT_META_PREFIX) for key in did.meta) or parse_seal(did.meta.get(SEAL_COLUMN)):
         return plan_rules(policy, did, verdicts)
     entry = _PLANS.get(id(policy))
     if entry is None or entry[0] is not policy:
@@ -257,12 +257,22 @@ def _plan(policy: Policy, did: Did, verdicts: Mapping[str, bool] | None) -> Rule
                     template.problems)
 
 
+def placement_evidence(rules: Iterable[ExistingRule], owner: str | None, now: datetime
+                       ) -> dict[tuple[str, str], str]:
+    """(class, rule id) → rule id of a DID's live policy rules owned by `owner` (the service account):
+    evidence of a placement decided before, whatever happened to its record (rules.recover_from_rules)."""
+    return {r.tag: r.id for r in rules
+            if r.tag is not None and (owner is None or r.account == owner) and not leaving(r, now)}
+
+
 def diff_did(policy: Policy, did: Did, rules: Iterable[ExistingRule], *, owner: str | None,
              now: datetime, verdicts: Mapping[str, bool] | None = None) -> DidDiff:
     """The actions that make `did`'s rules match the policy. `owner`: the account policy rules belong to;
     `verdicts`: placement decisions known by their verdict only (see rules.plan_rules)."""
     plan = _plan(policy, did, verdicts)
     rules = [r for r in rules if r.scope == did.scope and r.name == did.name]
+    if plan.pending and did.is_open is False:  # an open block's rule may be early: it is decided at close
+        plan = recover_from_rules(plan, placement_evidence(rules, owner, now))
     if not (plan.pending and did.is_open is False):
         in_sync = _all_in_sync(plan, rules, owner)
         if in_sync is not None:

@@ -16,7 +16,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rucio_policy.placement import PLACEMENT_META_PREFIX, PlacementRecord, Tally, decide, meta_key
+from rucio_policy.placement import (
+    PLACEMENT_META_PREFIX,
+    SEAL_COLUMN,
+    PlacementRecord,
+    Tally,
+    decide,
+    meta_key,
+    parse_seal,
+    seal_text,
+)
 from rucio_policy.replication import DataClass, Policy, RuleSpec
 
 RULE_COMMENT_PREFIX = "juno-policy"
@@ -68,6 +77,7 @@ class NotApplied:
     rse_expression: str
     meta_key: str
     reason: str
+    desired: DesiredRule | None = None  # pending: the rule it becomes if placed
 
 
 @dataclass(frozen=True)
@@ -152,16 +162,37 @@ def plan_rules(policy: Policy, did: Did, verdicts: Mapping[str, bool] | None = N
             else:
                 skipped.append(NotApplied(data_class.name, rule.id, rule.rse_expression, key, f"rule {rule.id}: {why}"))
             continue
+        sealed = parse_seal(did.meta.get(SEAL_COLUMN))
+        if recorded is None and key in sealed:
+            # The record was deleted (Rucio lets anyone delete JSON metadata): the seal keeps the verdict,
+            # and the block is never decided again.
+            text = "placed" if sealed[key] else "not placed"
+            why = (f"share {rule.fraction} of the bytes on {rule.rse_expression}, {text}: decision record {key} is "
+                   f"missing (deleted?); verdict recovered from the seal in {SEAL_COLUMN}, not decided again")
+            problems.append(f"rule {rule.id}: placement record {key} is missing; {text} per the seal in {SEAL_COLUMN}")
+            if sealed[key]:
+                rules.append(_desired(data_class, rule, policy.source, why))
+            else:
+                skipped.append(NotApplied(data_class.name, rule.id, rule.rse_expression, key, f"rule {rule.id}: {why}"))
+            continue
         if recorded is None:
             when = "when the block is closed (its size is final)" if did.is_open is not False else "now"
             pending.append(NotApplied(data_class.name, rule.id, rule.rse_expression, key,
-                                      f"rule {rule.id}: share {rule.fraction} of the bytes, decided {when}"))
+                                      f"rule {rule.id}: share {rule.fraction} of the bytes, decided {when}",
+                                      _desired(data_class, rule, policy.source,
+                                               f"share {rule.fraction} of the bytes on {rule.rse_expression}")))
             continue
         try:
             record = PlacementRecord.from_meta(str(recorded))
         except ValueError as err:
             problems.append(f"rule {rule.id}: metadata {key}: {err}")
             continue
+        if key in sealed and sealed[key] != record.placed:
+            # Only an admin can change a record (the server refuses others): the seal is what was decided.
+            problems.append(f"rule {rule.id}: placement record {key} says {'placed' if record.placed else 'skipped'} "
+                            f"but its seal in {SEAL_COLUMN} says {'placed' if sealed[key] else 'skipped'}: "
+                            "tampered; the seal is followed")
+            record = replace(record, placed=sealed[key])
         if record.placed:
             rules.append(_desired(data_class, rule, policy.source,
                                   f"share {rule.fraction} of the bytes on {rule.rse_expression}, {record.explain()}"))
@@ -169,6 +200,30 @@ def plan_rules(policy: Policy, did: Did, verdicts: Mapping[str, bool] | None = N
             skipped.append(NotApplied(data_class.name, rule.id, rule.rse_expression, key,
                                       f"rule {rule.id}: share {rule.fraction} of the bytes, {record.explain()}"))
     return RulePlan(did, data_class.name, reason, tuple(rules), tuple(skipped), tuple(pending), tuple(problems))
+
+
+def recover_from_rules(plan: RulePlan, evidence: Mapping[tuple[str, str], str]) -> RulePlan:
+    """Pending fraction rules that already have their rule on the DID were decided "placed" before:
+    their record is missing (deleted: Rucio 41 lets anyone) and, for blocks decided before the seal
+    existed, the policy's rule (owned by the service account, which only the ingest service, coordinators
+    and admins can create) is the evidence left. Never decide them again.
+
+    evidence: (class, rule id) → Rucio rule id, of the DID's policy rules owned by the service account."""
+    found = [p for p in plan.pending if (p.class_name, p.rule_id) in evidence]
+    if not found:
+        return plan
+    rules = list(plan.rules)
+    problems = list(plan.problems)
+    for item in found:
+        rule_id = evidence[(item.class_name, item.rule_id)]
+        problems.append(f"rule {item.rule_id}: placement record {item.meta_key} is missing; placed per the "
+                        f"policy's rule {rule_id} on the block, not decided again")
+        if item.desired is not None:
+            rules.append(replace(item.desired, reason=f"{item.desired.reason}: decision record {item.meta_key} is "
+                                                      f"missing (deleted?); placed per rule {rule_id}, not decided "
+                                                      "again"))
+    pending = tuple(p for p in plan.pending if p not in found)
+    return replace(plan, rules=tuple(rules), pending=pending, problems=tuple(problems))
 
 
 def tallies_from_metas(metas: Iterable[Mapping[str, Any]]) -> dict[str, Tally]:
@@ -193,7 +248,8 @@ def resolve_pending(plan: RulePlan, policy: Policy, tallies: Mapping[str, Tally]
                     ) -> tuple[RulePlan, dict[str, str]]:
     """Decide the plan's pending fraction rules (the DID's size must be known).
 
-    Returns the completed plan and the metadata to record on the DID (key → PlacementRecord text).
+    Returns the completed plan and the metadata to record on the DID (key → PlacementRecord text, and
+    the seal of the verdicts in placement.SEAL_COLUMN).
     Record the metadata before adding the rules: a crash in between then re-adds the same rules
     (Rucio's DuplicateRule) instead of deciding again.
     """
@@ -209,5 +265,8 @@ def resolve_pending(plan: RulePlan, policy: Policy, tallies: Mapping[str, Tally]
         assert rule.fraction is not None
         record = decide(tallies.get(item.meta_key, Tally()), plan.did.bytes, rule.fraction)
         to_record[item.meta_key] = meta[item.meta_key] = record.to_meta()
+    verdicts = {**parse_seal(meta.get(SEAL_COLUMN)),
+                **{k: PlacementRecord.from_meta(v).placed for k, v in to_record.items()}}
+    to_record[SEAL_COLUMN] = meta[SEAL_COLUMN] = seal_text(verdicts)
     decided = plan_rules(policy, replace(plan.did, meta=meta))
     return decided, to_record

@@ -11,7 +11,8 @@ looks up exists under the same name, then override what JUNO decides:
   NAME_LENGTH = 250   Rucio's default, kept on purpose: JUNO names are < 130 characters and the
                       column and its indexes are what Rucio is tested with.
   SCOPE               only JUNO scopes (raw, rtraw, esd, mc, user.<account>, group.<name>).
-  DID, ATTACHMENT     raw names must follow naming.py; the message of a rejected name carries the
+  DID, ATTACHMENT     no name has "/" (any scope: names are one path component); raw names must
+                      follow naming.py; the message of a rejected name carries the
                       expected pattern in the failing schema's "description".
 
 Generic schemas that refer to these by SchemaRef ("DIDS" → "DID", "ATTACHMENTS" → "ATTACHMENT")
@@ -76,8 +77,13 @@ _RAW_NAME_RULES: list[dict[str, Any]] = [
     _name_rule("raw", None, _any_raw_pattern(), _ANY_RAW_HELP),
 ]
 
+# Every scope: a name is one path component (no "/"), so lfn2pfn can never leave the scope's tree.
+_ONE_COMPONENT: dict[str, Any] = {"properties": {"name": {
+    "description": f"expected a DID name of {naming.GENERIC_NAME_HELP}",
+    "pattern": naming.json_pattern(naming.GENERIC_NAME_RE)}}}
+
 DID: dict[str, Any] = {"description": "Data Identifier (DID), JUNO naming",
-                       "allOf": [_generic.DID, *_RAW_NAME_RULES]}
+                       "allOf": [_generic.DID, _ONE_COMPONENT, *_RAW_NAME_RULES]}
 
 # The parent of an attachment is a collection: in raw, a block or a container.
 _RAW_COLLECTION = "|".join(f"(?:{naming.json_pattern(p)})" for p in (naming.BLOCK_RE, naming.CONTAINER_RE))
@@ -85,6 +91,7 @@ ATTACHMENT: dict[str, Any] = {
     "description": "Attachment, JUNO naming",
     "allOf": [
         _generic.ATTACHMENT,
+        _ONE_COMPONENT,
         {"if": {"properties": {"scope": {"const": "raw"}}, "required": ["scope"]},
          "then": {"properties": {"name": {
              "description": f"files go into blocks ({naming.BLOCK_HELP}), blocks into containers "

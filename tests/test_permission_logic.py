@@ -26,6 +26,9 @@ BLOCK = "block.JUNODAQ.global_trigger.20251009"
 MONTH = "stream.JUNODAQ.global_trigger.202510"
 RAW_IN_BLOCK = "RUN.10554.JUNODAQ.Physics.ds-2.global_trigger.20251009140223.001.dat"  # already in BLOCK
 OTHER_BLOCK = "block.JUNODAQ.global_trigger.20251010"
+RAW = {"scope": "raw", "name": RAW_FILE, "bytes": 1, "adler32": "0000000a"}
+ESD = {"scope": "esd", "name": "x.esd", "bytes": 1, "adler32": "0000000a"}
+OWN = {"scope": "user.analyst1", "name": "out.root", "bytes": 1, "adler32": "0000000a"}
 
 ACCOUNTS: dict[str, dict[str, Any]] = {
     "root": {},
@@ -34,8 +37,9 @@ ACCOUNTS: dict[str, dict[str, Any]] = {
     "juno_prod": {"role": "production"},
     "jcoord": {"role": "coordinator"},
     "analyst1": {"role": "analyst"},
-    "analyst2": {},
-    "physgroup": {},
+    "analyst2": {"role": "analyst"},
+    "physgroup": {"role": "analyst"},
+    "newcomer": {},
 }
 RSES = {  # rse_id -> facts
     "id-ihep-eos": RseFacts("IHEP-EOS", "DISK", "IHEP"),
@@ -113,12 +117,13 @@ def add_did(scope: str, name: str, did_type: str = "DATASET", **extra: Any) -> d
 
 
 def add_rule(dids: list[tuple[str, str]], expression: str, account: str, copies: int = 1,
-             locked: bool = False) -> dict[str, Any]:
+             locked: bool = False, **options: Any) -> dict[str, Any]:
     return {"dids": [{"scope": s, "name": n} for s, n in dids], "copies": copies, "rse_expression": expression,
             "weight": None, "lifetime": None, "grouping": "DATASET", "account": account, "locked": locked,
-            "subscription_id": None, "source_replica_expression": None, "notify": None, "activity": "T0 Export",
+            "subscription_id": None, "source_replica_expression": None, "notify": None, "activity": None,
             "purge_replicas": False, "ignore_availability": False, "comment": None, "ask_approval": False,
-            "asynchronous": False, "delay_injection": None, "priority": 3, "split_container": False, "meta": None}
+            "asynchronous": False, "delay_injection": None, "priority": 3, "split_container": False, "meta": None,
+            **options}
 
 
 def attach(scope: str, name: str, children: list[tuple[str, str]], rse_id: str | None = None) -> dict[str, Any]:
@@ -135,8 +140,9 @@ def test_roles_from_account_attributes() -> None:
     assert role_of("juno_ingest", {"role": "ingest"}) is Role.INGEST
     assert role_of("juno_prod", {"role": "Production "}) is Role.PRODUCTION
     assert role_of("jcoord", {"role": "coordinator"}) is Role.COORDINATOR
-    assert role_of("juno_ingest", {}) is Role.ANALYST  # the name alone grants nothing
-    assert role_of("x", {"role": "superuser"}) is Role.ANALYST
+    assert role_of("analyst1", {"role": "analyst"}) is Role.ANALYST
+    assert role_of("juno_ingest", {}) is Role.NONE  # the name alone grants nothing
+    assert role_of("x", {"role": "superuser"}) is Role.NONE  # an unknown role neither
 
 
 # Each row: issuer, action, kwargs, expected (True/False/None), part of the denial message.
@@ -147,8 +153,11 @@ MATRIX = [
     ("juno_ingest", "add_did", add_did("raw", "block.today"), False, "not a raw block name: expected block.<detector>"),
     ("juno_ingest", "add_did", add_did("esd", "x"), False, "writes only in scope raw"),
     ("juno_ingest", "add_did", add_did("raw", BLOCK, lifetime=86400), False, "never expire"),
-    ("juno_ingest", "add_replicas", {"rse": "IHEP-EOS", "rse_id": "id-ihep-eos"}, True, ""),
-    ("juno_ingest", "add_replicas", {"rse": "CNAF-DISK", "rse_id": "id-cnaf-disk"}, False, "site=IHEP"),
+    ("juno_ingest", "add_replicas", {"rse": "IHEP-EOS", "rse_id": "id-ihep-eos", "files": [RAW]}, True, ""),
+    ("juno_ingest", "add_replicas", {"rse": "CNAF-DISK", "rse_id": "id-cnaf-disk", "files": [RAW]}, False,
+     "site=IHEP"),
+    ("juno_ingest", "add_replicas", {"rse": "IHEP-EOS", "rse_id": "id-ihep-eos", "files": [ESD]}, False,
+     "writes only in scope raw"),
     ("juno_ingest", "add_dids", {"rse": "IHEP-EOS", "rse_id": "id-ihep-eos",
                                  "dids": [{"scope": "raw", "name": RAW_FILE, "type": "FILE"}]}, True, ""),
     ("juno_ingest", "add_dids", {"rse": "IHEP-EOS", "rse_id": "id-ihep-eos",
@@ -189,12 +198,19 @@ MATRIX = [
                                      "value": "v1;placed;..."}, True, ""),
     ("juno_ingest", "set_metadata", {"scope": "raw", "name": BLOCK, "key": "lifetime", "value": 10}, False,
      "never expire"),
-    ("juno_ingest", "add_scope", {"account": "juno_ingest", "scope": "raw"}, None, ""),  # Rucio decides
+    ("juno_ingest", "add_scope", {"account": "juno_ingest", "scope": "raw"}, False, "for admins only"),
+    ("root", "add_scope", {"account": "juno_ingest", "scope": "raw"}, None, ""),  # Rucio decides for admins
+    # A closed raw block stays closed (hole 7); the adapter supplies `open` from the gateway's call.
+    ("juno_ingest", "set_status", {"scope": "raw", "name": BLOCK, "open": True}, False, "never reopened"),
+    ("jcoord", "set_status", {"scope": "user.jcoord", "name": "x", "open": True}, False, "admins only"),
+    ("ops", "set_status", {"scope": "raw", "name": BLOCK, "open": True}, True, ""),
     # -- production: rtraw/esd/mc, rules anywhere, never deletes raw
     ("juno_prod", "add_did", add_did("esd", "esd.J25.5.0.2025"), True, ""),
     ("juno_prod", "add_did", add_did("raw", BLOCK), False, "written only by the ingest service"),
     ("juno_prod", "add_did", add_did("user.juno_prod", "x"), False, "only in rtraw, esd and mc"),
-    ("juno_prod", "add_replicas", {"rse": "CNAF-TAPE", "rse_id": "id-cnaf-tape"}, True, ""),
+    ("juno_prod", "add_replicas", {"rse": "CNAF-TAPE", "rse_id": "id-cnaf-tape", "files": [ESD]}, True, ""),
+    ("juno_prod", "add_replicas", {"rse": "CNAF-TAPE", "rse_id": "id-cnaf-tape", "files": [RAW]}, False,
+     "scope raw is written only by the ingest service"),
     ("juno_prod", "add_rule", add_rule([("raw", BLOCK)], "IN2P3-DISK", "juno_prod"), True, ""),
     ("juno_prod", "add_rule", add_rule([("user.analyst1", "mine")], "CNAF-TAPE", "juno_prod", locked=True), True, ""),
     ("juno_prod", "del_rule", {"rule_id": "r-esd-prod", "purge_replicas": None}, True, ""),
@@ -234,8 +250,37 @@ MATRIX = [
      "disk RSEs only"),
     ("physgroup", "add_did", add_did("group.physics", "g.set"), True, ""),
     ("analyst1", "add_did", add_did("group.physics", "g.set"), False, "writes only in scope user.analyst1"),
-    ("analyst1", "add_replicas", {"rse": "CNAF-DISK", "rse_id": "id-cnaf-disk"}, True, ""),
-    ("analyst1", "add_replicas", {"rse": "CNAF-TAPE", "rse_id": "id-cnaf-tape"}, False, "CNAF-TAPE is a tape RSE"),
+    ("analyst1", "add_replicas", {"rse": "CNAF-DISK", "rse_id": "id-cnaf-disk", "files": [OWN]}, True, ""),
+    ("analyst1", "add_replicas", {"rse": "CNAF-TAPE", "rse_id": "id-cnaf-tape", "files": [OWN]}, False,
+     "CNAF-TAPE is a tape RSE"),
+    # Replicas of files that exist (hole 2): every file's scope counts, not only new files'.
+    ("analyst1", "add_replicas", {"rse": "CNAF-DISK", "rse_id": "id-cnaf-disk", "files": [OWN, RAW]}, False,
+     "replicas of files in scope raw"),
+    ("analyst1", "add_replicas", {"rse": "CNAF-DISK", "rse_id": "id-cnaf-disk"}, False, "could not see the files"),
+    # add_did with content (hole 1): the adapter supplies dids/rse_id from the gateway's call.
+    ("analyst1", "add_did", add_did("user.analyst1", "x", dids=[{"scope": "raw", "name": RAW_FILE}],
+                                    rse_id="id-cnaf-disk"), False, "registering new files"),
+    ("analyst1", "add_did", add_did("user.analyst1", "x", __juno_content_unseen__=True), False,
+     "could not see this add_did's content"),
+    # Analysts' rule options (hole 5).
+    ("analyst1", "add_rule", add_rule([("user.analyst1", "my.set")], "CNAF-DISK", "analyst1",
+                                      source_replica_expression="IHEP-TAPE"), False, "read from disk only"),
+    ("analyst1", "add_rule", add_rule([("user.analyst1", "my.set")], "CNAF-DISK", "analyst1", priority=5), False,
+     "priority 3 at most"),
+    ("analyst1", "add_rule", add_rule([("user.analyst1", "my.set")], "CNAF-DISK", "analyst1",
+                                      activity="T0 Export"), False, "analysis activity"),
+    ("analyst1", "add_rule", add_rule([("user.analyst1", "my.set")], "CNAF-DISK", "analyst1",
+                                      activity="User Subscriptions", source_replica_expression="CNAF-DISK",
+                                      priority=2), True, ""),
+    # Suspicious declarations (hole 3) and the account without a role.
+    ("analyst1", "declare_suspicious_file_replicas", {}, False, "only admins do it"),
+    ("root", "declare_suspicious_file_replicas", {}, None, ""),
+    ("newcomer", "add_did", add_did("user.newcomer", "x"), False, "has no JUNO role"),
+    ("newcomer", "add_rule", add_rule([("user.newcomer", "x")], "CNAF-DISK", "newcomer"), False, "has no JUNO role"),
+    ("newcomer", "get_auth_token_user_pass", {"account": "newcomer", "username": "a", "password": "b"}, None, ""),
+    # Fail closed: an action the table does not list.
+    ("analyst1", "some_future_action", {}, False, "not in JUNO's permission table"),
+    ("ops", "some_future_action", {}, None, ""),
     ("analyst1", "add_dids", {"rse": "CNAF-DISK", "rse_id": "id-cnaf-disk",
                               "dids": [{"scope": "user.analyst1", "name": "out.root", "type": "FILE"}]}, True, ""),
     ("analyst1", "add_dids", {"rse": "CNAF-DISK", "rse_id": "id-cnaf-disk",
@@ -267,7 +312,8 @@ MATRIX = [
     ("analyst1", "move_rule", {"rule_id": "r-a1", "rse_expression": "IN2P3-DISK", "override": {}}, True, ""),
     ("analyst1", "move_rule", {"rule_id": "r-a1", "rse_expression": "IHEP-TAPE", "override": {}}, False,
      "includes tape RSE(s) IHEP-TAPE"),
-    ("analyst1", "approve_rule", {"rule_id": "r-a1", "options": {"approve": True}}, None, ""),
+    ("analyst1", "approve_rule", {"rule_id": "r-a1", "options": {"approve": True}}, False,
+     "only coordinators and admins approve"),
     ("analyst1", "set_metadata", {"scope": "user.analyst1", "name": "my.set", "key": "purpose", "value": "ibd"},
      True, ""),
     ("analyst1", "set_metadata", {"scope": "raw", "name": BLOCK, "key": "juno_place_raw_in2p3_third",
@@ -311,8 +357,3 @@ def test_placement_decisions_are_final() -> None:
     assert check("ops", "set_metadata", other, facts).allowed is True  # an admin can repair
 
 
-def test_every_juno_action_exists_in_rucio_generic_policy() -> None:
-    """Action names must be Rucio's own, or our rules would never be consulted."""
-    generic = (Path(__import__("rucio").__file__).parent / "core" / "permission" / "generic.py").read_text()
-    for action in access.JUNO_ACTIONS:
-        assert f"'{action}'" in generic, action

@@ -91,9 +91,9 @@ _STUB = """
     from rucio_policy import access
 
     class StubFacts:
-        # What the database would say: analyst1 has no role, CNAF-TAPE is tape.
+        # What the database would say: analyst1 is an analyst, CNAF-TAPE is tape.
         def __init__(self, issuer, session): pass
-        def attributes(self, account): return {}
+        def attributes(self, account): return {"role": "analyst"}
         def rse(self, rse_id): return None
         def resolve(self, expression): return [access.RseFacts("CNAF-TAPE", "TAPE", "CNAF")]
         def rule(self, rule_id): return None
@@ -167,8 +167,26 @@ def test_other_paths_use_rucio_hash_layout() -> None:
     digest = hashlib.md5(b"user.jdoe:out.root").hexdigest()
     assert lfn2pfn.juno_path("user.jdoe", "out.root") == f"user/jdoe/{digest[:2]}/{digest[2:4]}/out.root"
     assert lfn2pfn.juno_path("raw", "not-a-raw-name").startswith("raw/")
-    assert lfn2pfn.juno_path("mc", "/juno/mc/x.root").endswith("/juno/mc/x.root")
+    # Names with "/" are refused by the schema; any registered before are escaped, never followed.
+    assert lfn2pfn.juno_path("mc", "/juno/mc/x.root").endswith("/%2Fjuno%2Fmc%2Fx.root")
     assert "//" not in lfn2pfn.juno_path("mc", "/juno/mc/x.root")
+
+
+@pytest.mark.parametrize("name", [
+    "a/../../../../../raw/2025/1009/RUN.10554.JUNODAQ.Physics.ds-2.x.20251009140223.001.dat",
+    "/etc/passwd", "..", ".", "../x", "a/./b", "%2F..%2F", "x/", "",
+])
+@pytest.mark.parametrize("scope", ["user.jdoe", "group.calib", "mc", "rtraw", "esd", "raw"])
+def test_paths_never_leave_their_scope_tree(scope: str, name: str) -> None:
+    """Whatever the name, its path is <scope tree>/<two hash levels>/<one component>: no '..' can climb."""
+    path = lfn2pfn.juno_path(scope, name)
+    parts = path.split("/")
+    top = scope.split(".") if scope.startswith(("user.", "group.")) else [scope]
+    assert parts[:len(top)] == top, path
+    assert len(parts) == len(top) + 3, path
+    assert parts[-1] not in ("..", "."), path
+    directory, _, last = ("/" + path).rpartition("/")
+    assert lfn2pfn.pfn2lfn_juno({"path": directory + "/", "name": last}) == (name, scope)
 
 
 @pytest.mark.parametrize(("scope", "name"), [

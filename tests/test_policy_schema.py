@@ -42,15 +42,18 @@ VALID = [
     ("rtraw", "rtraw.J25.5.0.global_trigger.20251009", "DATASET"),
     ("esd", f"{STEM}_J25.5.0_J25.5.0.b.esd", "FILE"),
     ("mc", "mc.IBD.J25.6.0.seed1000.root", "FILE"),
-    ("mc", "/juno/mc/legacy/dfc/path.root", "FILE"),  # DIRAC-style names migrated from the DFC
     ("user.analyst1", "user.analyst1.ibd.v1", "DATASET"),
-    ("user.analyst1", "out/part-1.root", "FILE"),
     ("user.a-b_c", "x", None),
     ("group.physics", "group.physics.ibd", "CONTAINER"),
     ("user." + "a" * 25, "x", "FILE"),
 ]
 
 INVALID = [
+    # A name is one path component in every scope: "/" could lead lfn2pfn out of the scope's tree.
+    ("mc", "/juno/mc/legacy/dfc/path.root", "FILE"),
+    ("user.analyst1", "out/part-1.root", "FILE"),
+    ("user.analyst1", "a/../../../../../raw/2025/1009/x.dat", "FILE"),
+    ("user.analyst1", "..", "FILE"),
     ("raw", f"{STEM}.rtraw", "FILE"),  # raw files end in .dat
     ("raw", RAW.replace("RUN.10554", "RUN.010554"), "FILE"),  # no leading zeros in run numbers
     ("raw", RAW.replace("JUNODAQ", "junodaq"), "FILE"),

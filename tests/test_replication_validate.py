@@ -372,7 +372,13 @@ def test_rules_for_a_block(tmp_path: Path, sites: Path) -> None:
     decided, record = resolve_pending(plan, policy, tallies_from_metas(history))
     assert [r.rse_expression for r in decided.rules] == ["IHEP-TAPE", "CNAF-DISK", "IN2P3-DISK"]
     assert record == {"juno_place_raw_in2p3_third": "v1;placed;bytes=6000000000000;total_before=10000000000000;"
-                                                    "placed_before=2000000000000;fraction=1/3"}
+                                                    "placed_before=2000000000000;fraction=1/3",
+                      "prod_step": "juno_place:raw_in2p3_third=placed"}  # the seal (rucio_policy.placement)
+    # A record deleted later (anyone can, in Rucio 41): the seal keeps the verdict, nothing is pending.
+    sealed = plan_rules(policy, Did(block.scope, block.name, "DATASET", is_open=False,
+                                    meta={"prod_step": record["prod_step"]}))
+    assert not sealed.pending and [r.rse_expression for r in sealed.rules][-1] == "IN2P3-DISK"
+    assert any("is missing" in p for p in sealed.problems)
     # Once recorded, the decision is read back, never re-made.
     again = plan_rules(policy, Did(block.scope, block.name, "DATASET", meta=record))
     assert [r.rse_expression for r in again.rules] == ["IHEP-TAPE", "CNAF-DISK", "IN2P3-DISK"]

@@ -39,9 +39,7 @@ VALID = [
     ("esd", f"{STEM}_J25.5.0_J25.5.0.b.esd", "FILE"),
     ("esd", f"esd.J25.5.0.{STREAM}", "CONTAINER"),
     ("mc", f"mc.IBD.J25.6.0.seed{TOKEN}.root", "FILE"),
-    ("mc", f"/juno/mc/legacy/dfc/{TOKEN}/path.root", "FILE"),  # DIRAC-style names migrated from the DFC
     ("user.analyst1", f"user.analyst1.ibd.{TOKEN}", "DATASET"),
-    ("user.analyst1", f"out/{TOKEN}/part-1.root", "FILE"),
 ]
 
 _FILE_PATTERN = naming.RAW_FILE_HELP.split(",")[0]  # RUN.<run>.<detector>.<run type>.ds-<n>.<stream>....dat
@@ -52,6 +50,10 @@ _GENERIC_PATTERN = repr(naming.GENERIC_NAME_RE)  # Rucio's generic name pattern,
 
 # (scope, name, type, what the rejection must show)
 INVALID = [
+    # One path component in every scope: "/" could lead a storage path out of the scope's tree (issue 10).
+    ("mc", f"/juno/mc/legacy/dfc/{TOKEN}/path.root", "FILE", _GENERIC_PATTERN),
+    ("user.analyst1", f"out/{TOKEN}/part-1.root", "FILE", _GENERIC_PATTERN),
+    ("user.analyst1", f"a/../../../../../raw/2025/1009/{TOKEN}.dat", "FILE", _GENERIC_PATTERN),
     ("raw", f"block.JUNODAQ.{STREAM}.2025-10-09", "DATASET", _BLOCK_PATTERN),
     ("raw", f"block.{STREAM}.20251009", "DATASET", _BLOCK_PATTERN),
     ("raw", f"block.junodaq.{STREAM}.20251009", "DATASET", _BLOCK_PATTERN),
