@@ -33,6 +33,7 @@ Exit codes:
   1  unexpected error       4  input/output cannot be used as asked  6  no such task
   2  wrong command line     7  the task ended with failed or killed jobs (--watch, --wait)"""
 
+FINALIZE_BUDGET_S = 0.5
 STATES = ("idle", "running", "held", "finishing", "done", "failed", "killed")
 
 
@@ -54,7 +55,9 @@ class Context:
                 cfg = settings.from_env(work_dir=self.work_dir, backend=self.backend)
             except ValueError as err:
                 fail(str(err), FAILED)
-            self._session = control.Session(cfg=cfg, store=Store(cfg.db_path), rucio=_rucio_client, log=self.log)
+            # A bounded registration pass: `status` answers within a second while thousands of jobs end.
+            self._session = control.Session(cfg=cfg, store=Store(cfg.db_path), rucio=_rucio_client, log=self.log,
+                                            finalize_budget_s=FINALIZE_BUDGET_S)
         return self._session
 
     def task(self, ref: str | None) -> TaskRow:

@@ -442,7 +442,8 @@ def client_env(cfg: GridConfig) -> dict[str, str]:
     if not client_config_path(cfg).exists():
         condor_dir(cfg).mkdir(parents=True, exist_ok=True)
         client_config_path(cfg).write_text(_client_config(cfg))
-    return {"CONDOR_CONFIG": str(client_config_path(cfg))}
+    # juno-submit, run as root here, hands the directories the pool writes to over to the job user.
+    return {"CONDOR_CONFIG": str(client_config_path(cfg)), "JUNO_SUBMIT_JOB_OWNER": f"{JOB_UID}:{JOB_GID}"}
 
 
 def configure_bindings(cfg: GridConfig) -> None:
