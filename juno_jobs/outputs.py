@@ -27,6 +27,9 @@ from typing import Any
 from juno_jobs.model import OutputTarget
 from juno_jobs.pfns import path_of
 
+__all__ = ["BULK", "Expected", "OutputError", "Registered", "StorageChecker", "close_dataset", "ensure_dataset",
+           "expected", "known", "path_of", "protect", "register", "verify_and_register"]
+
 BULK = 1000  # Rucio's generic schema caps every bulk call at 1,000 items
 CHECK_SESSIONS = 4  # parallel xrdfs sessions per storage
 
@@ -120,19 +123,22 @@ class StorageChecker:
 
     def checksums(self, urls: Iterable[str]) -> dict[str, str | None]:
         """url → adler32, None when the file is not there; urls the storage did not answer are missing."""
-        by_server: dict[str, list[str]] = {}
+        by_server: dict[str, dict[str, str]] = {}  # server → path → the url as given
         for url in urls:
             server, path = _server(url)
-            by_server.setdefault(server, []).append(path)
+            by_server.setdefault(server, {})[path] = url
         batches: list[tuple[str, list[str]]] = []
         for server, paths in by_server.items():
             n = max(1, min(self.sessions, len(paths) // 50 or 1))
-            batches += [(server, paths[i::n]) for i in range(n)]
+            ordered = list(paths)
+            batches += [(server, ordered[i::n]) for i in range(n)]
         out: dict[str, str | None] = {}
         with ThreadPoolExecutor(max(1, len(batches))) as pool:
             for (server, _paths), found in zip(batches, pool.map(lambda b: self._session(*b), batches), strict=True):
                 for path, value in found.items():
-                    out[server + path] = value
+                    url = by_server[server].get(path)
+                    if url is not None:
+                        out[url] = value
         return out
 
 
@@ -214,6 +220,8 @@ def verify_and_register(client: Any, dataset: tuple[str, str], wanted: Sequence[
                         checker: StorageChecker, log: Callable[[str], None] = lambda m: None
                         ) -> tuple[list[Expected], dict[int, OutputError]]:
     """Storage checksums, then bulk registration. (registered, errors by job)."""
+    if not wanted:
+        return [], {}
     sums = checker.checksums(e.url for e in wanted)
     errors: dict[int, OutputError] = {}
     ready: list[Expected] = []
@@ -235,7 +243,8 @@ def verify_and_register(client: Any, dataset: tuple[str, str], wanted: Sequence[
         if e.item.name in errs:
             errors.setdefault(e.job, errs[e.item.name])
     registered = [e for e in ready if e.item.name in names and e.job not in errors]
-    log(f"  {len(registered)} output(s) verified on storage and registered in {dataset[0]}:{dataset[1]}")
+    if registered:
+        log(f"  {len(registered)} output(s) verified on storage and registered in {dataset[0]}:{dataset[1]}")
     return registered, errors
 
 
