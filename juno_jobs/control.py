@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # planning and Rucio are imported where used: `status` needs 
 HOLD_WALLTIME = frozenset({46, 47})
 # Finished jobs whose outputs are verified and registered together (bulk calls of <= 1,000 files).
 FINALIZE_BATCH_JOBS = 1000
+FINALIZE_BATCH_JOBS_BUDGET = 200
 
 
 @dataclass
@@ -200,12 +201,20 @@ def _submit_round(sess: Session, be: Backend, task: TaskRow, items: Sequence[Ite
 # --------------------------------------------------------------------------- sync
 
 
+def task_state(task: TaskRow, counts: dict[str, int]) -> str:
+    """running | completed | killed | failed, from the jobs' counts per state (the one place it is derived)."""
+    active = sum(n for s, n in counts.items() if s not in FINAL_JOB_STATES)
+    if active:
+        return "running"
+    if counts.get("done", 0) == task.n_jobs:
+        return "completed"
+    return "killed" if task.killed else "failed"
+
+
 def finished(sess: Session, task: TaskRow) -> bool:
     """Nothing can change any more without a command (every job final, dataset closed if any)."""
-    counts = sess.store.counts(task.id)
-    active = sum(n for s, n in counts.items() if s not in FINAL_JOB_STATES)
-    return active == 0 and (task.output_dataset is None or task.dataset_closed
-                            or counts.get("done", 0) != task.n_jobs)
+    state = task_state(task, sess.store.counts(task.id))
+    return state != "running" and (task.output_dataset is None or task.dataset_closed or state != "completed")
 
 
 def sync(sess: Session, task: TaskRow) -> SyncReport:
@@ -352,7 +361,9 @@ def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
     bases = task.policy.get("output_bases", {})
     started = time.perf_counter()
     checker = outputs.StorageChecker()
-    for start in range(0, len(rows), FINALIZE_BATCH_JOBS):
+    # Under a time budget (status), smaller batches: the first one is always done, and it must fit.
+    batch = FINALIZE_BATCH_JOBS if sess.finalize_budget_s is None else FINALIZE_BATCH_JOBS_BUDGET
+    for start in range(0, len(rows), batch):
         if sess.finalize_budget_s is not None and start and time.perf_counter() - started > sess.finalize_budget_s:
             report.warnings.append(f"{len(rows) - start} finished job(s) wait for the next pass to have their "
                                    "outputs registered")
@@ -360,7 +371,7 @@ def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
         wanted: list[outputs.Expected] = []
         failed: dict[int, outputs.OutputError] = {}
         by_job: dict[int, int] = {}
-        for row in rows[start:start + FINALIZE_BATCH_JOBS]:
+        for row in rows[start:start + batch]:
             job, attempt = row["job"], row["attempts"]
             result = td.read_result(job, attempt) or {}
             by_job[job] = attempt

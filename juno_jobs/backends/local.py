@@ -26,7 +26,7 @@ from typing import IO
 
 from juno_jobs import submit as subdesc
 from juno_jobs.model import Resources
-from juno_jobs.monitor import Event, LocalLog
+from juno_jobs.monitor import Event, LocalLog, local_job_lines
 from juno_jobs.settings import Settings
 from juno_jobs.submit import Item
 from juno_jobs.taskdir import TaskDir
@@ -68,6 +68,12 @@ class LocalBackend:
 
     def find_round(self, td: TaskDir, uuid: str, rnd: int) -> int | None:
         return rnd if (td.root / f"local-runner.{rnd:03d}.log").exists() else None
+
+    def job_events(self, td: TaskDir, key: int, proc: int) -> list[str]:
+        return local_job_lines(td.local_events, key, proc)
+
+    def largest_slots(self) -> dict[str, int]:
+        return {}  # local processes: no slots, no limit to warn about
 
     def events(self, td: TaskDir) -> list[Event]:
         _reap_dead_runners(td)
