@@ -242,7 +242,7 @@ def run_payload(argv: list[str], env: dict[str, str], cwd: Path, memory_mb: int,
             break
         time.sleep(POLL_S)
     code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-    return code, failure, peak_kb // 1024
+    return code, failure, -(-peak_kb // 1024)  # rounded up: over the request stays over it
 
 
 class _Values(dict):  # type: ignore[type-arg]

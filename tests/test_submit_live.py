@@ -296,6 +296,88 @@ def test_a_job_never_overwrites_bytes_on_storage(grid: Any, tmp_path: Path) -> N
     assert storage.remote_adler32(url) == rec["adler32"]
 
 
+def _read_bytes() -> int:
+    """Bytes this process has read so far, through any file or socket (/proc/self/io rchar)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+@pytest.mark.condor
+def test_output_bytes_never_pass_through_the_submitter(grid: Any, work_dir: Path, tmp_path: Path) -> None:
+    """Two jobs write 8 MB outputs; the submitting process (this one: plan, submit, every sync, the
+    registration) reads fewer bytes in all than one output holds: it never touched them."""
+    sess = _session(grid, "condor", work_dir)
+    name = _unique("nobytes")
+    size = 8 << 20
+    task_file = _task_file(tmp_path, f"""
+name: {name}
+script: |
+  head -c {size} /dev/urandom > big.dat
+splitting:
+  jobvars:
+    n: {{type: range, first: 0, count: 2}}
+output:
+  dataset: {name}
+  files: big.dat
+  rse: site
+resources: {{memory: 256MB, wall_time: 5m}}
+""")
+    before = _read_bytes()
+    task = _run(sess, task_file, "condor")
+    read = _read_bytes() - before
+    print(f"the submitting process read {read} bytes while 2 outputs of {size} bytes were made and registered")
+    assert [j["state"] for j in sess.store.jobs(task.id)] == ["done", "done"]
+    outs = sess.store.outputs(task.id)
+    assert len(outs) == 2 and all(o["bytes"] == size for o in outs)
+    assert read < size, f"the submitting process read {read} bytes: as much as an output"
+
+
+@pytest.mark.condor
+def test_the_schedd_restarted_mid_task_the_task_completes_and_nothing_is_registered_twice(
+        grid: Any, work_dir: Path, tmp_path: Path) -> None:
+    sess = _session(grid, "condor", work_dir)
+    name = _unique("restart")
+    task_file = _task_file(tmp_path, f"""
+name: {name}
+script: |
+  sleep 6
+  echo "job $JUNO_JOB" > out.txt
+splitting:
+  jobvars:
+    n: {{type: range, first: 0, count: 6}}
+output:
+  dataset: {name}
+  files: out.txt
+  rse: site
+resources: {{memory: 128MB, wall_time: 5m}}
+""")
+    p = plan_mod.make_plan(taskfile.load(task_file), sess.client, log=print)
+    row = control.submit(sess, p, backend="condor")
+    deadline = time.monotonic() + TIMEOUT
+    while not any(j["state"] == "running" for j in sess.store.jobs(row.id)):
+        assert time.monotonic() < deadline, "no job started"
+        control.sync(sess, row)
+        time.sleep(0.5)
+    control.sync(sess, row)
+    condor.restart_node(grid.cfg, condor.SUBMIT_NODE)  # the schedd goes away and comes back
+    sess = _session(grid, "condor", work_dir)  # a new session: no htcondor2 handle survives a restart
+    row = sess.store.task(row.id)
+    while not control.finished(sess, row):
+        assert time.monotonic() < deadline, [dict(j) for j in sess.store.jobs(row.id)]
+        control.sync(sess, row)
+        row = sess.store.task(row.id)
+        time.sleep(1.0)
+    jobs = sess.store.jobs(row.id)
+    assert [j["state"] for j in jobs] == ["done"] * 6, [dict(j) for j in jobs]
+    names = [o["name"] for o in sess.store.outputs(row.id)]
+    assert len(names) == len(set(names)) == 6
+    files = list(grid.client("analyst1").list_files(row.output_scope, row.output_dataset))
+    assert sorted(f["name"] for f in files) == sorted(names)
+    assert row.dataset_closed
+
+
 # --------------------------------------------------------------------------- retries and memory
 
 

@@ -536,6 +536,29 @@ def start(cfg: GridConfig) -> None:
     procs.wait_for(lambda: health(cfg)[0], "HTCondor pool (collector, schedd, 4 site slots)", timeout=90, log=log)
 
 
+def restart_node(cfg: GridConfig, node: str, *, graceful: bool = True, timeout: float = 60) -> None:
+    """Stop one node's master and start it again (e.g. the submit node: the schedd restarts). Graceful:
+    SIGTERM, so that running jobs go on and their shadows reconnect when the schedd is back."""
+    name = _proc_name(node)
+    rec = procs.read(cfg.run_dir, name)
+    if procs.alive(rec):
+        assert rec is not None
+        os.kill(rec.pid, signal.SIGTERM if graceful else signal.SIGQUIT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not _exited(rec.pid):
+            time.sleep(0.1)
+        if not _exited(rec.pid):
+            raise GridError(f"the {node} node's master (pid {rec.pid}) did not stop within {timeout:.0f} s")
+        procs.pidfile(cfg.run_dir, name).unlink(missing_ok=True)
+    rec = procs.spawn(cfg.run_dir, cfg.log_dir, name, ["unshare", "--mount", "--propagation", "private", "--",
+                                                        "/bin/sh", "-c", _launch_script(cfg, cfg.state_dir.resolve(),
+                                                                                        node)])
+    namespaces = _recorded_namespaces(cfg) | {os.stat(f"/proc/{rec.pid}/ns/mnt").st_ino}
+    _mnt_ns_file(cfg).write_text("".join(f"{ino}\n" for ino in sorted(namespaces)))
+    procs.wait_for(lambda: health(cfg)[0], f"HTCondor pool after restarting {node}", timeout=90,
+                   log=cfg.log_dir / f"{name}.log")
+
+
 def _recorded_namespaces(cfg: GridConfig) -> set[int]:
     try:
         return {int(line) for line in _mnt_ns_file(cfg).read_text().split()}
