@@ -19,6 +19,7 @@ import subprocess
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -348,6 +349,7 @@ def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
     from rucio.common.exception import RucioException
 
     from juno_jobs import outputs
+    from juno_jobs.resolve import clone_client
 
     rows = sess.store.jobs(task.id, states=["finishing"])
     if not rows:
@@ -361,17 +363,20 @@ def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
     bases = task.policy.get("output_bases", {})
     started = time.perf_counter()
     checker = outputs.StorageChecker()
+    dataset = (target.scope, target.name)
     # Under a time budget (status), smaller batches: the first one is always done, and it must fit.
-    batch = FINALIZE_BATCH_JOBS if sess.finalize_budget_s is None else FINALIZE_BATCH_JOBS_BUDGET
-    for start in range(0, len(rows), batch):
-        if sess.finalize_budget_s is not None and start and time.perf_counter() - started > sess.finalize_budget_s:
-            report.warnings.append(f"{len(rows) - start} finished job(s) wait for the next pass to have their "
-                                   "outputs registered")
-            break
+    size = FINALIZE_BATCH_JOBS if sess.finalize_budget_s is None else FINALIZE_BATCH_JOBS_BUDGET
+    batches = [rows[i:i + size] for i in range(0, len(rows), size)]
+    # Without a budget, the next batch is verified (storage checksums, Rucio asked) while this one is
+    # registered: a client of its own for that thread.
+    side_client = clone_client(sess.client) if sess.finalize_budget_s is None and len(batches) > 1 else sess.client
+
+    def prepare(batch: list[Any], client: Any) -> tuple[dict[int, int], dict[int, outputs.OutputError],
+                                                          outputs.Verified]:
         wanted: list[outputs.Expected] = []
         failed: dict[int, outputs.OutputError] = {}
         by_job: dict[int, int] = {}
-        for row in rows[start:start + batch]:
+        for row in batch:
             job, attempt = row["job"], row["attempts"]
             result = td.read_result(job, attempt) or {}
             by_job[job] = attempt
@@ -380,34 +385,57 @@ def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
                                            bases=bases)
             except outputs.OutputError as err:
                 failed[job] = err
-        try:
-            registered, errors = outputs.verify_and_register(sess.client, (target.scope, target.name), wanted,
-                                                             checker, log=sess.log)
-        except outputs.OutputError as err:
-            if err.permanent:
-                errors = {job: err for job in by_job}
-                registered = []
-            else:
-                report.warnings.append(f"outputs not registered yet ({err}); the next status tries again")
+        return by_job, failed, outputs.verify(client, wanted, checker)
+
+    transient = (RucioException, RequestException, OSError, subprocess.TimeoutExpired)
+    with ThreadPoolExecutor(1) as side:
+        pending = side.submit(prepare, batches[0], sess.client)
+        last = False
+        for k in range(len(batches)):
+            try:
+                by_job, failed, verified = pending.result()
+            except transient as err:
+                # Rucio or storage unreachable for a moment: the jobs stay `finishing`; every step is
+                # idempotent, so the next status goes through them again.
+                report.warnings.append(f"outputs not registered yet ({type(err).__name__}: {err}); the next "
+                                       "status tries again")
                 return
-        except (RucioException, RequestException, OSError, subprocess.TimeoutExpired) as err:
-            # Rucio or storage unreachable for a moment: the jobs stay `finishing`; every step is idempotent,
-            # so the next status goes through them again.
-            report.warnings.append(f"outputs not registered yet ({type(err).__name__}: {err}); the next status "
-                                   "tries again")
-            return
-        errors.update(failed)
-        sess.store.add_outputs(task.id, [(e.job, e.attempt, e.item.scope, e.item.name, e.item.rse, e.item.bytes,
-                                          e.item.adler32) for e in registered])
-        for job, err in sorted(errors.items()):
-            if err.permanent:
-                sess.store.set_jobs(task.id, [job], state="failed", failure="outputs", reason=str(err))
-                report.gave_up += 1
-            else:
-                report.warnings.append(f"job {job}: outputs not registered yet ({err}); the next status tries again")
-        done = [job for job in by_job if job not in errors]
-        sess.store.set_jobs(task.id, done, state="done")
-        report.finalized += len(done)
+            if k + 1 < len(batches):
+                if sess.finalize_budget_s is None:
+                    pending = side.submit(prepare, batches[k + 1], side_client)
+                elif time.perf_counter() - started > sess.finalize_budget_s / 2:
+                    left = sum(len(b) for b in batches[k + 1:])
+                    report.warnings.append(f"{left} finished job(s) wait for the next pass to have their outputs "
+                                           "registered")
+                    last = True
+                else:
+                    pending = side.submit(prepare, batches[k + 1], sess.client)
+            try:
+                registered, errors = outputs.register_verified(sess.client, dataset, verified, log=sess.log)
+            except outputs.OutputError as err:
+                if not err.permanent:
+                    report.warnings.append(f"outputs not registered yet ({err}); the next status tries again")
+                    return
+                registered, errors = [], {job: err for job in by_job}
+            except transient as err:
+                report.warnings.append(f"outputs not registered yet ({type(err).__name__}: {err}); the next "
+                                       "status tries again")
+                return
+            errors.update(failed)
+            sess.store.add_outputs(task.id, [(e.job, e.attempt, e.item.scope, e.item.name, e.item.rse, e.item.bytes,
+                                              e.item.adler32) for e in registered])
+            for job, err in sorted(errors.items()):
+                if err.permanent:
+                    sess.store.set_jobs(task.id, [job], state="failed", failure="outputs", reason=str(err))
+                    report.gave_up += 1
+                else:
+                    report.warnings.append(f"job {job}: outputs not registered yet ({err}); the next status tries "
+                                           "again")
+            done = [job for job in by_job if job not in errors]
+            sess.store.set_jobs(task.id, done, state="done")
+            report.finalized += len(done)
+            if last:
+                break
 
 
 def _retries(sess: Session, be: Backend, task: TaskRow, report: SyncReport) -> None:

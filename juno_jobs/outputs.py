@@ -28,10 +28,12 @@ from juno_jobs.model import OutputTarget
 from juno_jobs.pfns import path_of
 
 __all__ = ["BULK", "Expected", "OutputError", "Registered", "StorageChecker", "close_dataset", "ensure_dataset",
-           "expected", "known", "path_of", "protect", "register", "verify_and_register"]
+           "expected", "known", "path_of", "protect", "register", "register_verified", "verify", "verify_and_register"]
 
 BULK = 1000  # Rucio's generic schema caps every bulk call at 1,000 items
-CHECK_SESSIONS = 4  # parallel xrdfs sessions per storage
+# Parallel xrdfs sessions per storage: XRootD computes at most 2 checksums at once by default
+# (`xrootd.chksum max`) and answers a third with "wait" (seconds): more sessions are slower.
+CHECK_SESSIONS = 2
 
 
 class OutputError(RuntimeError):
@@ -161,10 +163,11 @@ def known(client: Any, items: Sequence[Registered]) -> dict[str, dict[str, Any]]
     return out
 
 
-def register(client: Any, dataset: tuple[str, str], items: Sequence[Registered]
-             ) -> tuple[list[Registered], dict[str, OutputError]]:
+def register(client: Any, dataset: tuple[str, str], items: Sequence[Registered],
+             have: dict[str, dict[str, Any]] | None = None) -> tuple[list[Registered], dict[str, OutputError]]:
     """Register files, replicas and attachments in bulk; (done, errors by name). Exactly once: names
-    Rucio has with the same adler32 and size count as done, with another as a permanent error."""
+    Rucio has with the same adler32 and size count as done, with another as a permanent error. `have`:
+    what `known` answered for these items just before (else it is asked here)."""
     from rucio.common.exception import (
         DataIdentifierNotFound,
         FileAlreadyExists,
@@ -174,7 +177,8 @@ def register(client: Any, dataset: tuple[str, str], items: Sequence[Registered]
 
     done: list[Registered] = []
     errors: dict[str, OutputError] = {}
-    have = known(client, items)
+    if have is None:
+        have = known(client, items)
     todo: dict[str, list[Registered]] = {}
     for item in items:
         meta = have.get(item.name)
@@ -216,12 +220,19 @@ def _one(client: Any, dataset: tuple[str, str], item: Registered) -> tuple[list[
                                        permanent=True)}
 
 
-def verify_and_register(client: Any, dataset: tuple[str, str], wanted: Sequence[Expected],
-                        checker: StorageChecker, log: Callable[[str], None] = lambda m: None
-                        ) -> tuple[list[Expected], dict[int, OutputError]]:
-    """Storage checksums, then bulk registration. (registered, errors by job)."""
+@dataclass
+class Verified:
+    """Outputs checked on storage, with what Rucio already knows of their names."""
+
+    ready: list[Expected]
+    errors: dict[int, OutputError]
+    have: dict[str, dict[str, Any]]
+
+
+def verify(client: Any, wanted: Sequence[Expected], checker: StorageChecker) -> Verified:
+    """Storage checksums (no bytes) and Rucio's records of the names, for one batch."""
     if not wanted:
-        return [], {}
+        return Verified([], {}, {})
     sums = checker.checksums(e.url for e in wanted)
     errors: dict[int, OutputError] = {}
     ready: list[Expected] = []
@@ -237,15 +248,31 @@ def verify_and_register(client: Any, dataset: tuple[str, str], wanted: Sequence[
         else:
             ready.append(e)
     ready = [e for e in ready if e.job not in errors]
-    done, errs = register(client, dataset, [e.item for e in ready])
+    return Verified(ready, errors, known(client, [e.item for e in ready]))
+
+
+def register_verified(client: Any, dataset: tuple[str, str], v: Verified,
+                      log: Callable[[str], None] = lambda m: None) -> tuple[list[Expected], dict[int, OutputError]]:
+    """Bulk registration of a verified batch. (registered, errors by job)."""
+    errors = dict(v.errors)
+    if not v.ready:
+        return [], errors
+    done, errs = register(client, dataset, [e.item for e in v.ready], v.have)
     names = {d.name for d in done}
-    for e in ready:
+    for e in v.ready:
         if e.item.name in errs:
             errors.setdefault(e.job, errs[e.item.name])
-    registered = [e for e in ready if e.item.name in names and e.job not in errors]
+    registered = [e for e in v.ready if e.item.name in names and e.job not in errors]
     if registered:
         log(f"  {len(registered)} output(s) verified on storage and registered in {dataset[0]}:{dataset[1]}")
     return registered, errors
+
+
+def verify_and_register(client: Any, dataset: tuple[str, str], wanted: Sequence[Expected],
+                        checker: StorageChecker, log: Callable[[str], None] = lambda m: None
+                        ) -> tuple[list[Expected], dict[int, OutputError]]:
+    """Storage checksums, Rucio asked, then bulk registration. (registered, errors by job)."""
+    return register_verified(client, dataset, verify(client, wanted, checker), log)
 
 
 def ensure_dataset(client: Any, scope: str, name: str, meta: dict[str, Any] | None = None) -> None:
