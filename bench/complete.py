@@ -83,6 +83,7 @@ def finished_task(cfg: Any, client: Any, work: Path, n_jobs: int, tag: str) -> t
     scope, dataset = task.output_scope, task.output_dataset
     from juno_jobs.pfns import path_of
 
+    owner = {rse: (cfg.storage_dir(rse).stat().st_uid, cfg.storage_dir(rse).stat().st_gid) for rse in DISK_RSES}
     now = time.time()
     events = []
     for job in range(n_jobs):
@@ -94,9 +95,11 @@ def finished_task(cfg: Any, client: Any, work: Path, n_jobs: int, tag: str) -> t
         url = bases[rse]["base"] + rel
         # The storage's exported directory: root://HOST:PORT//PREFIX/rel is <storage_root>/PREFIX/rel.
         prefix = bases[rse]["base"].split("//", 2)[2]
-        target = cfg.storage_dir(rse) / prefix.lstrip("/") / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
+        root = cfg.storage_dir(rse)
+        target = root / prefix.lstrip("/") / rel
+        _make_dirs(target.parent, root)
         target.write_bytes(data)
+        os.chown(target, owner[rse][0], owner[rse][1])
         record = {"job": job, "attempt": 1, "site": SITE_OF[rse], "exit_code": 0, "failure": None, "message": "",
                   "inputs": [], "started": now, "finished": now, "max_rss_mb": 1,
                   "outputs": [{"file": "out.txt", "bytes": len(data), "adler32": adler, "scope": scope, "name": name,
@@ -108,6 +111,19 @@ def finished_task(cfg: Any, client: Any, work: Path, n_jobs: int, tag: str) -> t
             events.append(json.dumps({"round": 1, "proc": job, "kind": kind, "time": now, **extra}))
     td.local_events.write_text("\n".join(events) + "\n")
     return sess, task
+
+
+def _make_dirs(path: Path, root: Path) -> None:
+    """mkdir -p below a storage's exported directory, each new directory owned as the server's own
+    (the XRootD server must be able to write there afterwards)."""
+    st = root.stat()
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+        os.chown(d, st.st_uid, st.st_gid)
 
 
 def raw_attach(client: Any, scope: str, n: int, tag: str) -> float:
