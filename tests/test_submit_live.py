@@ -296,6 +296,41 @@ def test_a_job_never_overwrites_bytes_on_storage(grid: Any, tmp_path: Path) -> N
     assert storage.remote_adler32(url) == rec["adler32"]
 
 
+def test_jobs_never_carry_rucio_credentials(grid: Any, backend: str, work_dir: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The submitter has a Rucio config (with a password) in its environment; the job sees none of it."""
+    monkeypatch.setenv("RUCIO_CONFIG", str(grid.cfg.state_dir / "rucio" / "analyst1.cfg"))
+    monkeypatch.setenv("RUCIO_ACCOUNT", "analyst1")
+    sess = _session(grid, backend, work_dir)
+    name = _unique("nocreds")
+    task_file = _task_file(tmp_path, f"""
+name: {name}
+script: |
+  env | sort > env.txt
+  for f in {grid.cfg.state_dir.resolve() / "rucio"} /root/.rucio; do
+    if [ -e "$f" ]; then echo "SEES $f" >> env.txt; fi
+  done
+  true
+splitting:
+  jobvars:
+    n: {{type: range, first: 0, count: 1}}
+output:
+  dataset: {name}
+  files: env.txt
+  rse: CNAF-DISK
+resources: {{memory: 128MB, wall_time: 5m}}
+""")
+    task = _run(sess, task_file, backend)
+    [out] = sess.store.outputs(task.id)
+    copy = tmp_path / "env.txt"
+    storage.copy(storage.pfn(grid.client("analyst1"), out["rse"], out["scope"], out["name"]), str(copy))
+    seen = copy.read_text()
+    assert "JUNO_SITE=" in seen  # the file is the job's environment
+    assert not [line for line in seen.splitlines() if line.startswith(("RUCIO_", "X509_", "BEARER_TOKEN"))], seen
+    if backend == "condor":  # an execute node sees nothing of the submitter's disk
+        assert "SEES" not in seen, seen
+
+
 def _read_bytes() -> int:
     """Bytes this process has read so far, through any file or socket (/proc/self/io rchar)."""
     for line in Path("/proc/self/io").read_text().splitlines():

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -154,6 +154,15 @@ def _cancelled(path: Path, rnd: int) -> set[int] | None:
     return out
 
 
+# A job never carries the submitter's credentials (Rucio, grid proxies, tokens), as with HTCondor,
+# where a job's environment is only what its submit description sets.
+_CREDENTIAL_PREFIXES = ("RUCIO_", "X509_", "BEARER_TOKEN", "SCITOKEN", "CONDOR_", "_CONDOR_")
+
+
+def _job_environment(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith(_CREDENTIAL_PREFIXES)}
+
+
 def _scratch(td: TaskDir, job: int, attempt: int) -> Path:
     """A fresh scratch directory with what HTCondor's file transfer would bring the job."""
     scratch = td.root / "scratch" / f"{job}.{attempt}"
@@ -211,7 +220,7 @@ def run_round(root: Path, rnd: int) -> None:
                 proc = waiting.pop(0)
                 job, attempt, memory, sites = items[proc]
                 site = sites[job % len(sites)] if sites else "local"
-                env = dict(os.environ, JUNO_SITE=site)
+                env = dict(_job_environment(os.environ), JUNO_SITE=site)
                 out = open(td.stdout(job, attempt), "ab")  # noqa: SIM115 - the child owns them
                 err = open(td.stderr(job, attempt), "ab")  # noqa: SIM115
                 running[proc] = subprocess.Popen(
