@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # planning and Rucio are imported where used: `status` needs 
 HOLD_WALLTIME = frozenset({46, 47})
 # Finished jobs whose outputs are verified and registered together (bulk calls of <= 1,000 files).
 FINALIZE_BATCH_JOBS = 1000
-FINALIZE_BATCH_JOBS_BUDGET = 200
+FINALIZE_BATCH_JOBS_BUDGET = 25  # a status registers batches of this many while it is inside its budget
 
 
 @dataclass
