@@ -158,6 +158,23 @@ def status_under_load(cfg: Any, client: Any, work: Path, n_jobs: int) -> tuple[f
     return max(times), len(times), len(sess.store.outputs(task.id))
 
 
+def status_only(status_jobs: int) -> int:
+    """Only the status part (e.g. after changing how status registers): no ratio."""
+    from juno_grid import condor
+
+    cfg = load()
+    work = condor.job_dir(cfg, f"bench-complete-status-{uuid.uuid4().hex[:8]}")
+    try:
+        status_s, calls, registered = status_under_load(cfg, _analyst_client(cfg), work, status_jobs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"status: slowest command {status_s:.2f} s over {calls} commands while {status_jobs} ended jobs were "
+          f"completed ({registered} outputs registered; target < 1 s)")
+    print(json.dumps({"status_s": round(status_s, 3), "status_jobs": status_jobs, "status_calls": calls,
+                      "status_registered": registered, "load_1min": round(os.getloadavg()[0], 1)}))
+    return 0
+
+
 def run(n_jobs: int, status_jobs: int, keep: bool) -> int:
     from juno_grid import condor
     from rucio.client import Client
@@ -233,9 +250,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=10_000, help="finished jobs to complete")
     parser.add_argument("--status-jobs", type=int, default=1_000, help="jobs of the status-under-load part")
     parser.add_argument("--keep", action="store_true", help="keep the task databases and directories")
+    parser.add_argument("--status-only", action="store_true", help="only the status part (no ratio)")
     args = parser.parse_args()
     cfg = load()
     with grid.session(cfg, daemons=False, condor_pool=False, log=log):
+        if args.status_only:
+            return status_only(args.status_jobs)
         return run(args.jobs, args.status_jobs, args.keep)
 
 
