@@ -19,7 +19,7 @@ from juno_common.cli import classify
 from juno_common.exit_codes import Exit, help_epilog
 from juno_common.logs import mute_rucio_client
 from juno_jobs import control, settings, units
-from juno_jobs.store import FINAL_JOB_STATES, Store, TaskNotFound, TaskRow
+from juno_jobs.store import Store, TaskNotFound, TaskRow
 
 # Exit codes: juno_common's table, the same for every juno-dci command (also in `juno-submit --help`).
 OK = Exit.OK
@@ -32,6 +32,7 @@ JOBS_FAILED = Exit.FAILED  # the task ended with failed or killed jobs (status -
 
 EXIT_HELP = help_epilog()
 
+FINALIZE_BUDGET_S = 0.5
 STATES = ("idle", "running", "held", "finishing", "done", "failed", "killed")
 
 
@@ -53,7 +54,9 @@ class Context:
                 cfg = settings.from_env(work_dir=self.work_dir, backend=self.backend)
             except ValueError as err:
                 fail(str(err), FAILED)
-            self._session = control.Session(cfg=cfg, store=Store(cfg.db_path), rucio=_rucio_client, log=self.log)
+            # A bounded registration pass: `status` answers within a second while thousands of jobs end.
+            self._session = control.Session(cfg=cfg, store=Store(cfg.db_path), rucio=_rucio_client, log=self.log,
+                                            finalize_budget_s=FINALIZE_BUDGET_S)
         return self._session
 
     def task(self, ref: str | None) -> TaskRow:
@@ -184,10 +187,8 @@ def _plan(ctx: Context, task_file: Path, inputs: tuple[str, ...] = ()) -> Any:
 
 def _warn_memory(ctx: Context, task: Any) -> None:
     """Memory no slot offers means jobs that never start (the local pool's slots have 2 GB)."""
-    if (ctx.backend or ctx.session().cfg.backend) != "condor":
-        return
-    backend = ctx.session().backend("condor")
-    largest: dict[str, int] = getattr(backend, "largest_slots", dict)()
+    backend = ctx.session().backend(ctx.backend or ctx.session().cfg.backend)
+    largest = backend.largest_slots()
     sites = [s for s in largest if task.sites.permits(s)]
     if not sites:
         return
@@ -323,20 +324,13 @@ def _task_json(sess: control.Session, task: TaskRow) -> dict[str, Any]:
     counts = sess.store.counts(task.id)
     return {"id": task.id, "uuid": task.uuid, "name": task.name, "account": task.account, "backend": task.backend,
             "created": task.created, "jobs": task.n_jobs, "files": task.n_files, "bytes": task.bytes,
-            "state": _task_state(task, counts), "counts": {s: counts.get(s, 0) for s in STATES},
+            "state": control.task_state(task, counts), "counts": {s: counts.get(s, 0) for s in STATES},
             "by_site": sess.store.counts_by_site(task.id), "output_dataset": task.output_did,
             "output_rse": task.output_rse, "dataset_closed": task.dataset_closed,
             "outputs_registered": len(sess.store.outputs(task.id)) if task.output_dataset else 0,
             "task_dir": str(task.task_dir)}
 
 
-def _task_state(task: TaskRow, counts: dict[str, int]) -> str:
-    active = sum(n for s, n in counts.items() if s not in FINAL_JOB_STATES)
-    if active:
-        return "running"
-    if counts.get("done", 0) == task.n_jobs:
-        return "completed"
-    return "killed" if task.killed else "failed"
 
 
 def _sync(ctx: Context, task: TaskRow) -> TaskRow:
@@ -356,7 +350,7 @@ def _job_rows(sess: control.Session, task: TaskRow) -> list[dict[str, Any]]:
 def _print_status(ctx: Context, task: TaskRow, *, jobs: bool) -> None:
     sess = ctx.session()
     counts = sess.store.counts(task.id)
-    state = _task_state(task, counts)
+    state = control.task_state(task, counts)
     click.echo(f"task {task.id} {task.name}: {state}; {task.n_jobs} jobs"
                + (f", {task.n_files} files, {units.format_bytes(task.bytes)}" if task.n_files else "")
                + f" ({task.backend}, account {task.account})")
@@ -394,7 +388,7 @@ def _watch(ctx: Context, task: TaskRow, interval: float, *, as_json: bool, jobs:
     while True:
         task = _sync(ctx, task)
         counts = sess.store.counts(task.id)
-        state = _task_state(task, counts)
+        state = control.task_state(task, counts)
         if as_json:
             click.echo(json.dumps(_task_json(sess, task)))
         else:
@@ -465,42 +459,10 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
             counts = sess.store.counts(t.id)
             click.echo(f"{t.id:>4} {t.name[:28]:<28} {t.backend:<7} "
                        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(t.created)):<16} {t.n_jobs:>6} "
-                       f"{_task_state(t, counts):<10} {t.output_did or '-'}")
+                       f"{control.task_state(t, counts):<10} {t.output_did or '-'}")
 
 
 # --------------------------------------------------------------------------- logs
-
-
-def _event_blocks(log: Path, cluster: int, proc: int) -> list[str]:
-    """The user log's events of one job (text format: a header line '(CLUSTER.PROC.000)' ... '...'),
-    without the ad-information events (their only news, the site, is in the attempt's header line)."""
-    if not log.exists():
-        return []
-    tag = f"({cluster:03d}.{proc:03d}.000)"
-    blocks: list[str] = []
-    current: list[str] | None = None
-    for line in log.read_text(errors="replace").splitlines():
-        if current is None and tag in line and not line.startswith("028 "):
-            current = [line]
-        elif current is not None:
-            if line.strip() == "...":
-                blocks.append("\n".join(current))
-                current = None
-            else:
-                current.append(line)
-    return blocks
-
-
-def _local_events(path: Path, rnd: int, proc: int) -> list[str]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        d = json.loads(line)
-        if d["round"] == rnd and d["proc"] == proc:
-            out.append(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['time']))} {d['kind']}"
-                       + "".join(f" {k}={d[k]}" for k in ("site", "exit_code", "signal") if d.get(k) is not None))
-    return out
 
 
 @main.command()
@@ -519,20 +481,20 @@ def logs(ctx: Context, task_ref: str, job: int, attempt: int | None, only: str |
         if not 0 <= job < task.n_jobs:
             fail(f"task {task.id} has jobs 0..{task.n_jobs - 1}, not {job}", INPUT)
         td = TaskDir(task.task_dir)
+        backend = sess.backend(task.backend)
         rows = [a for a in sess.store.attempts(task.id, job) if attempt is None or a["attempt"] == attempt]
         if not rows:
             fail(f"job {job} of task {task.id} has no attempt{' ' + str(attempt) if attempt else ''} yet", NOT_FOUND)
         for a in rows:
             n = a["attempt"]
-            where = (f"cluster {a['cluster']}.{a['proc']}" if task.backend == "condor"
-                     else f"round {a['round']}.{a['proc']}")
+            key = a["round"] if backend.keyed_by_round else a["cluster"]
+            where = f"{'round' if backend.keyed_by_round else 'cluster'} {key}.{a['proc']}"
             click.echo(f"==== job {job} attempt {n}: {a['state']}, {where}, site {a['site'] or '-'}, "
                        f"{units.format_mb(a['memory'])} requested"
                        + (f", peak {a['max_rss_mb']} MB" if a["max_rss_mb"] else "")
                        + (f", exit {a['exit_code']}" if a["exit_code"] is not None else "")
                        + (f", {a['failure']}: {a['reason']}" if a["failure"] else ""))
-            events = (_event_blocks(td.events_log, a["cluster"], a["proc"]) if task.backend == "condor"
-                      else _local_events(td.local_events, a["round"], a["proc"])) if only in (None, "events") else []
+            events = backend.job_events(td, key, a["proc"]) if only in (None, "events") and key is not None else []
             parts: list[tuple[str, Callable[[], str]]] = [
                 ("stdout", partial(_read, td.stdout(job, n))),
                 ("stderr", partial(_read, td.stderr(job, n))),

@@ -19,9 +19,9 @@ import subprocess
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from juno_jobs import backends, gcpause, retry
@@ -38,6 +38,9 @@ if TYPE_CHECKING:  # planning and Rucio are imported where used: `status` needs 
 
 # HTCondor hold codes that mean the job ran out of its wall time (allowed_execute_duration, job duration).
 HOLD_WALLTIME = frozenset({46, 47})
+# Finished jobs whose outputs are verified and registered together (bulk calls of <= 1,000 files).
+FINALIZE_BATCH_JOBS = 1000
+FINALIZE_BATCH_JOBS_BUDGET = 25  # a status registers batches of this many while it is inside its budget
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Session:
     store: Store
     rucio: Callable[[], Any]
     log: Callable[[str], None] = lambda m: None
+    finalize_budget_s: float | None = None  # `status` sets one: registration goes on in the next pass
     _client: Any = None
     _backends: dict[str, Backend] = field(default_factory=dict)
 
@@ -81,7 +85,7 @@ def _policy(plan: Plan) -> dict[str, Any]:
             "resources": {"memory_mb": t.resources.memory_mb, "cpus": t.resources.cpus,
                           "disk_mb": t.resources.disk_mb, "wall_s": t.resources.wall_s},
             "output_patterns": list(plan.output.patterns) if plan.output else [],
-            "rse_bases": plan.rse_bases}
+            "rse_bases": plan.rse_bases, "output_bases": plan.output_bases}
 
 
 def retry_policy(task: TaskRow) -> RetryPolicy:
@@ -149,10 +153,13 @@ def _submit(sess: Session, plan: Plan, *, backend: str | None, hold: bool) -> Ta
         policy=_policy(plan),
         jobs=[(j.index, ",".join(j.sites), len(j.files), j.bytes, memory) for j in plan.jobs])
     try:
+        output = {"scope": plan.output.scope, "dataset": plan.output.name, "rse": plan.output.rse,
+                  "bases": plan.output_bases} if plan.output else None
         taskdir.write(td, plan.task, task_id=task_id, uuid=uuid, jobs=plan.jobs, job_rses=plan.job_rses,
-                      rse_bases=plan.rse_bases, explicit_pfns=plan.explicit_pfns, cfg=sess.cfg)
+                      rse_bases=plan.rse_bases, explicit_pfns=plan.explicit_pfns, cfg=sess.cfg, output=output)
         if plan.output is not None:
             outputs.ensure_dataset(sess.client, plan.output.scope, plan.output.name)
+            outputs.protect(sess.client, plan.output.scope, plan.output.name, sorted(plan.output_bases))
     except BaseException:
         _forget(store, task_id, td)  # nothing reached the batch system: leave no trace of the task
         raise
@@ -195,12 +202,20 @@ def _submit_round(sess: Session, be: Backend, task: TaskRow, items: Sequence[Ite
 # --------------------------------------------------------------------------- sync
 
 
+def task_state(task: TaskRow, counts: dict[str, int]) -> str:
+    """running | completed | killed | failed, from the jobs' counts per state (the one place it is derived)."""
+    active = sum(n for s, n in counts.items() if s not in FINAL_JOB_STATES)
+    if active:
+        return "running"
+    if counts.get("done", 0) == task.n_jobs:
+        return "completed"
+    return "killed" if task.killed else "failed"
+
+
 def finished(sess: Session, task: TaskRow) -> bool:
     """Nothing can change any more without a command (every job final, dataset closed if any)."""
-    counts = sess.store.counts(task.id)
-    active = sum(n for s, n in counts.items() if s not in FINAL_JOB_STATES)
-    return active == 0 and (task.output_dataset is None or task.dataset_closed
-                            or counts.get("done", 0) != task.n_jobs)
+    state = task_state(task, sess.store.counts(task.id))
+    return state != "running" and (task.output_dataset is None or task.dataset_closed or state != "completed")
 
 
 def sync(sess: Session, task: TaskRow) -> SyncReport:
@@ -327,12 +342,14 @@ def _judge(td: TaskDir, job: int, attempt: int, exit_code: int | None, signal: i
 
 
 def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
+    """Register the outputs of every job that finished (they are on storage already: the jobs put them
+    there). Bounded by `sess.finalize_budget_s` so that `status` answers quickly while thousands of jobs
+    end together: what is left waits for the next pass."""
     from requests import RequestException
     from rucio.common.exception import RucioException
 
     from juno_jobs import outputs
-    from juno_jobs.pfns import PfnMaker
-    from juno_jobs.resolve import rse_infos
+    from juno_jobs.resolve import clone_client
 
     rows = sess.store.jobs(task.id, states=["finishing"])
     if not rows:
@@ -343,36 +360,82 @@ def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
         report.finalized += len(rows)
         return
     td = task_dir(task)
-    client = sess.client
-    maker = PfnMaker(client)
-    rses = rse_infos(client)
-    bases = task.policy.get("rse_bases", {})
-    for row in rows:
-        job, attempt = row["job"], row["attempts"]
-        result = td.read_result(job, attempt) or {}
-        preferred = [i.get("rse") for i in result.get("inputs", []) if i.get("rse")] + sorted(bases)
-        try:
-            rse = outputs.choose_rse(target.rse, row["site"] or result.get("site"), rses, preferred)
-            name_of: Callable[[str], str] = partial(target.file_name, job)
-            done = outputs.finalize(client, maker, dataset=(target.scope, target.name), file_name=name_of,
-                                    outputs_dir=td.attempt_dir(job, attempt) / "outputs",
-                                    records=list(result.get("outputs", [])), rse=rse, log=sess.log)
-        except outputs.OutputError as err:
-            if err.permanent:
-                sess.store.set_jobs(task.id, [job], state="failed", failure="outputs", reason=str(err))
-                report.gave_up += 1
-            else:
-                report.warnings.append(f"job {job}: outputs not registered yet ({err}); the next status tries again")
-            continue
-        except (RucioException, RequestException, OSError, subprocess.TimeoutExpired) as err:
-            # Rucio or storage unreachable for a moment: the job stays `finishing`, and because every
-            # step is idempotent the next status simply goes through it again.
-            report.warnings.append(f"job {job}: outputs not registered yet ({type(err).__name__}: {err}); "
-                                   "the next status tries again")
-            continue
-        sess.store.add_outputs(task.id, [(job, attempt, d.scope, d.name, d.rse, d.bytes, d.adler32) for d in done])
-        sess.store.set_jobs(task.id, [job], state="done")
-        report.finalized += 1
+    bases = task.policy.get("output_bases", {})
+    started = time.perf_counter()
+    checker = outputs.StorageChecker()
+    dataset = (target.scope, target.name)
+    # Under a time budget (status), smaller batches: the first one is always done, and it must fit.
+    size = FINALIZE_BATCH_JOBS if sess.finalize_budget_s is None else FINALIZE_BATCH_JOBS_BUDGET
+    batches = [rows[i:i + size] for i in range(0, len(rows), size)]
+    # Without a budget, the next batch is verified (storage checksums, Rucio asked) while this one is
+    # registered: a client of its own for that thread.
+    side_client = clone_client(sess.client) if sess.finalize_budget_s is None and len(batches) > 1 else sess.client
+
+    def prepare(batch: list[Any], client: Any) -> tuple[dict[int, int], dict[int, outputs.OutputError],
+                                                          outputs.Verified]:
+        wanted: list[outputs.Expected] = []
+        failed: dict[int, outputs.OutputError] = {}
+        by_job: dict[int, int] = {}
+        for row in batch:
+            job, attempt = row["job"], row["attempts"]
+            result = td.read_result(job, attempt) or {}
+            by_job[job] = attempt
+            try:
+                wanted += outputs.expected(result.get("outputs", []), job=job, attempt=attempt, target=target,
+                                           bases=bases)
+            except outputs.OutputError as err:
+                failed[job] = err
+        return by_job, failed, outputs.verify(client, wanted, checker)
+
+    transient = (RucioException, RequestException, OSError, subprocess.TimeoutExpired)
+    with ThreadPoolExecutor(1) as side:
+        pending = side.submit(prepare, batches[0], sess.client)
+        last = False
+        for k in range(len(batches)):
+            try:
+                by_job, failed, verified = pending.result()
+            except transient as err:
+                # Rucio or storage unreachable for a moment: the jobs stay `finishing`; every step is
+                # idempotent, so the next status goes through them again.
+                report.warnings.append(f"outputs not registered yet ({type(err).__name__}: {err}); the next "
+                                       "status tries again")
+                return
+            if k + 1 < len(batches):
+                if sess.finalize_budget_s is None:
+                    pending = side.submit(prepare, batches[k + 1], side_client)
+                elif time.perf_counter() - started > sess.finalize_budget_s / 2:
+                    left = sum(len(b) for b in batches[k + 1:])
+                    report.warnings.append(f"{left} finished job(s) wait for the next pass to have their outputs "
+                                           "registered")
+                    last = True
+                else:
+                    pending = side.submit(prepare, batches[k + 1], sess.client)
+            try:
+                registered, errors = outputs.register_verified(sess.client, dataset, verified, log=sess.log)
+            except outputs.OutputError as err:
+                if not err.permanent:
+                    report.warnings.append(f"outputs not registered yet ({err}); the next status tries again")
+                    return
+                registered, errors = [], {job: err for job in by_job}
+            except transient as err:
+                report.warnings.append(f"outputs not registered yet ({type(err).__name__}: {err}); the next "
+                                       "status tries again")
+                return
+            errors.update(failed)
+            sess.store.add_outputs(task.id, [(e.job, e.attempt, e.item.scope, e.item.name, e.item.rse, e.item.bytes,
+                                              e.item.adler32) for e in registered])
+            for job, err in sorted(errors.items()):
+                if err.permanent:
+                    sess.store.set_jobs(task.id, [job], state="failed", failure="outputs", reason=str(err))
+                    report.gave_up += 1
+                else:
+                    report.warnings.append(f"job {job}: outputs not registered yet ({err}); the next status tries "
+                                           "again")
+            done = [job for job in by_job if job not in errors]
+            sess.store.set_jobs(task.id, done, state="done")
+            report.finalized += len(done)
+            if last:
+                break
 
 
 def _retries(sess: Session, be: Backend, task: TaskRow, report: SyncReport) -> None:

@@ -211,6 +211,34 @@ def parse_text(text: str) -> tuple[list[Event], int]:
     return out, used
 
 
+def job_blocks(log: Path, cluster: int, proc: int) -> list[str]:
+    """The user log's events of one job as text (for `logs`), without the ad-information events (their
+    only news, the site, is in the attempt's header line). Same event framing as `parse_text`."""
+    if not log.exists():
+        return []
+    tag = f"({cluster:03d}.{proc:03d}.000)"
+    out = []
+    for block in log.read_text(errors="replace").split(_END):
+        block = block.strip("\n")
+        if block and tag in block.split("\n", 1)[0] and not block.startswith("028 "):
+            out.append(block)
+    return out
+
+
+def local_job_lines(path: Path, rnd: int, proc: int) -> list[str]:
+    """The local backend's events of one job as text (for `logs`)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        d = json.loads(line)
+        if d["round"] == rnd and d["proc"] == proc:
+            when = datetime.fromtimestamp(d["time"]).strftime("%Y-%m-%d %H:%M:%S")
+            out.append(f"{when} {d['kind']}"
+                       + "".join(f" {k}={d[k]}" for k in ("site", "exit_code", "signal") if d.get(k) is not None))
+    return out
+
+
 class TextLog(_PositionedLog):
     """Incremental reader of a task's HTCondor user log (text format) from a remembered byte offset."""
 

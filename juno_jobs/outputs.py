@@ -1,34 +1,43 @@
-"""A finished job's outputs → bytes on the chosen RSE and files in the task's output dataset, exactly once.
+"""Finished jobs' outputs → files in the task's output dataset, exactly once, without moving a byte.
 
-For each output file of the job's successful attempt (attempts/JOB.ATTEMPT/outputs/):
-  1. its adler32 is computed again here and must equal the wrapper's record;
-  2. the bytes go to the RSE's PFN for the file (xrdcp), unless the storage already has them with that
-     adler32 (an earlier, interrupted finalization); the storage's own adler32 must match afterwards;
-  3. `attach_dids(dataset, [file], rse=RSE)` registers the file, its replica and the attachment in one
-     server transaction. If it was attached before (FileAlreadyExists), the file Rucio has must carry our
-     adler32 and size: then this is a repeat and counts as done; a different checksum
-     (FileConsistencyMismatch) is an error nobody should paper over;
-  4. a rule (1 copy at the RSE) protects the replica; DuplicateRule means an earlier run made it.
-The DID name is `<dataset>.<job:05d>.<file>`: the same for every attempt and every finalization, so
-running finalization twice (two `status` commands at once, a crash in the middle) cannot register a
-file twice; the store's outputs table records what is done (INSERT OR IGNORE).
+The job itself copied each output from the worker to the output RSE and compared the storage's adler32
+with its own (wrapper.stage_out). Here, on the submit side, for the outputs of one `sync` pass:
+  1. `expected`: what the job's result record claims is checked against the task (the DID name is
+     `<dataset>.<job:05d>.<file>`, the RSE one the task allows) and the PFN is computed here, from the
+     RSE's write base: a job cannot point the registration at another file (pure);
+  2. `StorageChecker`: the storage's adler32 of every file, by checksum query (no bytes; a few `xrdfs`
+     batch sessions per storage, in parallel), must equal the job's;
+  3. `register`: before anything is registered Rucio is asked which names it already has
+     (`get_metadata_bulk`): the same adler32 and size = done (an earlier pass got that far), another =
+     an error that overwrites nothing; the rest goes in bulk `attach_dids(..., rse=RSE)` calls of at
+     most 1,000 files, each registering files, replicas and attachments in one server transaction.
+Running this twice (two `status` at once, a crash in the middle, a schedd restarted) cannot register a
+file twice; the store's outputs table records what is done (INSERT OR IGNORE). The replicas are
+protected by one rule on the output dataset (`protect`), not one rule per file.
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from juno_jobs.model import RseInfo
-from juno_jobs.pfns import PfnMaker
-from juno_jobs.wrapper import adler32_file
+from juno_jobs.model import OutputTarget
+from juno_jobs.pfns import path_of
+
+__all__ = ["BULK", "Expected", "OutputError", "Registered", "StorageChecker", "close_dataset", "ensure_dataset",
+           "expected", "known", "path_of", "protect", "register", "register_verified", "verify", "verify_and_register"]
+
+BULK = 1000  # Rucio's generic schema caps every bulk call at 1,000 items
+# Parallel xrdfs sessions per storage: XRootD computes at most 2 checksums at once by default
+# (`xrootd.chksum max`) and answers a third with "wait" (seconds): more sessions are slower.
+CHECK_SESSIONS = 2
 
 
 class OutputError(RuntimeError):
-    """Finalization failed; `permanent` says whether trying again can help."""
+    """An output cannot be registered; `permanent` says whether trying again can help."""
 
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
@@ -44,100 +53,226 @@ class Registered:
     adler32: str
 
 
-def choose_rse(target_rse: str, site: str | None, rses: dict[str, RseInfo], preferred: list[str]) -> str:
-    """The output RSE: the fixed one, or a disk RSE at the site where the job ran (one it read from first)."""
-    if target_rse != "site":
-        return target_rse
-    at_site = sorted(r for r, i in rses.items() if i.site == site and not i.tape)
-    if not at_site:
-        raise OutputError(f"the job ran at site {site or '(unknown)'}, which has no disk RSE for outputs: set "
-                          "output.rse in the task file", permanent=True)
-    for r in preferred:
-        if r in at_site:
-            return r
-    return at_site[0]
+@dataclass(frozen=True)
+class Expected:
+    """One output a job says it staged out, and where it must be."""
+
+    job: int
+    attempt: int
+    item: Registered
+    url: str
 
 
-def _split(url: str) -> tuple[str, str]:
-    rest = url.split("://", 1)[1]
-    host, path = rest.split("/", 1)
-    return host, "/" + path.lstrip("/")
+def expected(records: Iterable[dict[str, Any]], *, job: int, attempt: int, target: OutputTarget,
+             bases: dict[str, dict[str, Any]]) -> list[Expected]:
+    """The outputs of one job's result record, checked against the task (pure)."""
+    out = []
+    for rec in records:
+        name = target.file_name(job, str(rec.get("file", "")))
+        if rec.get("name") != name or rec.get("scope") != target.scope:
+            raise OutputError(f"job {job}: the result names output {rec.get('scope')}:{rec.get('name')}, the task "
+                              f"expects {target.scope}:{name}", permanent=True)
+        rse = str(rec.get("rse"))
+        if rse not in bases or (target.rse != "site" and rse != target.rse):
+            raise OutputError(f"job {job}: output {name} is at {rse}, which is not an output RSE of this task",
+                              permanent=True)
+        url = bases[rse]["base"] + path_of(target.scope, name)
+        out.append(Expected(job, attempt, Registered(target.scope, name, rse, int(rec["bytes"]), str(rec["adler32"])),
+                            url))
+    return out
 
 
-def storage_adler32(url: str) -> str | None:
-    host, path = _split(url)
-    done = subprocess.run(["xrdfs", host, "query", "checksum", path], capture_output=True, text=True, timeout=120)
-    parts = done.stdout.split()
-    if done.returncode != 0 or len(parts) < 2 or parts[0] != "adler32":
-        return None
-    return parts[1].lower().rjust(8, "0")
+def _server(url: str) -> tuple[str, str]:
+    scheme, rest = url.split("://", 1)
+    host, _, path = rest.partition("/")
+    return f"{scheme}://{host}", "/" + path.lstrip("/")
 
 
-def upload(local: Path, url: str, adler32: str) -> None:
-    if storage_adler32(url) == adler32:
-        return  # already there, same bytes: an earlier finalization got this far
-    done = subprocess.run(["xrdcp", "--nopbar", "--force", "--path", str(local), url], capture_output=True,
-                          text=True, timeout=3600)
-    if done.returncode != 0:
-        raise OutputError(f"xrdcp {local} -> {url} failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
-    remote = storage_adler32(url)
-    if remote != adler32:
-        raise OutputError(f"{url}: the storage reports adler32 {remote}, the file has {adler32}")
+def parse_checksum_session(text: str) -> dict[str, str | None]:
+    """path → adler32 (None: no such file) from an `xrdfs SERVER` session fed 'query checksum PATH' lines.
+    Paths whose answer is another error are left out (asked again next time)."""
+    out: dict[str, str | None] = {}
+    current: str | None = None
+    marker = "> query checksum "
+    for line in text.splitlines():
+        at = line.find(marker)
+        if at >= 0:
+            current = line[at + len(marker):].strip()
+            continue
+        if current is None:
+            continue
+        if line.startswith("adler32 "):
+            out[current] = line.split()[1].lower().rjust(8, "0")
+            current = None
+        elif line.startswith("[ERROR]"):
+            if "[3011]" in line or "no such file" in line.lower():
+                out[current] = None
+            current = None
+    return out
 
 
-def register(client: Any, dataset: tuple[str, str], item: Registered) -> None:
+class StorageChecker:
+    """The storage's own adler32 of many files, by checksum query: no bytes move."""
+
+    def __init__(self, sessions: int = CHECK_SESSIONS, timeout_s: float = 600.0) -> None:
+        self.sessions = sessions
+        self.timeout_s = timeout_s
+
+    def _session(self, server: str, paths: Sequence[str]) -> dict[str, str | None]:
+        stdin = "".join(f"query checksum {p}\n" for p in paths)
+        done = subprocess.run(["xrdfs", server], input=stdin, capture_output=True, text=True, timeout=self.timeout_s)
+        return parse_checksum_session(done.stdout + "\n" + done.stderr)
+
+    def checksums(self, urls: Iterable[str]) -> dict[str, str | None]:
+        """url → adler32, None when the file is not there; urls the storage did not answer are missing."""
+        by_server: dict[str, dict[str, str]] = {}  # server → path → the url as given
+        for url in urls:
+            server, path = _server(url)
+            by_server.setdefault(server, {})[path] = url
+        batches: list[tuple[str, list[str]]] = []
+        for server, paths in by_server.items():
+            n = max(1, min(self.sessions, len(paths) // 50 or 1))
+            ordered = list(paths)
+            batches += [(server, ordered[i::n]) for i in range(n)]
+        out: dict[str, str | None] = {}
+        with ThreadPoolExecutor(max(1, len(batches))) as pool:
+            for (server, _paths), found in zip(batches, pool.map(lambda b: self._session(*b), batches), strict=True):
+                for path, value in found.items():
+                    url = by_server[server].get(path)
+                    if url is not None:
+                        out[url] = value
+        return out
+
+
+def _chunks(items: Sequence[Any], size: int = BULK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def known(client: Any, items: Sequence[Registered]) -> dict[str, dict[str, Any]]:
+    """name → Rucio's record of the names it already has (bulk, at most 1,000 a call)."""
+    from rucio.common.exception import DataIdentifierNotFound
+
+    out: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(items):
+        try:
+            for meta in client.get_metadata_bulk([{"scope": i.scope, "name": i.name} for i in chunk]):
+                out[str(meta["name"])] = meta
+        except DataIdentifierNotFound:
+            pass  # none of them exists yet
+    return out
+
+
+def register(client: Any, dataset: tuple[str, str], items: Sequence[Registered],
+             have: dict[str, dict[str, Any]] | None = None) -> tuple[list[Registered], dict[str, OutputError]]:
+    """Register files, replicas and attachments in bulk; (done, errors by name). Exactly once: names
+    Rucio has with the same adler32 and size count as done, with another as a permanent error. `have`:
+    what `known` answered for these items just before (else it is asked here)."""
     from rucio.common.exception import (
         DataIdentifierNotFound,
-        DuplicateRule,
         FileAlreadyExists,
         FileConsistencyMismatch,
         UnsupportedOperation,
     )
 
-    did = {"scope": item.scope, "name": item.name, "bytes": item.bytes, "adler32": item.adler32}
-    try:
-        client.attach_dids(dataset[0], dataset[1], [did], rse=item.rse)
-    except FileAlreadyExists:
-        known = client.get_did(item.scope, item.name)
-        if known.get("adler32") != item.adler32 or int(known.get("bytes") or -1) != item.bytes:
-            raise OutputError(f"{item.scope}:{item.name} is already in {dataset[0]}:{dataset[1]} with adler32 "
-                              f"{known.get('adler32')} and {known.get('bytes')} bytes, not {item.adler32} and "
-                              f"{item.bytes}", permanent=True) from None
-    except FileConsistencyMismatch as err:
-        raise OutputError(f"{item.scope}:{item.name} exists in Rucio with another checksum: {err}",
-                          permanent=True) from err
-    except DataIdentifierNotFound as err:
-        raise OutputError(f"output dataset {dataset[0]}:{dataset[1]} is gone from Rucio: {err}",
-                          permanent=True) from err
-    except UnsupportedOperation as err:
-        raise OutputError(f"output dataset {dataset[0]}:{dataset[1]} is closed: {err}", permanent=True) from err
-    try:
-        client.add_replication_rule([{"scope": item.scope, "name": item.name}], 1, item.rse,
-                                    comment="juno-submit output")
-    except DuplicateRule:
-        pass
+    done: list[Registered] = []
+    errors: dict[str, OutputError] = {}
+    if have is None:
+        have = known(client, items)
+    todo: dict[str, list[Registered]] = {}
+    for item in items:
+        meta = have.get(item.name)
+        if meta is None:
+            todo.setdefault(item.rse, []).append(item)
+        elif meta.get("adler32") == item.adler32 and int(meta.get("bytes") or -1) == item.bytes:
+            done.append(item)
+        else:
+            errors[item.name] = OutputError(
+                f"{item.scope}:{item.name} is already in Rucio with adler32 {meta.get('adler32')} and "
+                f"{meta.get('bytes')} bytes, not {item.adler32} and {item.bytes}: nothing was registered or "
+                "overwritten", permanent=True)
+    for rse, group in todo.items():
+        for chunk in _chunks(group):
+            files = [{"scope": i.scope, "name": i.name, "bytes": i.bytes, "adler32": i.adler32} for i in chunk]
+            try:
+                client.attach_dids(dataset[0], dataset[1], files, rse=rse)
+                done.extend(chunk)
+            except (FileAlreadyExists, FileConsistencyMismatch):
+                # Someone registered some of them since we asked (a concurrent pass): sort them out again.
+                again, errs = register(client, dataset, chunk) if len(chunk) > 1 else _one(client, dataset, chunk[0])
+                done.extend(again)
+                errors.update(errs)
+            except DataIdentifierNotFound as err:
+                raise OutputError(f"output dataset {dataset[0]}:{dataset[1]} is gone from Rucio: {err}",
+                                  permanent=True) from err
+            except UnsupportedOperation as err:
+                raise OutputError(f"output dataset {dataset[0]}:{dataset[1]} is closed: {err}",
+                                  permanent=True) from err
+    return done, errors
 
 
-def finalize(client: Any, maker: PfnMaker, *, dataset: tuple[str, str], file_name: Callable[[str], str],
-             outputs_dir: Path, records: list[dict[str, Any]], rse: str,
-             log: Callable[[str], None] = lambda m: None) -> list[Registered]:
-    """Upload and register one job's outputs; return what is in Rucio now."""
-    done = []
-    scope = dataset[0]
-    for rec in records:
-        local = outputs_dir / rec["file"]
-        if not local.is_file():
-            raise OutputError(f"{local} is missing: the attempt's outputs were removed", permanent=True)
-        adler32 = adler32_file(local)
-        if adler32 != rec["adler32"] or local.stat().st_size != rec["bytes"]:
-            raise OutputError(f"{local} changed since the job wrote it (adler32 {adler32}, the job recorded "
-                              f"{rec['adler32']})", permanent=True)
-        item = Registered(scope=scope, name=file_name(rec["file"]), rse=rse, bytes=rec["bytes"], adler32=adler32)
-        upload(local, maker.write_url(rse, scope, item.name), adler32)
-        register(client, dataset, item)
-        log(f"  {scope}:{item.name} at {rse} (adler32 {adler32})")
-        done.append(item)
-    return done
+def _one(client: Any, dataset: tuple[str, str], item: Registered) -> tuple[list[Registered], dict[str, OutputError]]:
+    known_now = known(client, [item]).get(item.name)
+    if known_now and known_now.get("adler32") == item.adler32 and int(known_now.get("bytes") or -1) == item.bytes:
+        return [item], {}
+    return [], {item.name: OutputError(f"{item.scope}:{item.name} exists in Rucio with another checksum "
+                                       f"({known_now and known_now.get('adler32')}): nothing overwritten",
+                                       permanent=True)}
+
+
+@dataclass
+class Verified:
+    """Outputs checked on storage, with what Rucio already knows of their names."""
+
+    ready: list[Expected]
+    errors: dict[int, OutputError]
+    have: dict[str, dict[str, Any]]
+
+
+def verify(client: Any, wanted: Sequence[Expected], checker: StorageChecker) -> Verified:
+    """Storage checksums (no bytes) and Rucio's records of the names, for one batch."""
+    if not wanted:
+        return Verified([], {}, {})
+    sums = checker.checksums(e.url for e in wanted)
+    errors: dict[int, OutputError] = {}
+    ready: list[Expected] = []
+    for e in wanted:
+        if e.url not in sums:
+            errors.setdefault(e.job, OutputError(f"{e.url}: the storage did not answer the checksum query"))
+        elif sums[e.url] is None:
+            errors.setdefault(e.job, OutputError(f"{e.url}: the job reported this output staged out, but the "
+                                                 "storage has no such file", permanent=True))
+        elif sums[e.url] != e.item.adler32:
+            errors.setdefault(e.job, OutputError(f"{e.url}: the storage reports adler32 {sums[e.url]}, the job "
+                                                 f"{e.item.adler32}", permanent=True))
+        else:
+            ready.append(e)
+    ready = [e for e in ready if e.job not in errors]
+    return Verified(ready, errors, known(client, [e.item for e in ready]))
+
+
+def register_verified(client: Any, dataset: tuple[str, str], v: Verified,
+                      log: Callable[[str], None] = lambda m: None) -> tuple[list[Expected], dict[int, OutputError]]:
+    """Bulk registration of a verified batch. (registered, errors by job)."""
+    errors = dict(v.errors)
+    if not v.ready:
+        return [], errors
+    done, errs = register(client, dataset, [e.item for e in v.ready], v.have)
+    names = {d.name for d in done}
+    for e in v.ready:
+        if e.item.name in errs:
+            errors.setdefault(e.job, errs[e.item.name])
+    registered = [e for e in v.ready if e.item.name in names and e.job not in errors]
+    if registered:
+        log(f"  {len(registered)} output(s) verified on storage and registered in {dataset[0]}:{dataset[1]}")
+    return registered, errors
+
+
+def verify_and_register(client: Any, dataset: tuple[str, str], wanted: Sequence[Expected],
+                        checker: StorageChecker, log: Callable[[str], None] = lambda m: None
+                        ) -> tuple[list[Expected], dict[int, OutputError]]:
+    """Storage checksums, Rucio asked, then bulk registration. (registered, errors by job)."""
+    return register_verified(client, dataset, verify(client, wanted, checker), log)
 
 
 def ensure_dataset(client: Any, scope: str, name: str, meta: dict[str, Any] | None = None) -> None:
@@ -146,6 +281,20 @@ def ensure_dataset(client: Any, scope: str, name: str, meta: dict[str, Any] | No
     try:
         client.add_dataset(scope, name, meta=meta or None)
     except DataIdentifierAlreadyExists:
+        pass
+
+
+def protect(client: Any, scope: str, name: str, rses: Sequence[str]) -> None:
+    """One rule for every output of the task: a copy on one of its output RSEs (grouping NONE: each file
+    where it already is, as Rucio prefers RSEs holding an AVAILABLE replica)."""
+    from rucio.common.exception import DuplicateRule
+
+    if not rses:
+        return
+    try:
+        client.add_replication_rule([{"scope": scope, "name": name}], 1, "|".join(sorted(rses)), grouping="NONE",
+                                    comment="juno-submit outputs")
+    except DuplicateRule:
         pass
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from juno_jobs import gcpause, locality, splitting
 from juno_jobs.model import InputFile, JobSpec, OutputTarget, RseInfo, SiteGroup, Task
-from juno_jobs.pfns import NoReadProtocol, PfnMaker
+from juno_jobs.pfns import NoReadProtocol, PfnMaker, path_of
 from juno_jobs.resolve import InputError, Resolver, clone_client, rse_infos
 
 
@@ -34,6 +34,7 @@ class Plan:
     rse_bases: dict[str, dict[str, Any]] = field(default_factory=dict)  # RSE → {"site", "base"}
     explicit_pfns: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # (scope, name) → {RSE: PFN}
     job_rses: list[tuple[str, ...]] = field(default_factory=list)  # per job: the RSEs it may read from
+    output_bases: dict[str, dict[str, Any]] = field(default_factory=dict)  # output RSE → {"site", "base"} (write)
     n_files: int = 0
     bytes: int = 0
     resolve_s: float = 0.0
@@ -177,8 +178,38 @@ def _make_plan(task: Task, client: Any, *, owned: Callable[[str, str], bool], lo
             raise PlanError("no site left to run at: check sites.allow and sites.deny")
         plan.jobs = splitting.split_jobvars(task.splitting.jobvars, sites=sites, max_jobs=split.max_jobs)
         plan.job_rses = [() for _ in plan.jobs]
+    if target is not None:
+        plan.output_bases = _output_bases(plan, PfnMaker(client))
     plan.plan_s = time.perf_counter() - started
     return plan
+
+
+def _output_bases(plan: Plan, maker: PfnMaker) -> dict[str, dict[str, Any]]:
+    """The write URL base of every RSE a job may stage its outputs out to: the jobs compute each file's
+    path themselves (the `juno` lfn2pfn algorithm), as for inputs. An RSE whose paths differ cannot take
+    outputs from jobs: planning stops there, before anything runs."""
+    target = plan.output
+    assert target is not None
+    if target.rse != "site":
+        candidates = [target.rse]
+    else:
+        sites = {s for j in plan.jobs for s in j.sites}
+        candidates = sorted(r for r, i in plan.rses.items() if not i.tape and i.site in sites)
+    sample = target.file_name(0, "sample")
+    out: dict[str, dict[str, Any]] = {}
+    for rse in candidates:
+        try:
+            pfn = maker.write_url(rse, target.scope, sample)
+        except NoReadProtocol as err:
+            if target.rse != "site":
+                raise PlanError(f"output.rse {rse}: {err}") from None
+            continue
+        path = path_of(target.scope, sample)
+        if not pfn.endswith(path):
+            raise PlanError(f"output RSE {rse} places files at paths other than the juno algorithm's ({pfn}): "
+                            "jobs could not stage their outputs out there; choose another output.rse")
+        out[rse] = {"site": plan.rses[rse].site, "base": pfn[: -len(path)]}
+    return out
 
 
 def site_summary(plan: Plan) -> list[tuple[str, int, int, int]]:

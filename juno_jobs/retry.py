@@ -11,7 +11,11 @@ Failure kinds come from the wrapper's result record or from HTCondor (wrapper.py
   lost      the job vanished from the batch system without a result: again
   walltime  the payload ran past resources.wall_time: failed (it would again)
   release   the software release is missing at the site: failed (a set-up problem, not bad luck)
+  stageout  copying an output to the output RSE failed, or its adler32 there differed: again
   outputs   the payload succeeded but a declared output is missing: failed (the task file or the payload)
+  conflict  an output's PFN already holds other bytes: failed (nothing is ever overwritten)
+  unsafe    the job's description asked for something a job must never do (e.g. '/' or '..' in an input
+            name): failed
   wrapper   the wrapper itself broke: failed
 
 Every decision respects retry.max_attempts (the first attempt included).
@@ -24,8 +28,8 @@ from dataclasses import dataclass
 from juno_jobs.model import RetryPolicy
 from juno_jobs.units import format_mb
 
-RETRIABLE_ALWAYS = frozenset({"input", "held", "lost"})
-NEVER = frozenset({"walltime", "release", "outputs", "wrapper"})
+RETRIABLE_ALWAYS = frozenset({"input", "stageout", "held", "lost"})
+NEVER = frozenset({"walltime", "release", "outputs", "conflict", "unsafe", "wrapper"})
 KINDS = frozenset({"memory", "payload"}) | RETRIABLE_ALWAYS | NEVER
 
 

@@ -1,14 +1,17 @@
 """Where juno-submit keeps its state and which batch system it talks to (environment, then defaults).
 
-  JUNO_SUBMIT_DIR        task database and task directories. Default: $JUNO_GRID_DIR/jobs/juno-submit on
-                         the local grid (the pool sees only the grid's state directory), else
-                         ~/.local/share/juno-submit. With the condor backend and no file transfer, it must be
-                         on a file system the execute nodes share (see README, production).
+  JUNO_SUBMIT_DIR        task database and task directories, on the submit node only (jobs get what they
+                         need by HTCondor's file transfer). Default: $JUNO_GRID_DIR/jobs/juno-submit on the
+                         local grid (the schedd's node sees the grid's state directory), else
+                         ~/.local/share/juno-submit.
   JUNO_SUBMIT_BACKEND    condor (default) or local
   JUNO_SUBMIT_SCHEDD     a remote schedd's name (default: the local one, or the one CONDOR_CONFIG names)
   JUNO_SUBMIT_MAX_IDLE   late materialization: at most this many idle jobs per cluster (default 2000)
   JUNO_SUBMIT_JOB_OWNER  uid:gid that jobs run as, when juno-submit itself runs as root: directories the
-                         jobs write to are given to that user. On the local grid: the pool's job user.
+                         batch system writes to (logs/, results/) are given to that user. `juno-grid exec`
+                         sets it to the local pool's job user.
+  JUNO_SUBMIT_LOG_LIMIT  bytes of a payload's stdout and of its stderr that come back with the job
+                         (head and tail; default 1 MiB each)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class Settings:
     schedd: str | None = None
     max_idle: int = 2000
     job_owner: tuple[int, int] | None = None
+    log_limit: int = 1 << 20
 
     @property
     def db_path(self) -> Path:
@@ -35,15 +39,6 @@ class Settings:
     @property
     def tasks_dir(self) -> Path:
         return self.work_dir / "tasks"
-
-
-def _local_grid_owner() -> tuple[int, int] | None:
-    """The local grid's pool refuses root's jobs and runs them as its job user (juno_grid.condor)."""
-    try:
-        from juno_grid import condor
-    except ImportError:
-        return None
-    return condor.JOB_UID, condor.JOB_GID
 
 
 def _owner(text: str) -> tuple[int, int]:
@@ -70,10 +65,9 @@ def from_env(*, work_dir: Path | None = None, backend: str | None = None) -> Set
     owner = None
     if env.get("JUNO_SUBMIT_JOB_OWNER"):
         owner = _owner(env["JUNO_SUBMIT_JOB_OWNER"])
-    elif os.geteuid() == 0 and grid_dir:
-        owner = _local_grid_owner()
     return Settings(work_dir=work_dir.resolve(), backend=backend, schedd=env.get("JUNO_SUBMIT_SCHEDD") or None,
-                    max_idle=int(env.get("JUNO_SUBMIT_MAX_IDLE", "2000")), job_owner=owner)
+                    max_idle=int(env.get("JUNO_SUBMIT_MAX_IDLE", "2000")), job_owner=owner,
+                    log_limit=int(env.get("JUNO_SUBMIT_LOG_LIMIT", str(1 << 20))))
 
 
 def give(path: Path, settings: Settings) -> None:

@@ -1,6 +1,7 @@
 """The HTCondor submit description of a task round, and its items file (pure text).
 
-One cluster per round. Every job of the cluster has the same Requirements, the locality convention of
+One cluster per round, with HTCondor file transfer (no shared file system with the execute nodes).
+Every job of the cluster has the same Requirements, the locality convention of
 the pool: `stringListMember(TARGET.JUNO_Site, MY.DESIRED_Sites)`; what varies per job comes from the items
 file (`queue job,attempt,memory,sites from FILE`), which the schedd expands itself with late
 materialization (`max_idle`): 10,000 jobs are one call and a few milliseconds, where passing items from
@@ -47,7 +48,7 @@ def description(td: TaskDir, *, uuid: str, name: str, task_id: int, resources: R
     desc = {
         "universe": "vanilla",
         "executable": str(td.wrapper),
-        "arguments": f"{root} $(job) $(attempt) $(memory)",
+        "arguments": "$(job) $(attempt) $(memory)",
         "initialdir": str(root),
         "output": "logs/$(job).$(attempt).out",
         "error": "logs/$(job).$(attempt).err",
@@ -66,8 +67,14 @@ def description(td: TaskDir, *, uuid: str, name: str, task_id: int, resources: R
         "job_machine_attrs": "JUNO_Site",
         "job_ad_information_attrs": "MachineAttrJUNO_Site0",
         "environment": '"JUNO_SITE=$$(JUNO_Site)"',
-        # The task directory is on a file system the execute nodes share (the local grid bind-mounts it).
-        "should_transfer_files": "NO",
+        # Execute nodes share no file system with the submitter: the job's own item, task.json and the
+        # payload travel with it; only the result record (and stdout/stderr) comes back. Outputs go from
+        # the worker to storage (the wrapper), never through here.
+        "should_transfer_files": "YES",
+        "when_to_transfer_output": "ON_EXIT",
+        "transfer_input_files": ", ".join(td.transfer_inputs("$(job)")),
+        "transfer_output_files": "result.json",
+        "transfer_output_remaps": '"result.json = results/$(job).$(attempt).json"',
         "allowed_execute_duration": str(resources.wall_s + WALL_MARGIN_S),
         "max_idle": str(max_idle),
     }

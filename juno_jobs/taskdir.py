@@ -1,18 +1,22 @@
-"""A task's directory: what the jobs read (task.json, jobs.jsonl, wrapper, payload) and what they leave.
+"""A task's directory on the submit side: what the jobs get (task.json, jobs/, wrapper, payload) and what
+comes back from them.
 
     task.yaml               the task file as submitted
-    task.json               payload, outputs, wall time, RSE bases, naming patterns (read by the wrapper)
-    jobs.jsonl              one line per job: sites, RSEs, variables, inputs
+    task.json               payload, outputs (dataset, RSE, write bases), wall time, RSE bases, naming
+                            patterns, log limit: read by the wrapper; the same for every job
+    jobs/JOB.json           one file per job: sites, RSEs, variables, inputs (only its own item travels)
     wrapper.py              the job wrapper (juno_jobs/wrapper.py)
     payload/                the executable or script shipped with the jobs
     events.log              the HTCondor user log of every round (one per task)
     rounds/NNN.items, .sub  each round's items file and submit description
-    logs/JOB.ATTEMPT.out    stdout and stderr of every attempt (wrapper and payload)
+    logs/JOB.ATTEMPT.out    stdout and stderr of every attempt (wrapper and payload, size-capped)
     logs/JOB.ATTEMPT.err
-    attempts/JOB.ATTEMPT/   result.json, outputs/, work/ (the payload's working directory)
+    results/JOB.ATTEMPT.json  the wrapper's result record of every attempt (the output sandbox)
 
-The jobs write to logs/ and attempts/ as the batch system's user: those directories are handed to the
-job owner (settings.give) when juno-submit runs as root.
+Execute nodes see none of it: task.json, jobs/JOB.json and the payload go to the job by HTCondor's file
+transfer, result.json and the logs come back the same way; output bytes go from the worker to storage
+and never through here. The shadow writes logs/ and results/ as the batch system's user: those
+directories are handed to the job owner (settings.give) when juno-submit runs as root.
 """
 
 from __future__ import annotations
@@ -39,9 +43,20 @@ class TaskDir:
     def task_json(self) -> Path:
         return self.root / "task.json"
 
+    def job_file(self, job: int) -> Path:
+        return self.root / "jobs" / f"{job}.json"
+
     @property
-    def jobs_jsonl(self) -> Path:
-        return self.root / "jobs.jsonl"
+    def payload_file(self) -> Path | None:
+        """The shipped payload (script or executable), if the task has one."""
+        d = self.root / "payload"
+        files = sorted(d.iterdir()) if d.is_dir() else []
+        return files[0] if files else None
+
+    def transfer_inputs(self, job: int | str) -> list[str]:
+        """What one job needs, relative to the task directory (`job` may be HTCondor's `$(job)`)."""
+        payload = self.payload_file
+        return ["task.json", f"jobs/{job}.json"] + ([str(payload.relative_to(self.root))] if payload else [])
 
     @property
     def wrapper(self) -> Path:
@@ -75,11 +90,8 @@ class TaskDir:
     def stderr(self, job: int, attempt: int) -> Path:
         return self.root / "logs" / f"{job}.{attempt}.err"
 
-    def attempt_dir(self, job: int, attempt: int) -> Path:
-        return self.root / "attempts" / f"{job}.{attempt}"
-
     def result(self, job: int, attempt: int) -> Path:
-        return self.attempt_dir(job, attempt) / "result.json"
+        return self.root / "results" / f"{job}.{attempt}.json"
 
     def read_result(self, job: int, attempt: int) -> dict[str, Any] | None:
         try:
@@ -104,13 +116,15 @@ def _input(scope: str, name: str, size: int, adler32: str | None, explicit: dict
 
 def write(td: TaskDir, task: Task, *, task_id: int, uuid: str, jobs: Sequence[JobSpec],
           job_rses: Sequence[Sequence[str]], rse_bases: dict[str, dict[str, Any]],
-          explicit_pfns: dict[tuple[str, str], dict[str, str]], cfg: Settings) -> None:
+          explicit_pfns: dict[tuple[str, str], dict[str, str]], cfg: Settings,
+          output: dict[str, Any] | None = None) -> None:
     """Everything the jobs need, written before anything is submitted."""
     from juno_jobs import pfns, splitting
     settings.make_dir(td.root, cfg)
-    for sub in ("logs", "attempts"):
+    for sub in ("logs", "results"):
         settings.make_dir(td.root / sub, cfg)
-    (td.root / "rounds").mkdir(exist_ok=True)
+    for sub in ("rounds", "jobs"):
+        (td.root / sub).mkdir(exist_ok=True)
     shutil.copy2(task.source, td.root / "task.yaml")
     shutil.copy2(WRAPPER_SOURCE, td.wrapper)
     td.wrapper.chmod(0o755)
@@ -130,7 +144,7 @@ def write(td: TaskDir, task: Task, *, task_id: int, uuid: str, jobs: Sequence[Jo
     spec = {"id": task_id, "uuid": uuid, "name": task.name, "payload": payload, "release": task.release,
             "environment": dict(task.environment), "outputs": list(task.output.files) if task.output else [],
             "wall_s": task.resources.wall_s, "rse_bases": rse_bases, "naming": pfns.NAMING,
-            "arguments": splitting.tokenize(task.arguments)}
+            "arguments": splitting.tokenize(task.arguments), "output": output, "log_limit": cfg.log_limit}
     td.task_json.write_text(json.dumps(spec, indent=1))
     encoded: dict[tuple[str, ...], str] = {}  # few distinct site and RSE lists: encode each once
 
@@ -141,12 +155,12 @@ def write(td: TaskDir, task: Task, *, task_id: int, uuid: str, jobs: Sequence[Jo
         return text
 
     get_pfns = explicit_pfns.get if explicit_pfns else (lambda key: None)
-    with open(td.jobs_jsonl, "w", encoding="utf-8") as fh:
-        for job, rses in zip(jobs, job_rses, strict=True):
-            inputs = ",".join(_input(f.scope, f.name, f.bytes, f.adler32, get_pfns((f.scope, f.name)))
-                              for f in job.files)
-            # No arguments here: the wrapper renders them from task.json's template (100,000 input paths
-            # fewer to write for a large task).
-            variables = _j(dict(job.variables)) if job.variables else "{}"
-            fh.write(f'{{"job":{job.index},"sites":{enc(job.sites)},"rses":{enc(tuple(rses))},'
-                     f'"vars":{variables},"inputs":[{inputs}]}}\n')
+    jobs_dir = td.root / "jobs"
+    for job, rses in zip(jobs, job_rses, strict=True):
+        inputs = ",".join(_input(f.scope, f.name, f.bytes, f.adler32, get_pfns((f.scope, f.name)))
+                          for f in job.files)
+        # No arguments here: the wrapper renders them from task.json's template.
+        variables = _j(dict(job.variables)) if job.variables else "{}"
+        (jobs_dir / f"{job.index}.json").write_text(
+            f'{{"job":{job.index},"sites":{enc(job.sites)},"rses":{enc(tuple(rses))},'
+            f'"vars":{variables},"inputs":[{inputs}]}}\n', encoding="utf-8")

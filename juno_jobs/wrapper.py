@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""juno-submit's job wrapper: read the inputs from this site's storage, run the payload, keep the outputs.
+"""juno-submit's job wrapper: read the inputs from this site's storage, run the payload, stage out the outputs.
 
-Copied into each task's directory and run by the batch system (or the local backend) as
-    wrapper.py TASK_DIR JOB ATTEMPT REQUEST_MEMORY_MB
-with plain python3 and the standard library only: it runs on worker nodes (the local grid's pool chroot)
-where neither the project's venv nor Rucio exists. It reads TASK_DIR/task.json (the payload, outputs,
-storage bases per RSE, argument template) and line JOB of TASK_DIR/jobs.jsonl (this job's inputs and
-variables), works in
-TASK_DIR/attempts/JOB.ATTEMPT/ and ends by writing result.json there, which juno-submit reads.
+Run by the batch system (or the local backend) as
+    wrapper.py JOB ATTEMPT REQUEST_MEMORY_MB
+in the job's scratch directory, with plain python3 and the standard library only: it runs on worker nodes
+(the local grid's execute nodes) where neither the project's venv nor Rucio exists, and which share no file
+system with the submitter. What it needs came with it by HTCondor's file transfer, into the scratch
+directory: task.json (the payload, outputs, storage bases per RSE, argument template), JOB.json (this job's
+inputs and variables) and the payload. It works in ./work, copies each output to the output RSE itself
+(never over an existing file: the same adler32 there = done, another one = a conflict that overwrites
+nothing), checks the storage's adler32 against its own, and ends by writing ./result.json, which the batch
+system brings back to the submitter with the (size-capped) stdout and stderr. No Rucio credential is
+needed or used here: the storage is written with the job's own storage credential (README, production).
 
 Site: $JUNO_SITE (the submit file sets it from the slot's JUNO_Site), else the machine ad's JUNO_Site.
 
@@ -19,6 +23,10 @@ Failures the wrapper detects, with its exit codes (the payload's own exit codes 
   203 walltime  the payload ran past the task's wall time
   204 outputs   the payload succeeded but a declared output pattern matched nothing
   205 release   the release directory or the site executable is missing here
+  206 stageout  an output could not be copied to the output RSE, or the storage's adler32 differs
+  207 conflict  the output's PFN already holds other bytes (another adler32): nothing was overwritten
+  208 unsafe    the job's description asks for something a job must never do (e.g. an input name that
+                would write outside the input directory): refused
   209 wrapper   anything else that broke in the wrapper
 """
 
@@ -40,8 +48,10 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-EXIT = {"input": 201, "memory": 202, "walltime": 203, "outputs": 204, "release": 205, "wrapper": 209}
+EXIT = {"input": 201, "memory": 202, "walltime": 203, "outputs": 204, "release": 205, "stageout": 206,
+        "conflict": 207, "unsafe": 208, "wrapper": 209}
 POLL_S = 0.2
+LOG_LIMIT = 1 << 20  # bytes of the payload's stdout and of its stderr that come back (task.json log_limit)
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -63,12 +73,21 @@ def adler32_file(path: Path) -> str:
     return f"{value & 0xFFFFFFFF:08x}"
 
 
-def job_line(task_dir: Path, job: int) -> dict[str, Any]:
-    with open(task_dir / "jobs.jsonl", encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            if i == job:
-                return dict(json.loads(line))
-    raise Failure("wrapper", f"job {job} not in {task_dir / 'jobs.jsonl'}")
+def job_spec(here: Path, job: int) -> dict[str, Any]:
+    """This job's item (inputs, sites, RSEs, variables): JOB.json, transferred with the job."""
+    path = here / f"{job}.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except OSError as err:
+        raise Failure("wrapper", f"{path.name} did not come with the job: {err}") from None
+
+
+def safe_name(name: str) -> str:
+    """A file name the job may create in its own directory: never absolute, never '..', never empty."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or ".." in parts or "\0" in name:
+        raise Failure("unsafe", f"refusing file name {name!r}: it would be written outside the job's directory")
+    return name
 
 
 def this_site() -> str:
@@ -132,7 +151,8 @@ def stage_in(spec: dict[str, Any], task: dict[str, Any], site: str, dest: Path) 
         if not here:
             raise Failure("input", f"{did}: this job's inputs are at {', '.join(spec.get('sites', []))}, "
                                    f"not at {site}")
-        target = dest / name
+        target = dest / safe_name(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
         errors = []
         for rse in here:
             base = bases[rse].get("base")
@@ -181,10 +201,18 @@ def group_rss_kb(pgid: int) -> int:
     return total
 
 
-def run_payload(argv: list[str], env: dict[str, str], cwd: Path, memory_mb: int, wall_s: int) -> tuple[int, str | None,
-                                                                                                       int]:
-    """(exit code, failure kind or None, peak RSS in MB). The payload gets its own process group."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
+def run_payload(argv: list[str], env: dict[str, str], cwd: Path, memory_mb: int, wall_s: int,
+                logs: tuple[Path, Path] | None = None) -> tuple[int, str | None, int]:
+    """(exit code, failure kind or None, peak RSS in MB). The payload gets its own process group; its
+    stdout and stderr go to `logs` when given (copied back, capped, by `emit_capped`)."""
+    out = open(logs[0], "wb") if logs else None  # noqa: SIM115 - closed below
+    err = open(logs[1], "wb") if logs else None  # noqa: SIM115
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True, stdout=out, stderr=err)
+    finally:
+        for fh in (out, err):
+            if fh is not None:
+                fh.close()
     started = time.monotonic()
     peak_kb = 0
     failure = None
@@ -214,7 +242,7 @@ def run_payload(argv: list[str], env: dict[str, str], cwd: Path, memory_mb: int,
             break
         time.sleep(POLL_S)
     code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-    return code, failure, peak_kb // 1024
+    return code, failure, -(-peak_kb // 1024)  # rounded up: over the request stays over it
 
 
 class _Values(dict):  # type: ignore[type-arg]
@@ -241,12 +269,14 @@ def render_args(tokens: list[str], job: int, inputs: list[str], variables: dict[
     return out
 
 
-def payload_argv(task: dict[str, Any], task_dir: Path, args: list[str]) -> list[str]:
+def payload_argv(task: dict[str, Any], here: Path, args: list[str]) -> list[str]:
     payload = task["payload"]
     if payload["kind"] == "script":
-        argv = ["/bin/sh", str(task_dir / payload["path"]), *args]
+        argv = ["/bin/sh", str(here / Path(payload["path"]).name), *args]
     elif payload["kind"] == "exe":
-        argv = [str(task_dir / payload["path"]), *args]
+        exe = here / Path(payload["path"]).name
+        exe.chmod(0o755)  # file transfer keeps the bytes, not always the mode
+        argv = [str(exe), *args]
     else:
         if not os.access(payload["path"], os.X_OK):
             raise Failure("release", f"executable {payload['path']} not found (or not executable) at this site")
@@ -258,6 +288,26 @@ def payload_argv(task: dict[str, Any], task_dir: Path, args: list[str]) -> list[
         if os.path.exists(os.path.join(release, "setup.sh")):
             argv = ["/bin/sh", "-c", '. "$JUNO_RELEASE/setup.sh" >&2 && exec "$@"', "juno-payload", *argv]
     return argv
+
+
+def emit_capped(path: Path, stream: Any, limit: int) -> None:
+    """Copy a payload log to our own stdout/stderr, at most `limit` bytes: its head and its tail."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return
+    stream.flush()
+    out = stream.buffer if hasattr(stream, "buffer") else stream
+    with open(path, "rb") as fh:
+        if size <= limit:
+            shutil.copyfileobj(fh, out)
+        else:
+            half = limit // 2
+            out.write(fh.read(half))
+            out.write(f"\n[juno-wrapper: {size - 2 * half} bytes of this log cut; limit {limit} bytes]\n".encode())
+            fh.seek(size - half)
+            out.write(fh.read(half))
+    out.flush()
 
 
 def collect_outputs(patterns: list[str], work: Path, dest: Path) -> list[dict[str, Any]]:
@@ -279,33 +329,107 @@ def collect_outputs(patterns: list[str], work: Path, dest: Path) -> list[dict[st
     return records
 
 
+# --------------------------------------------------------------------------- stage-out
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    rest = url.split("://", 1)[1]
+    host, _, path = rest.partition("/")
+    return url[: url.index("://") + 3] + host, "/" + path.lstrip("/")
+
+
+def storage_adler32(url: str) -> str | None:
+    """The storage's own adler32 of the file at `url`; None if there is no such file.
+    Raises Failure('stageout') when the storage cannot be asked."""
+    server, path = _split_url(url)
+    done = subprocess.run(["xrdfs", server, "query", "checksum", path], capture_output=True, text=True, timeout=300)
+    parts = done.stdout.split()
+    if done.returncode == 0 and len(parts) >= 2 and parts[0] == "adler32":
+        return parts[1].lower().rjust(8, "0")
+    stat = subprocess.run(["xrdfs", server, "stat", path], capture_output=True, text=True, timeout=300)
+    if stat.returncode != 0 and ("no such file" in stat.stderr.lower() or "[3011]" in stat.stderr):
+        return None
+    raise Failure("stageout", f"cannot ask {server} about {path}: {(done.stderr or stat.stderr).strip()[-300:]}")
+
+
+def output_rse(out: dict[str, Any], site: str, read_from: list[str]) -> str:
+    """The fixed output RSE, or a disk RSE of this site (the one the job read from first)."""
+    bases: dict[str, dict[str, Any]] = out["bases"]
+    if out["rse"] != "site":
+        return str(out["rse"])
+    here = sorted(r for r, b in bases.items() if b.get("site") == site)
+    if not here:
+        raise Failure("stageout", f"site {site} has no disk RSE for outputs: set output.rse in the task file")
+    return next((r for r in read_from if r in here), here[0])
+
+
+def stage_out(records: list[dict[str, Any]], outdir: Path, task: dict[str, Any], job: int, site: str,
+              read_from: list[str]) -> list[dict[str, Any]]:
+    """Copy each output to its PFN at the output RSE; never over other bytes. Adds name, rse, url."""
+    out = task["output"]
+    rse = output_rse(out, site, read_from)
+    base = out["bases"].get(rse, {}).get("base")
+    if not base:
+        raise Failure("stageout", f"no write URL for output RSE {rse} in task.json")
+    raw_re = re.compile(task["naming"]["raw_file"])
+    derived_re = re.compile(task["naming"]["derived_file"])
+    done = []
+    for rec in records:
+        name = f"{out['dataset']}.{job:05d}.{rec['file']}"
+        url = base + lfn_path(out["scope"], name, raw_re, derived_re)
+        there = storage_adler32(url)
+        if there == rec["adler32"]:
+            log(f"output {name} is already at {rse} with adler32 {there} (an earlier attempt): done")
+        elif there is not None:
+            raise Failure("conflict", f"{url} already holds other bytes (adler32 {there}, this job's file has "
+                                      f"{rec['adler32']}): nothing was overwritten")
+        else:
+            started = time.monotonic()
+            # No --force: if the file appeared meanwhile, xrdcp fails rather than overwrite it; --posc removes
+            # a partial file if the copy breaks.
+            cp = subprocess.run(["xrdcp", "--nopbar", "--posc", "--path", str(outdir / rec["file"]), url],
+                                capture_output=True, text=True, timeout=3600)
+            if cp.returncode != 0:
+                raise Failure("stageout", f"xrdcp of {rec['file']} to {url} failed (exit {cp.returncode}): "
+                                          f"{cp.stderr.strip()[-300:]}")
+            there = storage_adler32(url)
+            if there != rec["adler32"]:
+                raise Failure("stageout", f"{url}: the storage reports adler32 {there}, the worker computed "
+                                          f"{rec['adler32']}")
+            log(f"staged out {name} to {rse} ({rec['bytes']} bytes, {time.monotonic() - started:.2f} s, "
+                f"adler32 {there} on storage)")
+        done.append({**rec, "scope": out["scope"], "name": name, "rse": rse, "url": url, "storage_adler32": there})
+    return done
+
+
 # --------------------------------------------------------------------------- main
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 5:
-        print("usage: wrapper.py TASK_DIR JOB ATTEMPT REQUEST_MEMORY_MB", file=sys.stderr)
+    if len(argv) != 4:
+        print("usage: wrapper.py JOB ATTEMPT REQUEST_MEMORY_MB  (in the job's scratch directory)", file=sys.stderr)
         return 2
-    task_dir, job, attempt, memory_mb = Path(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
-    attempt_dir = task_dir / "attempts" / f"{job}.{attempt}"
+    job, attempt, memory_mb = int(argv[1]), int(argv[2]), int(argv[3])
+    here = Path.cwd()
     site = this_site()
     result: dict[str, Any] = {"job": job, "attempt": attempt, "site": site, "host": socket.gethostname(),
                               "request_memory_mb": memory_mb, "started": time.time(), "exit_code": None,
                               "failure": None, "message": "", "max_rss_mb": 0, "inputs": [], "outputs": []}
+    logs = (here / "payload.out", here / "payload.err")
+    limit = LOG_LIMIT
     try:
-        # Not parents=True: if the task directory is gone (removed under a late job), do not recreate it.
-        attempt_dir.mkdir(exist_ok=True)
-        task = json.loads((task_dir / "task.json").read_text())
-        spec = job_line(task_dir, job)
+        task = json.loads((here / "task.json").read_text())
+        limit = int(task.get("log_limit", LOG_LIMIT))
+        spec = job_spec(here, job)
         log(f"task {task['name']} job {job} attempt {attempt} at site {site}, {memory_mb} MB requested")
-        work = attempt_dir / "work"
+        work = here / "work"
         if work.exists():  # a second run of the same attempt (e.g. the batch system restarted it)
             shutil.rmtree(work)
         work.mkdir()
         result["inputs"] = stage_in(spec, task, site, work / "inputs")
         inputs = [f"inputs/{i[1]}" for i in spec.get("inputs", [])]
         args = render_args(list(task.get("arguments", [])), job, inputs, dict(spec.get("vars", {})))
-        cmd = payload_argv(task, task_dir, args)
+        cmd = payload_argv(task, here, args)
         env = dict(os.environ)
         env.update(task.get("environment", {}))
         env.update({"JUNO_SITE": site, "JUNO_TASK": task["name"], "JUNO_TASK_ID": str(task.get("id", "")),
@@ -313,7 +437,7 @@ def main(argv: list[str]) -> int:
                     "JUNO_INPUTS": " ".join(inputs),
                     "JUNO_JOBVARS": json.dumps(spec.get("vars", {})), "JUNO_RELEASE": task.get("release") or ""})
         log("running " + " ".join(cmd))
-        code, failure, peak = run_payload(cmd, env, work, memory_mb, int(task.get("wall_s", 86400)))
+        code, failure, peak = run_payload(cmd, env, work, memory_mb, int(task.get("wall_s", 86400)), logs)
         result["max_rss_mb"] = peak
         result["exit_code"] = code
         log(f"payload exit code {code}, peak resident memory {peak} MB")
@@ -323,8 +447,12 @@ def main(argv: list[str]) -> int:
             result["failure"] = "payload"
             result["message"] = f"payload exited with code {code}"
         else:
-            result["outputs"] = collect_outputs(task.get("outputs", []), work, attempt_dir / "outputs")
-        shutil.rmtree(work / "inputs", ignore_errors=True)  # the inputs are in Rucio; keep the disk free
+            shutil.rmtree(work / "inputs", ignore_errors=True)  # not outputs: they are in Rucio already
+            records = collect_outputs(task.get("outputs", []), work, here / "outputs")
+            if records and task.get("output"):
+                read_from = [i["rse"] for i in result["inputs"]]
+                records = stage_out(records, here / "outputs", task, job, site, read_from)
+            result["outputs"] = records
     except Failure as err:
         result["failure"] = err.kind
         result["message"] = str(err)
@@ -333,16 +461,18 @@ def main(argv: list[str]) -> int:
         result["failure"] = "wrapper"
         result["message"] = f"{type(err).__name__}: {err}"
         log(f"wrapper failure: {type(err).__name__}: {err}")
+    finally:
+        emit_capped(logs[0], sys.stdout, limit)
+        emit_capped(logs[1], sys.stderr, limit)
     result["finished"] = time.time()
     if result["failure"] and result["failure"] != "payload":
         result["exit_code"] = EXIT[result["failure"]]
-    tmp = attempt_dir / "result.json.tmp"
+    tmp = here / "result.json.tmp"
     try:
-        attempt_dir.mkdir(exist_ok=True)
         tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(attempt_dir / "result.json")
+        tmp.replace(here / "result.json")
     except OSError as err:
-        log(f"cannot write {attempt_dir / 'result.json'}: {err}")
+        log(f"cannot write {here / 'result.json'}: {err}")
         return EXIT["wrapper"]
     return int(result["exit_code"] or 0)
 

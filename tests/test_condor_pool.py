@@ -1,8 +1,9 @@
-"""The HTCondor mini-pool: a job runs at the site it asks for and reads its input from that site's storage.
+"""The HTCondor pool: a job runs at the site it asks for, reads its input from that site's storage, and
+sees nothing of the submitter.
 
 Jobs follow the locality convention (`MY.DESIRED_Sites`, `stringListMember`, `job_machine_attrs`); their
-files live under `<state>/jobs/<unique>` (bind-mounted into the pool's chroot at the same path) and the
-payload reads its input over XRootD from CNAF-DISK, as grid jobs do.
+files live under `<state>/jobs/<unique>` on the submit node and travel to the execute node by HTCondor's
+file transfer; the payload reads its input over XRootD from CNAF-DISK, as grid jobs do.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _place_input(grid: Any, tmp_path: Path) -> tuple[str, str, bytes]:
     return server, path, content
 
 
-def _run_job(grid: Any, desired_sites: str, server: str, path: str) -> tuple[Any, Path]:
+def _run_job(grid: Any, desired_sites: str, arguments: str, payload: str = PAYLOAD) -> tuple[Any, Path]:
     """Submit one job with the locality convention; wait for it to leave the queue; return its
     history ad and its directory."""
     import htcondor2
@@ -51,12 +52,13 @@ def _run_job(grid: Any, desired_sites: str, server: str, path: str) -> tuple[Any
     condor.configure_bindings(grid.cfg)
     job_dir = condor.job_dir(grid.cfg, f"test-condor-{uuid.uuid4().hex[:12]}")
     script = job_dir / "read_input.sh"
-    script.write_text(PAYLOAD)
+    script.write_text(payload)
     script.chmod(0o755)
     sub = htcondor2.Submit(
         {
             "executable": str(script),
-            "arguments": f"{server}/{path} {server} {path}",
+            "arguments": arguments,
+            "should_transfer_files": "YES",
             "initialdir": str(job_dir),
             "output": "job.out",
             "error": "job.err",
@@ -106,7 +108,7 @@ def test_job_runs_at_desired_site_and_reads_cnaf_disk(
     assert ok, msg
     server, path, content = _place_input(grid, tmp_path)
 
-    ad, job_dir = _run_job(grid, desired, server, path)
+    ad, job_dir = _run_job(grid, desired, f"{server}/{path} {server} {path}")
 
     assert job_dir.is_relative_to(grid.cfg.state_dir.resolve() / "jobs")
     assert ad["JobStatus"] == 4, ad
@@ -117,3 +119,37 @@ def test_job_runs_at_desired_site_and_reads_cnaf_disk(
     assert data == content
     assert checksum_line.split() == [b"adler32", f"{zlib.adler32(content):08x}".encode()]
     assert (job_dir / "job.log").stat().st_size > 0
+
+
+ISOLATION = """\
+#!/bin/sh
+# What an execute node lets a job see: each line 'what yes|no'.
+for p in "$@"; do
+  if [ -e "$p" ]; then echo "exists $p yes"; else echo "exists $p no"; fi
+done
+if touch "$JUNO_RELEASE_PROBE/probe" 2>/dev/null; then echo "release-writable yes"; else echo "release-writable no"; fi
+if [ -r "$JUNO_RELEASE_PROBE/J25.1.0/setup.sh" ]; then echo "release-readable yes"; else echo "release-readable no"; fi
+echo "cwd $(pwd)"
+"""
+
+
+@pytest.mark.parametrize("site", ["IHEP", "CNAF"])
+def test_a_job_sees_no_path_of_the_submitter_only_scratch_and_the_release(grid: Any, site: str) -> None:
+    """Execute nodes share nothing with the submitter: its task directory, the grid's state and its
+    storage directories do not exist for a job; the release is there, read-only."""
+    state = grid.cfg.state_dir.resolve()
+    submitter_paths = [str(state), str(state / "jobs"), str(condor.condor_dir(grid.cfg)),
+                       str(grid.storage_path("CNAF-DISK"))]
+    payload = ISOLATION.replace("$JUNO_RELEASE_PROBE", condor.RELEASE_MOUNT)
+    ad, job_dir = _run_job(grid, site, " ".join(submitter_paths), payload)
+    for p in submitter_paths:
+        assert Path(p).exists(), f"{p} should exist for the submitter (the test would prove nothing)"
+    assert ad["JobStatus"] == 4 and ad["ExitCode"] == 0, ad
+    assert ad["MachineAttrJUNO_Site0"] == site
+    lines = (job_dir / "job.out").read_text().splitlines()
+    for p in submitter_paths:
+        assert f"exists {p} no" in lines, lines
+    assert "release-readable yes" in lines, lines
+    assert "release-writable no" in lines, lines
+    cwd = next(line.split(" ", 1)[1] for line in lines if line.startswith("cwd "))
+    assert cwd.startswith(condor.NODE_DIR + "/execute/"), cwd  # the node's own scratch

@@ -180,55 +180,237 @@ resources: {{memory: 256MB, wall_time: 10m}}
         assert attempt["site"] == SITE_OF[holder] == j["sites"], (dict(attempt), holder)
         assert inp["rse"] == holder and inp["site"] == attempt["site"]
         assert inp["adler32"] == raw_input.files[name_only]["adler32"]
-        # The payload saw the same bytes: its summary says so.
-        summary = json.loads((td.attempt_dir(j["job"], 1) / "outputs" / "summary.json").read_text())
-        assert summary["files"][0]["adler32"] == raw_input.files[name_only]["adler32"]
-        assert summary["site"] == attempt["site"]
-        # Its output is in Rucio, at a disk RSE of that site, with the right checksum on storage too.
+        # Its output is in Rucio, at a disk RSE of that site, with the right checksum on storage too: the
+        # job put it there itself; nothing of it came back to the submitter.
         [out] = sess.store.outputs(task.id, j["job"])
         assert SITE_OF[out["rse"]] == attempt["site"]
         assert registered[out["name"]]["adler32"] == out["adler32"]
-        local = td.attempt_dir(j["job"], 1) / "outputs" / "summary.json"
-        assert storage.adler32_file(local) == out["adler32"]
+        [rec] = result["outputs"]
+        assert rec["adler32"] == rec["storage_adler32"] == out["adler32"] and rec["rse"] == out["rse"]
+        assert not list(td.root.rglob("summary.json")), "an output's bytes reached the submitter"
         pfn = storage.pfn(client, out["rse"], out["scope"], out["name"])
         assert storage.remote_adler32(pfn) == out["adler32"]
+        # The payload saw the same bytes: its summary (read back from storage by the test) says so.
+        copy = tmp_path / f"summary-{j['job']}.json"
+        storage.copy(pfn, str(copy))
+        summary = json.loads(copy.read_text())
+        assert summary["files"][0]["adler32"] == raw_input.files[name_only]["adler32"]
+        assert summary["site"] == attempt["site"]
     assert task.dataset_closed
     assert client.get_did(task.output_scope, task.output_dataset)["open"] is False
 
 
-def test_finalizing_twice_registers_each_output_once(grid: Any, work_dir: Path) -> None:
-    """Two finalizations of the same job, one after the other and two at once: one file per output."""
+def _staged(grid: Any, client: Any, rse: str, scope: str, names_bytes: dict[str, bytes], tmp: Path) -> list[Any]:
+    """Put files on storage as jobs leave them (the test plays the job); return what a sync expects."""
+    from juno_jobs.pfns import PfnMaker
+
+    maker = PfnMaker(client)
+    wanted = []
+    for i, (name, data) in enumerate(names_bytes.items()):
+        local = tmp / f"staged-{i}"
+        local.write_bytes(data)
+        url = maker.write_url(rse, scope, name)
+        storage.copy(str(local), url)
+        item = outputs.Registered(scope, name, rse, len(data), storage.adler32_file(local))
+        wanted.append(outputs.Expected(job=i, attempt=1, item=item, url=url))
+    return wanted
+
+
+def test_registering_twice_registers_each_output_once(grid: Any, tmp_path: Path) -> None:
+    """Two passes over the same finished jobs, one after the other and two at once: one file per output,
+    each verified on storage by checksum and registered in one bulk call."""
     client = grid.client("analyst1")
     scope = "user.analyst1"
     dataset = f"user.analyst1.{_unique('twice')}"
     outputs.ensure_dataset(client, scope, dataset)
-    outdir = work_dir
-    (outdir / "a.txt").write_text(f"output {uuid.uuid4()}\n")
-    (outdir / "b.txt").write_text(f"other {uuid.uuid4()}\n")
-    records = [{"file": f, "bytes": (outdir / f).stat().st_size, "adler32": storage.adler32_file(outdir / f)}
-               for f in ("a.txt", "b.txt")]
-    from juno_jobs.pfns import PfnMaker
+    wanted = _staged(grid, client, "CNAF-DISK", scope, {f"{dataset}.0000{i}.a.txt": f"output {uuid.uuid4()} {i}\n"
+                                                        .encode() for i in range(3)}, tmp_path)
 
-    def once() -> list[outputs.Registered]:
-        c = grid.client("analyst1")
-        return outputs.finalize(c, PfnMaker(c), dataset=(scope, dataset), file_name=lambda f: f"{dataset}.00000.{f}",
-                                outputs_dir=outdir, records=records, rse="CNAF-DISK")
+    def once() -> tuple[list[Any], dict[int, Any]]:
+        return outputs.verify_and_register(grid.client("analyst1"), (scope, dataset), wanted,
+                                           outputs.StorageChecker())
 
-    first = once()
-    second = once()
-    assert first == second
+    first, errors = once()
+    assert errors == {} and first == wanted
+    assert once() == (wanted, {})
     results: list[Any] = []
     threads = [threading.Thread(target=lambda: results.append(once())) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results == [first, first]
+    assert results == [(wanted, {}), (wanted, {})]
     files = list(client.list_files(scope, dataset))
-    assert sorted(f["name"] for f in files) == sorted(r.name for r in first)
-    assert {f["name"]: f["adler32"] for f in files} == {r.name: r.adler32 for r in first}
-    rules = list(client.list_replication_rules({"scope": scope, "name": first[0].name}))
-    assert len(rules) == 1
+    assert {f["name"]: f["adler32"] for f in files} == {e.item.name: e.item.adler32 for e in wanted}
+
+
+def test_a_name_rucio_has_with_another_checksum_is_an_error_that_overwrites_nothing(grid: Any, tmp_path: Path
+                                                                                    ) -> None:
+    """Security (issue 10, hole 8), submit side: Rucio is asked before anything is registered."""
+    client = grid.client("analyst1")
+    scope = "user.analyst1"
+    dataset = f"user.analyst1.{_unique('clash')}"
+    outputs.ensure_dataset(client, scope, dataset)
+    name = f"{dataset}.00000.a.txt"
+    [earlier] = _staged(grid, client, "CNAF-DISK", scope, {name: b"the first, registered output\n"}, tmp_path)
+    assert outputs.verify_and_register(client, (scope, dataset), [earlier], outputs.StorageChecker())[1] == {}
+    # Another file under the same name on another RSE (its own PFN there): Rucio has the name already.
+    (tmp_path / "other").mkdir()
+    [other] = _staged(grid, client, "JINR-DISK", scope, {name: b"other bytes, same name\n"}, tmp_path / "other")
+    registered, errors = outputs.verify_and_register(client, (scope, dataset), [other], outputs.StorageChecker())
+    assert registered == [] and set(errors) == {0} and errors[0].permanent
+    assert "already in Rucio with adler32 " + earlier.item.adler32 in str(errors[0])
+    did = client.get_did(scope, name)
+    assert did["adler32"] == earlier.item.adler32
+    replicas = list(client.list_replicas([{"scope": scope, "name": name}]))
+    assert set(replicas[0]["rses"]) == {"CNAF-DISK"}  # no replica registered for the other bytes
+    assert storage.remote_adler32(earlier.url) == earlier.item.adler32
+
+
+def test_a_job_never_overwrites_bytes_on_storage(grid: Any, tmp_path: Path) -> None:
+    """Security (issue 10, hole 8), worker side: the wrapper's stage-out never uses --force. The same
+    bytes already there = done; other bytes there = a conflict, and the file on storage is unchanged."""
+    from juno_jobs import wrapper
+    from juno_jobs.pfns import NAMING, PfnMaker
+
+    client = grid.client("analyst1")
+    scope = "user.analyst1"
+    dataset = f"user.analyst1.{_unique('noforce')}"
+    base_url = PfnMaker(client).write_url("CNAF-DISK", scope, f"{dataset}.00000.sample")
+    base = base_url[: -len(outputs.path_of(scope, f"{dataset}.00000.sample"))]
+    task = {"naming": NAMING, "output": {"scope": scope, "dataset": dataset, "rse": "site",
+                                         "bases": {"CNAF-DISK": {"site": "CNAF", "base": base}}}}
+    outdir = tmp_path / "outputs"
+    outdir.mkdir()
+    (outdir / "a.txt").write_bytes(b"the job's bytes\n")
+    rec = {"file": "a.txt", "bytes": 16, "adler32": storage.adler32_file(outdir / "a.txt")}
+    url = base + outputs.path_of(scope, f"{dataset}.00000.a.txt")
+    first = wrapper.stage_out([rec], outdir, task, 0, "CNAF", [])
+    assert first[0]["url"] == url and storage.remote_adler32(url) == rec["adler32"]
+    assert wrapper.stage_out([rec], outdir, task, 0, "CNAF", [])[0]["storage_adler32"] == rec["adler32"]
+    (outdir / "a.txt").write_bytes(b"different bytes!\n")
+    other = {"file": "a.txt", "bytes": 17, "adler32": storage.adler32_file(outdir / "a.txt")}
+    with pytest.raises(wrapper.Failure) as err:
+        wrapper.stage_out([other], outdir, task, 0, "CNAF", [])
+    assert err.value.kind == "conflict" and "nothing was overwritten" in str(err.value)
+    assert storage.remote_adler32(url) == rec["adler32"]
+
+
+def test_jobs_never_carry_rucio_credentials(grid: Any, backend: str, work_dir: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The submitter has a Rucio config (with a password) in its environment; the job sees none of it."""
+    monkeypatch.setenv("RUCIO_CONFIG", str(grid.cfg.state_dir / "rucio" / "analyst1.cfg"))
+    monkeypatch.setenv("RUCIO_ACCOUNT", "analyst1")
+    sess = _session(grid, backend, work_dir)
+    name = _unique("nocreds")
+    task_file = _task_file(tmp_path, f"""
+name: {name}
+script: |
+  env | sort > env.txt
+  for f in {grid.cfg.state_dir.resolve() / "rucio"} /root/.rucio; do
+    if [ -e "$f" ]; then echo "SEES $f" >> env.txt; fi
+  done
+  true
+splitting:
+  jobvars:
+    n: {{type: range, first: 0, count: 1}}
+output:
+  dataset: {name}
+  files: env.txt
+  rse: CNAF-DISK
+resources: {{memory: 128MB, wall_time: 5m}}
+""")
+    task = _run(sess, task_file, backend)
+    [out] = sess.store.outputs(task.id)
+    copy = tmp_path / "env.txt"
+    storage.copy(storage.pfn(grid.client("analyst1"), out["rse"], out["scope"], out["name"]), str(copy))
+    seen = copy.read_text()
+    assert "JUNO_SITE=" in seen  # the file is the job's environment
+    assert not [line for line in seen.splitlines() if line.startswith(("RUCIO_", "X509_", "BEARER_TOKEN"))], seen
+    if backend == "condor":  # an execute node sees nothing of the submitter's disk
+        assert "SEES" not in seen, seen
+
+
+def _read_bytes() -> int:
+    """Bytes this process has read so far, through any file or socket (/proc/self/io rchar)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+@pytest.mark.condor
+def test_output_bytes_never_pass_through_the_submitter(grid: Any, work_dir: Path, tmp_path: Path) -> None:
+    """Two jobs write 8 MB outputs; the submitting process (this one: plan, submit, every sync, the
+    registration) reads fewer bytes in all than one output holds: it never touched them."""
+    sess = _session(grid, "condor", work_dir)
+    name = _unique("nobytes")
+    size = 8 << 20
+    task_file = _task_file(tmp_path, f"""
+name: {name}
+script: |
+  head -c {size} /dev/urandom > big.dat
+splitting:
+  jobvars:
+    n: {{type: range, first: 0, count: 2}}
+output:
+  dataset: {name}
+  files: big.dat
+  rse: site
+resources: {{memory: 256MB, wall_time: 5m}}
+""")
+    before = _read_bytes()
+    task = _run(sess, task_file, "condor")
+    read = _read_bytes() - before
+    print(f"the submitting process read {read} bytes while 2 outputs of {size} bytes were made and registered")
+    assert [j["state"] for j in sess.store.jobs(task.id)] == ["done", "done"]
+    outs = sess.store.outputs(task.id)
+    assert len(outs) == 2 and all(o["bytes"] == size for o in outs)
+    assert read < size, f"the submitting process read {read} bytes: as much as an output"
+
+
+@pytest.mark.condor
+def test_the_schedd_restarted_mid_task_the_task_completes_and_nothing_is_registered_twice(
+        grid: Any, work_dir: Path, tmp_path: Path) -> None:
+    sess = _session(grid, "condor", work_dir)
+    name = _unique("restart")
+    task_file = _task_file(tmp_path, f"""
+name: {name}
+script: |
+  sleep 6
+  echo "job $JUNO_JOB" > out.txt
+splitting:
+  jobvars:
+    n: {{type: range, first: 0, count: 6}}
+output:
+  dataset: {name}
+  files: out.txt
+  rse: site
+resources: {{memory: 128MB, wall_time: 5m}}
+""")
+    p = plan_mod.make_plan(taskfile.load(task_file), sess.client, log=print)
+    row = control.submit(sess, p, backend="condor")
+    deadline = time.monotonic() + TIMEOUT
+    while not any(j["state"] == "running" for j in sess.store.jobs(row.id)):
+        assert time.monotonic() < deadline, "no job started"
+        control.sync(sess, row)
+        time.sleep(0.5)
+    control.sync(sess, row)
+    condor.restart_node(grid.cfg, condor.SUBMIT_NODE)  # the schedd goes away and comes back
+    sess = _session(grid, "condor", work_dir)  # a new session: no htcondor2 handle survives a restart
+    row = sess.store.task(row.id)
+    while not control.finished(sess, row):
+        assert time.monotonic() < deadline, [dict(j) for j in sess.store.jobs(row.id)]
+        control.sync(sess, row)
+        row = sess.store.task(row.id)
+        time.sleep(1.0)
+    jobs = sess.store.jobs(row.id)
+    assert [j["state"] for j in jobs] == ["done"] * 6, [dict(j) for j in jobs]
+    names = [o["name"] for o in sess.store.outputs(row.id)]
+    assert len(names) == len(set(names)) == 6
+    files = list(grid.client("analyst1").list_files(row.output_scope, row.output_dataset))
+    assert sorted(f["name"] for f in files) == sorted(names)
+    assert row.dataset_closed
 
 
 # --------------------------------------------------------------------------- retries and memory

@@ -41,3 +41,11 @@ class Backend(Protocol):
     def remove(self, td: TaskDir, uuid: str, procs: Sequence[tuple[int, int]] | None = None) -> int:
         """Remove the task's jobs (all, or these (cluster|round, proc)); return how many were asked to go."""
         ...
+
+    def job_events(self, td: TaskDir, key: int, proc: int) -> list[str]:
+        """One job's events as text, for `logs` (key: cluster or round, as `keyed_by_round` says)."""
+        ...
+
+    def largest_slots(self) -> dict[str, int]:
+        """Site → the most memory (MB) one slot there offers; {} when the backend cannot tell."""
+        ...

@@ -14,7 +14,7 @@ from typing import Any
 from juno_jobs import submit as subdesc
 from juno_jobs.backends.base import BackendError
 from juno_jobs.model import Resources
-from juno_jobs.monitor import Event, condor_reader
+from juno_jobs.monitor import Event, condor_reader, job_blocks
 from juno_jobs.settings import Settings
 from juno_jobs.submit import Item
 from juno_jobs.taskdir import TaskDir
@@ -99,6 +99,9 @@ class CondorBackend:
 
     def events(self, td: TaskDir) -> list[Event]:
         return condor_reader(td.events_log, td.root).read()
+
+    def job_events(self, td: TaskDir, key: int, proc: int) -> list[str]:
+        return job_blocks(td.events_log, key, proc)
 
     def remove(self, td: TaskDir, uuid: str, procs: Sequence[tuple[int, int]] | None = None) -> int:
         import htcondor2

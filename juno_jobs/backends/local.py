@@ -1,5 +1,9 @@
 """The local backend: the same wrapper as local processes, for a laptop without HTCondor.
 
+Like an HTCondor job, each attempt runs in a scratch directory of its own that holds only what file
+transfer would give it (task.json, its JOB.json, the payload); its result.json is moved back to
+results/JOB.ATTEMPT.json when it ends, and the scratch directory goes.
+
 Each round is run by a detached runner process (`python -m juno_jobs.backends.local`), so the command
 that submitted can exit and any later command can follow the jobs. The runner starts at most one wrapper
 per CPU, pretends to be at one of each job's sites (round-robin over them: the wrapper then reads that
@@ -11,17 +15,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 from juno_jobs import submit as subdesc
 from juno_jobs.model import Resources
-from juno_jobs.monitor import Event, LocalLog
+from juno_jobs.monitor import Event, LocalLog, local_job_lines
 from juno_jobs.settings import Settings
 from juno_jobs.submit import Item
 from juno_jobs.taskdir import TaskDir
@@ -42,7 +47,8 @@ class LocalBackend:
         return (f"# local backend: {sys.executable} -m juno_jobs.backends.local {td.root} {rnd}\n"
                 f"# runs, for each line 'job attempt memory sites' of {td.items(rnd)}, at most {os.cpu_count()} "
                 "at a time:\n"
-                f"#   JUNO_SITE=<one of sites> {td.wrapper} {td.root} <job> <attempt> <memory>\n")
+                f"#   in scratch/<job>.<attempt>/ with {', '.join(td.transfer_inputs('<job>'))}:\n"
+                f"#   JUNO_SITE=<one of sites> {td.wrapper} <job> <attempt> <memory>\n")
 
     def submit(self, td: TaskDir, items: Sequence[Item], *, uuid: str, name: str, task_id: int,
                resources: Resources, rnd: int, hold: bool = False) -> int:
@@ -62,6 +68,12 @@ class LocalBackend:
 
     def find_round(self, td: TaskDir, uuid: str, rnd: int) -> int | None:
         return rnd if (td.root / f"local-runner.{rnd:03d}.log").exists() else None
+
+    def job_events(self, td: TaskDir, key: int, proc: int) -> list[str]:
+        return local_job_lines(td.local_events, key, proc)
+
+    def largest_slots(self) -> dict[str, int]:
+        return {}  # local processes: no slots, no limit to warn about
 
     def events(self, td: TaskDir) -> list[Event]:
         _reap_dead_runners(td)
@@ -142,6 +154,35 @@ def _cancelled(path: Path, rnd: int) -> set[int] | None:
     return out
 
 
+# A job never carries the submitter's credentials (Rucio, grid proxies, tokens), as with HTCondor,
+# where a job's environment is only what its submit description sets.
+_CREDENTIAL_PREFIXES = ("RUCIO_", "X509_", "BEARER_TOKEN", "SCITOKEN", "CONDOR_", "_CONDOR_")
+
+
+def _job_environment(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith(_CREDENTIAL_PREFIXES)}
+
+
+def _scratch(td: TaskDir, job: int, attempt: int) -> Path:
+    """A fresh scratch directory with what HTCondor's file transfer would bring the job."""
+    scratch = td.root / "scratch" / f"{job}.{attempt}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    for rel in td.transfer_inputs(job):
+        shutil.copy2(td.root / rel, scratch / Path(rel).name)
+    return scratch
+
+
+def _bring_back(td: TaskDir, job: int, attempt: int) -> None:
+    """The output sandbox: result.json back to the task directory; everything else stays behind."""
+    scratch = td.root / "scratch" / f"{job}.{attempt}"
+    try:
+        (scratch / "result.json").replace(td.result(job, attempt))
+    except OSError:
+        pass  # no result: judged as lost, as with HTCondor
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 def run_round(root: Path, rnd: int) -> None:
     td = TaskDir(root)
     _pidfile(td, rnd).write_text(str(os.getpid()))
@@ -162,13 +203,16 @@ def run_round(root: Path, rnd: int) -> None:
                     waiting.remove(proc)
                     _event(events, rnd, proc, "removed")
             for proc, p in list(running.items()):
+                job, attempt = items[proc][0], items[proc][1]
                 if cancel is None or proc in cancel:
                     p.send_signal(signal.SIGTERM)  # the wrapper stops its payload
                     p.wait()
                     del running[proc]
+                    shutil.rmtree(root / "scratch" / f"{job}.{attempt}", ignore_errors=True)
                     _event(events, rnd, proc, "removed")
                 elif p.poll() is not None:
                     del running[proc]
+                    _bring_back(td, job, attempt)
                     code = p.returncode
                     _event(events, rnd, proc, "terminated", exit_code=code if code >= 0 else None,
                            signal=-code if code < 0 else None)
@@ -176,12 +220,12 @@ def run_round(root: Path, rnd: int) -> None:
                 proc = waiting.pop(0)
                 job, attempt, memory, sites = items[proc]
                 site = sites[job % len(sites)] if sites else "local"
-                env = dict(os.environ, JUNO_SITE=site)
+                env = dict(_job_environment(os.environ), JUNO_SITE=site)
                 out = open(td.stdout(job, attempt), "ab")  # noqa: SIM115 - the child owns them
                 err = open(td.stderr(job, attempt), "ab")  # noqa: SIM115
                 running[proc] = subprocess.Popen(
-                    [sys.executable, str(td.wrapper), str(root), str(job), str(attempt), str(memory)],
-                    stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=root)
+                    [sys.executable, str(td.wrapper), str(job), str(attempt), str(memory)],
+                    stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=_scratch(td, job, attempt))
                 out.close()
                 err.close()
                 _event(events, rnd, proc, "execute", site=site)

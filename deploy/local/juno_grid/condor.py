@@ -1,23 +1,31 @@
-"""The local grid's HTCondor mini-pool: one machine, four slots, one per JUNO site.
+"""The local grid's HTCondor pool, shaped like the grid: a central manager, a submit node, one
+execute node per JUNO site.
 
 Debian bookworm has no HTCondor daemons, so they come from trixie's `minicondor` in a
 debootstrap chroot (`build_chroot`). The pool runs inside that chroot, in the grid's network
 namespace, bound to 127.0.0.1; host code talks to it with the `htcondor2` bindings of the venv
 (`client_env`, `configure_bindings`).
 
-Layout (everything per grid lives under `<state>/condor`; in the shared chroot only the empty
-mount point of the state directory, removed by `stop`):
+Six `condor_master`s, each a "machine" of its own with its own private mount namespace
+(`unshare --mount`) and its own config (`<state>/condor/condor_config` for the submit node,
+`<state>/condor/nodes/<node>/config` for the others):
 
-* `condor_config` - the pool's config, read by the daemons inside the chroot;
-* `client_config` - the config of host-side clients (`CONDOR_CONFIG` of `client_env`);
-* `log/`, `spool/`, `execute/`, `lock/`, `run/` - the daemons' LOCAL_DIR.
+* `cm`      - central manager: collector and negotiator;
+* `submit`  - the submit node: the schedd (and its shadows). Only this node sees the grid's
+              state directory (bind-mounted into the chroot at its own absolute path), because
+              the submitter's task directories live there;
+* `IHEP`, `CNAF`, `JINR`, `IN2P3` - execute nodes: one startd and one slot each, advertising
+              `JUNO_Site`. An execute node sees no directory of the submitter and no grid state:
+              its own scratch (its LOCAL_DIR, from `<state>/condor/nodes/<SITE>`, at
+              /var/lib/juno-node), a private /tmp, the release directory read-only at RELEASE_MOUNT
+              (the stand-in for CVMFS), and the storages over the network. Every other grid's
+              state mount point in the shared chroot is hidden under an empty tmpfs. What a job
+              needs comes with it by HTCondor's file transfer (each node has its own
+              FILESYSTEM_DOMAIN, so HTCondor assumes nothing is shared).
 
-The daemons run in a private mount namespace of their own (`unshare --mount`): the grid's
-state directory is bind-mounted into the chroot at its own absolute path (job initialdirs, logs
-and inputs under it resolve identically inside and outside), with a fresh /proc and /dev/shm.
-Those mounts are invisible to the host and vanish with the last process of the pool, so `stop`
-can never leave a mount behind, `rm -rf` of a state directory can never reach through a bind
-mount, and two grids (different state dirs and namespaces) can share one chroot.
+Mounts made in a node's namespace are invisible to the host and vanish with its last process,
+so `stop` can never leave a mount behind, `rm -rf` of a state directory can never reach through
+a bind mount, and two grids (different state dirs and namespaces) can share one chroot.
 
 Job owner: the schedd refuses jobs owned by root ("Setting job owner to "root" is not
 permitted"), so host clients claim to be the unprivileged chroot user `juno` (uid 6401), and
@@ -50,8 +58,13 @@ MIRROR = "http://deb.debian.org/debian"
 # debootstrap's resolver does not follow: naming it avoids a half-configured minicondor.
 PACKAGES = ("minicondor", "xrootd-client", "python3-cffi-backend", "python3")
 COMPLETE_MARKER = ".juno-dci-complete"
-SITES = ("IHEP", "CNAF", "JINR", "IN2P3")  # slot N+1 belongs to SITES[N]
-PROC_NAME = "condor"
+SITES = ("IHEP", "CNAF", "JINR", "IN2P3")  # one execute node each
+PROC_NAME = "condor"  # the central manager; the other nodes are condor-<node>
+SUBMIT_NODE = "submit"
+NODE_DIR = "/var/lib/juno-node"  # an execute node's LOCAL_DIR inside its own namespace
+RELEASE_MOUNT = "/cvmfs/juno.ihep.ac.cn"  # the release directory, read-only on every execute node
+_SYSTEM_DIRS = frozenset({"bin", "boot", "dev", "etc", "lib", "lib64", "proc", "run", "sbin", "sys", "usr", "var",
+                          "cvmfs", "tmp"})
 CHROOT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -255,7 +268,7 @@ LIB = $(RELEASE_DIR)/lib/condor
 LIBEXEC = $(RELEASE_DIR)/libexec/condor
 SHARE = $(RELEASE_DIR)/share/condor
 ETC = /etc/condor
-# Per-grid state lives in the grid's state directory, which is bind-mounted into the chroot.
+# Every node has a LOCAL_DIR of its own (see NODE_DIR in condor.py).
 LOCAL_DIR = {local}
 LOG = $(LOCAL_DIR)/log
 EXECUTE = $(LOCAL_DIR)/execute
@@ -266,12 +279,12 @@ SEC_PASSWORD_DIRECTORY = $(LOCAL_DIR)/passwords.d
 SEC_TOKEN_SYSTEM_DIRECTORY = $(LOCAL_DIR)/tokens.d
 SEC_TOKEN_POOL_SIGNING_KEY_FILE = $(SEC_PASSWORD_DIRECTORY)/POOL
 {common}
-DAEMON_LIST = MASTER, COLLECTOR, NEGOTIATOR, SCHEDD, STARTD
 MASTER_ADDRESS_FILE = $(LOG)/.master_address
 COLLECTOR_NAME = JUNO local grid
 
 # Security: the pool is reachable only on loopback inside the grid's private network namespace.
-# FS for the daemons (same /tmp), CLAIMTOBE for host clients (see JOB_USER in condor.py).
+# FS where two processes share a /tmp, else CLAIMTOBE (execute nodes have a /tmp of their own;
+# production uses IDTOKENS between daemons: README). Host clients: CLAIMTOBE (JOB_USER in condor.py).
 SEC_DEFAULT_AUTHENTICATION = REQUIRED
 SEC_DEFAULT_AUTHENTICATION_METHODS = FS, CLAIMTOBE
 SEC_CLIENT_AUTHENTICATION_METHODS = FS, CLAIMTOBE
@@ -279,6 +292,8 @@ SEC_READ_AUTHENTICATION = OPTIONAL
 SEC_CLIENT_AUTHENTICATION = OPTIONAL
 SEC_DEFAULT_INTEGRITY = OPTIONAL
 SEC_DEFAULT_ENCRYPTION = OPTIONAL
+# Several masters on one host: each node is its own "machine", not one family of daemons.
+SEC_USE_FAMILY_SESSION = False
 ALLOW_READ = *
 ALLOW_WRITE = *
 ALLOW_DAEMON = *
@@ -310,16 +325,33 @@ STARTER_UPDATE_INTERVAL = 5
 SHADOW_QUEUE_UPDATE_INTERVAL = 5
 RUNBENCHMARKS = False
 
-# The execute side: four static slots (HTCondor 23 would make partitionable ones, whose dynamic
-# children add slot ads), one per JUNO site, always willing to run. Memory is fixed, not
-# measured, so matchmaking on RequestMemory is the same on every machine (it is not enforced).
-NUM_CPUS = 4
+MASTER_NAME = {node}
+{node_config}
+"""
+
+_CM = """\
+DAEMON_LIST = MASTER, COLLECTOR, NEGOTIATOR
+"""
+
+_SUBMIT = """\
+DAEMON_LIST = MASTER, SCHEDD
+"""
+
+# One static slot (HTCondor 23 would make a partitionable one, whose dynamic children add slot
+# ads), always willing to run. Memory is fixed, not measured, so matchmaking on RequestMemory is
+# the same on every machine (it is not enforced).
+_EXECUTE = """\
+DAEMON_LIST = MASTER, STARTD
+STARTD_NAME = {site}
+FILESYSTEM_DOMAIN = {site_lower}.{uid_domain}
+SPOOL = $(LOCAL_DIR)/spool
+NUM_CPUS = 1
 MEMORY = {memory}
-SLOT_TYPE_1 = cpus=1, memory={slot_memory}
+SLOT_TYPE_1 = cpus=1, memory={memory}
 SLOT_TYPE_1_PARTITIONABLE = False
-NUM_SLOTS_TYPE_1 = 4
+NUM_SLOTS_TYPE_1 = 1
+JUNO_Site = "{site}"
 STARTD_ATTRS = $(STARTD_ATTRS) JUNO_Site
-{slot_sites}
 START = True
 SUSPEND = False
 PREEMPT = False
@@ -329,20 +361,37 @@ WANT_VACATE = False
 """
 
 SLOT_MEMORY_MB = 2048
+NODES = ("cm", SUBMIT_NODE, *SITES)
+
+
+def node_config_path(cfg: GridConfig, node: str) -> Path:
+    return pool_config_path(cfg) if node == SUBMIT_NODE else node_dir(cfg, node) / "config"
+
+
+def node_dir(cfg: GridConfig, node: str) -> Path:
+    """A node's LOCAL_DIR on the host (the submit node's is the condor directory itself)."""
+    return condor_dir(cfg) if node == SUBMIT_NODE else condor_dir(cfg) / "nodes" / node
+
+
+def release_dir(cfg: GridConfig) -> Path:
+    """The host directory every execute node mounts read-only at RELEASE_MOUNT."""
+    return cfg.state_dir.resolve() / "release"
+
+
+def _node_config(cfg: GridConfig, node: str) -> str:
+    local = str(condor_dir(cfg)) if node == SUBMIT_NODE else NODE_DIR
+    common = _COMMON.format(host=HOST, collector=collector_address(cfg), uid_domain=UID_DOMAIN, local=local)
+    if node == "cm":
+        tail = _CM
+    elif node == SUBMIT_NODE:
+        tail = _SUBMIT
+    else:
+        tail = _EXECUTE.format(site=node, site_lower=node.lower(), uid_domain=UID_DOMAIN, memory=SLOT_MEMORY_MB)
+    return _POOL.format(local=local, common=common, job_user=JOB_USER, node=node, node_config=tail)
 
 
 def _pool_config(cfg: GridConfig) -> str:
-    local = condor_dir(cfg)
-    common = _COMMON.format(host=HOST, collector=collector_address(cfg), uid_domain=UID_DOMAIN, local=local)
-    slot_sites = "\n".join(f'SLOT{i}_JUNO_Site = "{site}"' for i, site in enumerate(SITES, 1))
-    return _POOL.format(
-        local=local,
-        common=common,
-        slot_sites=slot_sites,
-        job_user=JOB_USER,
-        memory=SLOT_MEMORY_MB * len(SITES),
-        slot_memory=SLOT_MEMORY_MB,
-    )
+    return _node_config(cfg, SUBMIT_NODE)
 
 
 def _client_config(cfg: GridConfig) -> str:
@@ -366,20 +415,26 @@ def _condor_ids(chroot: Path) -> tuple[int, int]:
 
 
 def write_configs(cfg: GridConfig) -> None:
-    """Write the pool and client configs and make the pool's LOCAL_DIR tree."""
-    local = condor_dir(cfg)
-    local.mkdir(parents=True, exist_ok=True)
-    pool_config_path(cfg).write_text(_pool_config(cfg))
+    """Write every node's config and the client config; make each node's LOCAL_DIR tree."""
+    condor_dir(cfg).mkdir(parents=True, exist_ok=True)
     client_config_path(cfg).write_text(_client_config(cfg))
     uid, gid = _condor_ids(cfg.chroot)
-    for sub in ("log", "spool", "execute", "lock", "run", "cred_dir"):
-        d = local / sub
-        d.mkdir(exist_ok=True)
-        os.chown(d, uid, gid)
-    for sub in ("passwords.d", "tokens.d"):
-        d = local / sub
-        d.mkdir(exist_ok=True)
-        d.chmod(0o700)
+    for node in NODES:
+        local = node_dir(cfg, node)
+        local.mkdir(parents=True, exist_ok=True)
+        node_config_path(cfg, node).write_text(_node_config(cfg, node))
+        for sub in ("log", "spool", "execute", "lock", "run", "cred_dir"):
+            d = local / sub
+            d.mkdir(exist_ok=True)
+            os.chown(d, uid, gid)
+        for sub in ("passwords.d", "tokens.d"):
+            d = local / sub
+            d.mkdir(exist_ok=True)
+            d.chmod(0o700)
+    # The stand-in for CVMFS: a release with a setup script, the same on every execute node.
+    release = release_dir(cfg) / "J25.1.0"
+    release.mkdir(parents=True, exist_ok=True)
+    (release / "setup.sh").write_text('export JUNO_RELEASE_VERSION=J25.1.0\n')
 
 
 def client_env(cfg: GridConfig) -> dict[str, str]:
@@ -387,7 +442,8 @@ def client_env(cfg: GridConfig) -> dict[str, str]:
     if not client_config_path(cfg).exists():
         condor_dir(cfg).mkdir(parents=True, exist_ok=True)
         client_config_path(cfg).write_text(_client_config(cfg))
-    return {"CONDOR_CONFIG": str(client_config_path(cfg))}
+    # juno-submit, run as root here, hands the directories the pool writes to over to the job user.
+    return {"CONDOR_CONFIG": str(client_config_path(cfg)), "JUNO_SUBMIT_JOB_OWNER": f"{JOB_UID}:{JOB_GID}"}
 
 
 def configure_bindings(cfg: GridConfig) -> None:
@@ -405,26 +461,50 @@ def _mnt_ns_file(cfg: GridConfig) -> Path:
     return cfg.run_dir / "condor.mntns"
 
 
-def _launch_script(cfg: GridConfig, state: Path) -> str:
+def _proc_name(node: str) -> str:
+    return PROC_NAME if node == "cm" else f"{PROC_NAME}-{node}"
+
+
+def _hidden_root(state: Path) -> Path:
+    """What an execute node hides under an empty tmpfs so that no grid's state directory (nor its
+    mount point in the shared chroot) is visible: the state path's top directory, unless that is a
+    system directory of the chroot, then the state directory's parent."""
+    top = Path("/", state.parts[1])
+    return state.parent if state.parts[1] in _SYSTEM_DIRS else top
+
+
+def _launch_script(cfg: GridConfig, state: Path, node: str) -> str:
     q = shlex.quote
     chroot = str(cfg.chroot)
-    env = " ".join(
-        q(v) for v in (f"PATH={CHROOT_PATH}", "LANG=C.UTF-8", "HOME=/root", f"CONDOR_CONFIG={pool_config_path(cfg)}")
-    )
-    # Runs in a private mount namespace: these mounts exist only for the pool's processes.
-    return "\n".join(
-        [
-            "set -e",
-            f"mount --bind {q(str(state))} {q(chroot + str(state))}",
-            f"mount -t proc proc {q(chroot + '/proc')}",
-            f"mount -t tmpfs -o mode=1777,size=256m tmpfs {q(chroot + '/dev/shm')}",
-            f"exec chroot {q(chroot)} /usr/bin/env -i {env} /usr/sbin/condor_master -f",
+    config = str(node_config_path(cfg, node)) if node == SUBMIT_NODE else f"{NODE_DIR}/config"
+    env = " ".join(q(v) for v in (f"PATH={CHROOT_PATH}", "LANG=C.UTF-8", "HOME=/root", f"CONDOR_CONFIG={config}"))
+    # Runs in a private mount namespace: these mounts exist only for this node's processes.
+    lines = ["set -e"]
+    if node == SUBMIT_NODE:
+        lines.append(f"mount --bind {q(str(state))} {q(chroot + str(state))}")
+    else:
+        hidden = _hidden_root(state)
+        lines += [
+            f"mount -t tmpfs -o mode=755,size=1m tmpfs {q(chroot + str(hidden))}",
+            f"mount --bind {q(str(node_dir(cfg, node)))} {q(chroot + NODE_DIR)}",
+            f"mount -t tmpfs -o mode=1777,size=512m tmpfs {q(chroot + '/tmp')}",
         ]
-    )
+        if node in SITES:
+            lines += [
+                f"mount --bind {q(str(release_dir(cfg)))} {q(chroot + RELEASE_MOUNT)}",
+                f"mount -o remount,bind,ro {q(chroot + RELEASE_MOUNT)}",
+            ]
+    lines += [
+        f"mount -t proc proc {q(chroot + '/proc')}",
+        f"mount -t tmpfs -o mode=1777,size=256m tmpfs {q(chroot + '/dev/shm')}",
+        f"exec chroot {q(chroot)} /usr/bin/env -i {env} /usr/sbin/condor_master -f",
+    ]
+    return "\n".join(lines)
 
 
 def start(cfg: GridConfig) -> None:
-    """Start the pool (caller is inside the grid's network namespace) and wait for 4 slots."""
+    """Start the pool (caller is inside the grid's network namespace): the central manager, the
+    submit node and one execute node per site; wait for the schedd and the 4 site slots."""
     if not netns.inside(cfg.netns):
         raise GridError(f"condor.start must run inside network namespace {cfg.netns}")
     if not (cfg.chroot / COMPLETE_MARKER).exists():
@@ -433,36 +513,74 @@ def start(cfg: GridConfig) -> None:
     state = cfg.state_dir.resolve()
     write_configs(cfg)
     (cfg.state_dir / "jobs").mkdir(parents=True, exist_ok=True)
-    # The mount point of the state directory, at the same absolute path inside the chroot.
-    (Path(str(cfg.chroot) + str(state))).mkdir(parents=True, exist_ok=True)
-    existing = procs.read(cfg.run_dir, PROC_NAME)
-    if not procs.alive(existing):
+    # Mount points inside the shared chroot (empty directories; the mounts live in the nodes' namespaces).
+    for point in (str(state), NODE_DIR, RELEASE_MOUNT):
+        Path(str(cfg.chroot) + point).mkdir(parents=True, exist_ok=True)
+    if not any(procs.alive(procs.read(cfg.run_dir, _proc_name(n))) for n in NODES):
         _kill_leftovers(cfg)  # e.g. daemons of a master that was SIGKILLed: they hold the ports
-    rec = procs.spawn(
-        cfg.run_dir,
-        cfg.log_dir,
-        PROC_NAME,
-        ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _launch_script(cfg, state)],
-    )
-    if not procs.alive(existing):
-        _mnt_ns_file(cfg).write_text(f"{os.stat(f'/proc/{rec.pid}/ns/mnt').st_ino}\n")
+    namespaces = _recorded_namespaces(cfg)
+    for node in NODES:
+        name = _proc_name(node)
+        if procs.alive(procs.read(cfg.run_dir, name)):
+            continue
+        script = _launch_script(cfg, state, node)
+        rec = procs.spawn(
+            cfg.run_dir,
+            cfg.log_dir,
+            name,
+            ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script],
+        )
+        namespaces.add(os.stat(f"/proc/{rec.pid}/ns/mnt").st_ino)
+        _mnt_ns_file(cfg).write_text("".join(f"{ino}\n" for ino in sorted(namespaces)))
     log = cfg.log_dir / f"{PROC_NAME}.log"
-    procs.wait_for(lambda: health(cfg)[0], "HTCondor pool (collector, schedd, 4 slots)", timeout=90, log=log)
+    procs.wait_for(lambda: health(cfg)[0], "HTCondor pool (collector, schedd, 4 site slots)", timeout=90, log=log)
+
+
+def restart_node(cfg: GridConfig, node: str, *, graceful: bool = True, timeout: float = 60) -> None:
+    """Stop one node's master and start it again (e.g. the submit node: the schedd restarts). Graceful:
+    SIGTERM, so that running jobs go on and their shadows reconnect when the schedd is back."""
+    name = _proc_name(node)
+    rec = procs.read(cfg.run_dir, name)
+    if procs.alive(rec):
+        assert rec is not None
+        os.kill(rec.pid, signal.SIGTERM if graceful else signal.SIGQUIT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not _exited(rec.pid):
+            time.sleep(0.1)
+        if not _exited(rec.pid):
+            raise GridError(f"the {node} node's master (pid {rec.pid}) did not stop within {timeout:.0f} s")
+        procs.pidfile(cfg.run_dir, name).unlink(missing_ok=True)
+    rec = procs.spawn(cfg.run_dir, cfg.log_dir, name, ["unshare", "--mount", "--propagation", "private", "--",
+                                                        "/bin/sh", "-c", _launch_script(cfg, cfg.state_dir.resolve(),
+                                                                                        node)])
+    namespaces = _recorded_namespaces(cfg) | {os.stat(f"/proc/{rec.pid}/ns/mnt").st_ino}
+    _mnt_ns_file(cfg).write_text("".join(f"{ino}\n" for ino in sorted(namespaces)))
+    procs.wait_for(lambda: health(cfg)[0], f"HTCondor pool after restarting {node}", timeout=90,
+                   log=cfg.log_dir / f"{name}.log")
+
+
+def _recorded_namespaces(cfg: GridConfig) -> set[int]:
+    try:
+        return {int(line) for line in _mnt_ns_file(cfg).read_text().split()}
+    except (OSError, ValueError):
+        return set()
 
 
 def _ours(cfg: GridConfig) -> list[int]:
-    """PIDs of processes in our pool: chrooted in our chroot and in our private mount namespace."""
+    """PIDs of processes in our pool: chrooted in our chroot and in one of our nodes' mount namespaces."""
+    namespaces = _recorded_namespaces(cfg)
     try:
-        mnt_ns = int(_mnt_ns_file(cfg).read_text())
         root = os.stat(cfg.chroot)
-    except (OSError, ValueError):
+    except OSError:
+        return []
+    if not namespaces:
         return []
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.stat(entry / "ns/mnt").st_ino != mnt_ns:
+            if os.stat(entry / "ns/mnt").st_ino not in namespaces:
                 continue
             r = os.stat(entry / "root")
         except OSError:
@@ -473,24 +591,28 @@ def _ours(cfg: GridConfig) -> list[int]:
 
 
 def stop(cfg: GridConfig) -> None:
-    """Stop the pool: master and daemons, every job process; its mounts vanish with them."""
-    rec = procs.read(cfg.run_dir, PROC_NAME)
-    if procs.alive(rec):
-        assert rec is not None
-        # SIGQUIT = fast shutdown: the master kills jobs and daemons at once instead of waiting.
-        try:
-            os.kill(rec.pid, signal.SIGQUIT)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + 20
+    """Stop every node: masters and daemons, every job process; their mounts vanish with them."""
+    masters = [(node, procs.read(cfg.run_dir, _proc_name(node))) for node in NODES]
+    for _node, rec in masters:
+        if procs.alive(rec):
+            assert rec is not None
+            # SIGQUIT = fast shutdown: the master kills jobs and daemons at once instead of waiting.
+            try:
+                os.kill(rec.pid, signal.SIGQUIT)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 20
+    for node, rec in masters:
+        if rec is None:
+            continue
         while time.monotonic() < deadline and not _exited(rec.pid):
             time.sleep(0.1)
         if _exited(rec.pid):
             # procs.stop would take an unreaped zombie for a live master and wait for it.
-            procs.pidfile(cfg.run_dir, PROC_NAME).unlink(missing_ok=True)
-    procs.stop(cfg.run_dir, PROC_NAME)
+            procs.pidfile(cfg.run_dir, _proc_name(node)).unlink(missing_ok=True)
+        procs.stop(cfg.run_dir, _proc_name(node))
     _kill_leftovers(cfg)
-    # The (empty) mount point in the chroot; the mount itself went with the pool's namespace.
+    # The (empty) mount point of our state directory in the chroot; the mounts went with the namespaces.
     try:
         Path(str(cfg.chroot) + str(cfg.state_dir.resolve())).rmdir()
     except OSError:
@@ -528,7 +650,7 @@ def _kill_leftovers(cfg: GridConfig) -> None:
 
 
 def health(cfg: GridConfig) -> tuple[bool, str]:
-    """(ok, message): the collector answers, the schedd and the 4 site slots are advertised."""
+    """(ok, message): the collector answers, the schedd and one slot per site are advertised."""
     import htcondor2
 
     configure_bindings(cfg)
