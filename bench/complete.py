@@ -234,7 +234,7 @@ def _analyst_client(cfg: Any) -> Any:
     """Rucio as analyst1 (outputs go to user.analyst1); the status commands run with its client config."""
     from rucio.client import Client
 
-    from rucio_policy.sites_sync import local_password
+    from juno_grid.accounts import local_password
 
     path = cfg.state_dir / "rucio" / "analyst1.cfg"
     if not path.exists():

@@ -335,7 +335,7 @@ def _del_rse(env: Env, client: Any) -> None:
 def _login(env: Env, role: str) -> None:
     from rucio.client import Client
 
-    from rucio_policy.sites_sync import local_password
+    from juno_grid.accounts import local_password
 
     if role == "root":
         env.root.whoami()
@@ -362,7 +362,7 @@ def _in_process(action: str, account: str) -> bool:
 
 
 def _ensure_account(root: Any, account: str, attributes: dict[str, str]) -> None:
-    from rucio_policy.sites_sync import local_password
+    from juno_grid.accounts import local_password
 
     try:
         root.get_account(account)
