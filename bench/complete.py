@@ -232,9 +232,8 @@ def run(n_jobs: int, status_jobs: int, keep: bool) -> int:
 
 def _analyst_client(cfg: Any) -> Any:
     """Rucio as analyst1 (outputs go to user.analyst1); the status commands run with its client config."""
-    from rucio.client import Client
-
     from juno_grid.accounts import local_password
+    from rucio.client import Client
 
     path = cfg.state_dir / "rucio" / "analyst1.cfg"
     if not path.exists():

@@ -133,7 +133,9 @@ def lfn_path(scope: str, name: str, raw_re: re.Pattern[str], derived_re: re.Patt
         return f"raw/{day}" if release is None else f"{scope}/{release}/{day}"
     digest = hashlib.md5(f"{scope}:{name}".encode()).hexdigest()
     top = scope.replace(".", "/") if scope.startswith(("user.", "group.")) else scope
-    return f"{top}/{digest[0:2]}/{digest[2:4]}/{name.lstrip('/')}"
+    # A name with '/' (refused by the schema; registered before it was) is one escaped component, never a path.
+    escaped = name.replace("%", "%25").replace("/", "%2F")
+    return f"{top}/{digest[0:2]}/{digest[2:4]}/{'%2E' + escaped[1:] if escaped.startswith('.') else escaped}"
 
 
 def stage_in(spec: dict[str, Any], task: dict[str, Any], site: str, dest: Path) -> list[dict[str, Any]]:

@@ -333,9 +333,8 @@ def _del_rse(env: Env, client: Any) -> None:
 
 
 def _login(env: Env, role: str) -> None:
-    from rucio.client import Client
-
     from juno_grid.accounts import local_password
+    from rucio.client import Client
 
     if role == "root":
         env.root.whoami()
