@@ -59,13 +59,20 @@ class Daemon:
     production_sleep_s: int
     options: tuple[tuple[str, str | None], ...] = field(default_factory=tuple)  # flag, value (None: a switch)
     count: int = 1
+    # "rucio": Rucio's own continuous command. "cycles": on the local grid, `python -m juno_grid.daemons NAME`
+    # runs Rucio's own daemon function once per cycle in each of `threads` threads (see CYCLES_WHY).
+    local_runner: str = "rucio"
 
     @property
     def command(self) -> str:
         return f"rucio-{self.name}"
 
     def argv(self, bin_dir: Path, *, production: bool = False) -> list[str]:
-        """The daemon's command line (Rucio's own entry point)."""
+        """The daemon's command line: Rucio's own entry point (production, and the local grid's "rucio"
+        runner), or the local grid's cycle runner."""
+        if self.local_runner == "cycles" and not production:
+            return [str(bin_dir / "python"), "-m", "juno_grid.daemons", self.name, "--threads", str(self.threads),
+                    "--sleep", str(self.sleep_s)]
         out = [str(bin_dir / self.command)]
         if self.threads_flag:
             out += [self.threads_flag, str(self.threads)]
@@ -80,18 +87,29 @@ class Daemon:
             yield f"daemon-{self.name}" + (f"-{i + 1}" if self.count > 1 else "")
 
 
+# Why the conveyor runs in cycles on the local grid: in continuous mode Rucio's conveyor daemons mark each
+# request they fetch (last_processed_by/at) and skip it for 600 s (request.get_and_mark_next's
+# processed_at_delay, not configurable). Production learns that a transfer ended from FTS3's messages
+# (conveyor-receiver, through a message broker) and polls as a fallback; the local grid has no broker, and
+# a submitter that looked at a request too early (a multihop's second hop, a source not yet there) would
+# come back to it ten minutes later. One cycle with once=True fetches without marking, so the cycle runner
+# looks at every pending request each second, in its own process, with Rucio's heartbeats and partitions.
+CYCLES_WHY = "conveyor: no message broker locally; continuous mode skips a fetched request for 600 s"
+
 # In the order a file moves through them: rule -> locks and requests -> submitted -> polled -> finished
 # (replica AVAILABLE, rule OK); then recovery, repair, cleanup and deletion.
 DAEMONS: tuple[Daemon, ...] = (
     Daemon("judge-evaluator", "judgeEvaluator", 2, "--threads", 1, 30, (("--did-limit", "1000"),)),
-    Daemon("conveyor-preparer", "conveyorPreparer", 1, "--threads", 1, 60, (("--bulk", "1000"),)),
+    Daemon("conveyor-preparer", "conveyorPreparer", 1, "--threads", 1, 60, (("--bulk", "1000"),),
+           local_runner="cycles"),
     Daemon("conveyor-submitter", "conveyorTransferSubmitter", 2, "--total-threads", 1, 600,
-           (("--bulk", "1000"), ("--group-bulk", "200"))),
+           (("--bulk", "1000"), ("--group-bulk", "200")), local_runner="cycles"),
     # --older-than 0: poll every submitted transfer each cycle; production keeps Rucio's 60 s (poll what
-    # has not been updated for a minute) with FTS3's own pace.
+    # has not been updated for a minute) with FTS3's messages doing the rest.
     Daemon("conveyor-poller", "conveyorPoller", 1, "--total-threads", 1, 60,
-           (("--db-bulk", "1000"), ("--older-than", "0"))),
-    Daemon("conveyor-finisher", "conveyorFinisher", 2, "--total-threads", 1, 60, (("--db-bulk", "1000"),)),
+           (("--db-bulk", "1000"), ("--older-than", "0")), local_runner="cycles"),
+    Daemon("conveyor-finisher", "conveyorFinisher", 2, "--total-threads", 1, 60, (("--db-bulk", "1000"),),
+           local_runner="cycles"),
     Daemon("replica-recoverer", "replicaRecoverer", 1, None, 5, 3600,
            (("--nattempts", str(RECOVERER_NATTEMPTS)), ("--younger-than", "10"),
             ("--limit-suspicious-files-on-rse", str(RECOVERER_LIMIT_PER_RSE)),

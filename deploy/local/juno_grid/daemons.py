@@ -10,7 +10,11 @@ RUCIO_CONFIG must be set before this module is imported (Rucio reads its config 
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -107,6 +111,47 @@ def run_once(names: Iterable[str] = ORDER) -> dict[str, str]:
     return result
 
 
+def cycle_loop(name: str, threads: int, sleep: float, stop: threading.Event) -> None:
+    """One daemon, as its own process: `threads` threads each running Rucio's daemon function once per
+    cycle (heartbeats: each thread is a partition while its cycle runs), `sleep` seconds apart."""
+    fn = _runner(name)
+    failures = 0
+
+    def thread() -> None:
+        nonlocal failures
+        while not stop.is_set():
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - counted and logged; the daemon goes on, as Rucio's do
+                failures += 1
+                log.exception("%s cycle failed", name)
+            stop.wait(sleep)
+
+    workers = [threading.Thread(target=thread, name=f"{name}-{i}") for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    print(json.dumps({"event": "stopped", "daemon": name, "failed_cycles": failures}), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m juno_grid.daemons",
+                                     description="Run one Rucio daemon in cycles, as its own process (daemon_set.py "
+                                                 "says which daemons the local grid runs this way, and why).")
+    parser.add_argument("daemon", choices=ORDER)
+    parser.add_argument("--threads", type=int, default=1, help="threads, each a partition of the work")
+    parser.add_argument("--sleep", type=float, default=1.0, help="seconds between a thread's cycles")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    cycle_loop(args.daemon, max(args.threads, 1), args.sleep, stop)
+    return 0
+
+
 def drive_until(done: Callable[[], bool], *, timeout: float = 180.0, names: Iterable[str] = ORDER,
                 pause: float = 0.3, describe: Callable[[], str] | None = None) -> int:
     """Run daemon cycles until `done()` is true; return the number of cycles. TimeoutError otherwise,
@@ -139,3 +184,7 @@ def processes_running() -> bool:
     from .config import load
 
     return bool(grid.daemon_processes(load()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,7 +15,7 @@ from typing import Any
 from rucio_policy import topology as topology_mod
 
 from . import daemon_set, kafka, netns, postgres, procs, rucio_server, xrootd
-from .config import FTS_COPY_MODE, FTS_WORKERS, REPO_ROOT, VENV_BIN, GridConfig
+from .config import FTS_COPY_MODE, FTS_ENGINE, FTS_PYTHON, FTS_WORKERS, REPO_ROOT, VENV_BIN, GridConfig
 
 FTS = "fts"
 # Before the daemons ran as processes of their own, one in-process loop ran them all under this name:
@@ -60,9 +60,14 @@ def enter(cfg: GridConfig) -> None:
 
 
 def start_fts(cfg: GridConfig) -> None:
+    # The gfal2 engine runs on Debian's Python, the one python3-gfal2 serves (the service needs only the
+    # standard library besides): see config.FTS_ENGINE.
+    python = FTS_PYTHON if FTS_ENGINE == "gfal2" else sys.executable
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "deploy" / "local"), os.environ.get("PYTHONPATH", "")])}
     procs.spawn(cfg.run_dir, cfg.log_dir, FTS,
-                [sys.executable, "-m", "juno_grid.fts", "--port", str(cfg.ports.fts),
-                 "--state", str(cfg.state_dir / "fts"), "--workers", str(FTS_WORKERS), "--copy-mode", FTS_COPY_MODE])
+                [python, "-m", "juno_grid.fts", "--port", str(cfg.ports.fts), "--engine", FTS_ENGINE,
+                 "--state", str(cfg.state_dir / "fts"), "--workers", str(FTS_WORKERS), "--copy-mode", FTS_COPY_MODE,
+                 "--links", str(cfg.state_dir / "fts" / "links.json")], env=env)
     procs.wait_for(lambda: procs.port_open(cfg.ports.fts), "transfer service (FTS3 API)", timeout=30,
                    log=cfg.log_dir / f"{FTS}.log")
 
@@ -292,7 +297,8 @@ def status(cfg: GridConfig) -> list[Health]:
     if parts.get("daemons", True):
         for d in daemon_set.DAEMONS:
             for name in d.process_names():
-                out.append(Health(name, pid(name) is not None, f"{d.command}, {d.threads} thread(s)", pid(name)))
+                how = d.command if d.local_runner == "rucio" else f"{d.name} in cycles"
+                out.append(Health(name, pid(name) is not None, f"{how}, {d.threads} thread(s)", pid(name)))
     if not parts.get("condor", True):
         return out
     try:
