@@ -13,22 +13,31 @@ Copy modes (FTS3's, per link in the service's configuration):
   stream    the bytes pass through the service: gfal2's own streamed copy for davs://; for root://
             (where gfal2 always does TPC) gfal2's POSIX reads and writes, then the same checks
 
-This module imports gfal2, which Debian packages for its own Python (python3-gfal2): the transfer
-service runs on /usr/bin/python3 when the engine is gfal2 (config.FTS_PYTHON).
+As FTS3 runs each copy in a url-copy process, the service runs copies in worker processes
+(`python -m juno_grid.fts.gfal_copy`, one per copy slot, reused from copy to copy so gfal2 keeps its
+connections): a cancel, a drain or a timeout kills the process, and a crash of the library fails one copy,
+not the service. gfal2 is Debian's python3-gfal2, built for /usr/bin/python3 (config.FTS_PYTHON).
 """
 
 from __future__ import annotations
 
 import errno
+import json
+import os
+import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from .copier import StorageError, UnsupportedURL, checksums_equal
 from .states import FileState
-from .store import File, Job
-from .transfer import EXISTS_MSG, Limits, Outcome
+from .transfer import EXISTS_MSG, Outcome
+
+# XRootD's client (inside gfal2) reads these once: an unreachable server fails in seconds, not after
+# its default 5 x 120 s of retries.
+os.environ.setdefault("XRD_CONNECTIONRETRY", "1")
+os.environ.setdefault("XRD_CONNECTIONWINDOW", "10")
 
 SCHEMES = ("root", "xroot", "davs", "https")
 MODES = ("tpc", "push", "stream")
@@ -55,19 +64,24 @@ def same_family(a: str, b: str) -> bool:
     return (a in http) == (b in http)
 
 
+@dataclass(frozen=True)
+class CopyRequest:
+    """What a worker needs to copy one file (it crosses the pipe as JSON)."""
+
+    source: str
+    dest: str
+    verify: str  # both | source | target | none
+    algorithm: str  # e.g. ADLER32
+    user_value: str  # the checksum Rucio knows, or ""
+    overwrite: bool
+    dst_file_report: bool
+    mode: str  # tpc | push | stream
+    timeout: float
+
+
 @dataclass
 class Handle:
-    """A running copy the service can stop (cancel, drain): gfal2's own cancel, or the stream loop's flag."""
-
-    context: Any
     stopped: threading.Event
-
-    def cancel(self) -> None:
-        self.stopped.set()
-        try:
-            self.context.cancel()
-        except Exception:  # noqa: BLE001 - nothing running to cancel
-            pass
 
 
 def _error(exc: Any) -> tuple[int, str]:
@@ -76,13 +90,10 @@ def _error(exc: Any) -> tuple[int, str]:
 
 
 class Gfal:
-    """Copies with gfal2; one gfal2 context per copy (contexts are not shared between threads)."""
+    """Copies with gfal2 (in the worker process); one gfal2 context per copy."""
 
-    def __init__(self, mode: str = "tpc", *, ca_dir: str | None = None) -> None:
-        if mode not in MODES:
-            raise ValueError(f"copy mode {mode!r}: use one of {MODES}")
-        self.mode = mode
-        self.ca_dir = ca_dir
+    def __init__(self, *, ca_dir: str | None = None) -> None:
+        self.ca_dir = ca_dir or os.environ.get("X509_CERT_DIR")
 
     def context(self, mode: str) -> Any:
         gfal2 = _gfal2()
@@ -96,59 +107,55 @@ class Gfal:
             ctx.set_opt_string("X509", "CA_PATH", self.ca_dir)
         return ctx
 
-    def copy_file(self, job: Job, file: File, limits: Limits, *, claim_destination: Any,
-                  started: Any = None, mode: str | None = None) -> Outcome:
+    def copy_file(self, req: CopyRequest, claim_destination: Any = lambda: None) -> Outcome:
         gfal2 = _gfal2()
-        mode = mode or self.mode
+        mode = req.mode
         try:
-            s_scheme, d_scheme = check_url(file.source_surl), check_url(file.dest_surl)
+            s_scheme, d_scheme = check_url(req.source), check_url(req.dest)
         except StorageError as exc:
             return _failed("TRANSFER", exc.errno, f"Protocol not supported: {exc.message}")
         if not same_family(s_scheme, d_scheme):
-            return _failed("TRANSFER", errno.EPROTONOSUPPORT, f"Protocol not supported: {file.source_surl} -> "
-                                                              f"{file.dest_surl} (one protocol on both ends)")
+            return _failed("TRANSFER", errno.EPROTONOSUPPORT, f"Protocol not supported: {req.source} -> "
+                                                              f"{req.dest} (one protocol on both ends)")
         if mode == "push" and s_scheme not in ("davs", "https"):
             mode = "tpc"  # XRootD's TPC has one direction only: the destination pulls
         ctx = self.context(mode)
-        handle = Handle(ctx, threading.Event())
-        if started:
-            started(handle)
-        verify = job.verify_checksum
-        user = file.checksum
-        algorithm = (user.algorithm if user else "adler32").upper()
-        overwrite = bool(job.overwrite or file.dest_ours)
-        timeout = limits.base_timeout + (file.filesize or 0) / limits.min_rate
+        # As FTS3's url-copy: the source is stat'ed first (its size; a missing source is the source's fault).
+        try:
+            ctx.stat(req.source)
+        except gfal2.GError as exc:
+            code, text = _error(exc)
+            return _failed("SOURCE", code, f"Failed to stat source file {req.source}: {text}")
         claim_destination()
         try:
             if mode == "stream" and s_scheme in ("root", "xroot"):
-                transferred = self._stream_root(ctx, handle, file, verify, algorithm, user.value if user else "",
-                                                overwrite)
+                transferred = self._stream_root(ctx, Handle(threading.Event()), req)
             else:
                 params = ctx.transfer_parameters()
-                params.overwrite = overwrite
+                params.overwrite = req.overwrite
                 params.create_parent = True
-                params.timeout = int(timeout)
-                if verify in _GFAL_CKSUM_MODE:
-                    params.set_checksum(getattr(gfal2.checksum_mode, _GFAL_CKSUM_MODE[verify]), algorithm,
-                                        user.value if user and user.value else "")
-                ctx.filecopy(params, file.source_surl, file.dest_surl)
-                transferred = int(ctx.stat(file.dest_surl).st_size)
+                params.timeout = max(int(req.timeout), 1)
+                if req.verify in _GFAL_CKSUM_MODE:
+                    params.set_checksum(getattr(gfal2.checksum_mode, _GFAL_CKSUM_MODE[req.verify]), req.algorithm,
+                                        req.user_value)
+                ctx.filecopy(params, req.source, req.dest)
+                transferred = int(ctx.stat(req.dest).st_size)
         except gfal2.GError as exc:
             code, text = _error(exc)
-            return self._failure(ctx, job, file, code, text, algorithm, user.value if user else "", verify)
+            return self._failure(ctx, req, code, text)
         except _Refused as exc:
-            return self._failure(ctx, job, file, exc.code, exc.text, algorithm, user.value if user else "", verify)
+            return self._failure(ctx, req, exc.code, exc.text)
         except _Mismatch as m:
             outcome = _failed("TRANSFER", errno.EIO, m.reason)
-            return self._cleanup(ctx, file.dest_surl, outcome) if m.destination_written else outcome
+            return self._cleanup(ctx, req.dest, outcome) if m.destination_written else outcome
         return Outcome(FileState.FINISHED, transferred=transferred)
 
     # -- root:// streamed through the service ----------------------------------------------------
 
-    def _stream_root(self, ctx: Any, handle: Handle, file: File, verify: str, algorithm: str, user_value: str,
-                     overwrite: bool) -> int:
+    def _stream_root(self, ctx: Any, handle: Handle, req: CopyRequest) -> int:
         gfal2 = _gfal2()
-        src, dst = file.source_surl, file.dest_surl
+        src, dst = req.source, req.dest
+        verify, algorithm, user_value, overwrite = req.verify, req.algorithm, req.user_value, req.overwrite
         src_sum = None
         if verify in ("both", "source") and user_value:
             src_sum = ctx.checksum(src, algorithm)
@@ -187,26 +194,31 @@ class Gfal:
 
     # -- failures --------------------------------------------------------------------------------
 
-    def _failure(self, ctx: Any, job: Job, file: File, code: int, text: str, algorithm: str, user_value: str,
-                 verify: str) -> Outcome:
+    def _failure(self, ctx: Any, req: CopyRequest, code: int, text: str) -> Outcome:
         if code == errno.EEXIST and "exist" in text.lower():
-            report = self._dst_report(ctx, file.dest_surl, algorithm) if job.params.get("dst_file_report") else None
+            report = self._dst_report(ctx, req.dest, req.algorithm) if req.dst_file_report else None
             return Outcome(FileState.FAILED, f"DESTINATION [{code}] {EXISTS_MSG}: {text}", dst_file=report)
         if "checksum" in text.lower():
             # XRootD's TPC says only "CheckSum error": tell a bad source (Rucio's suspicious_pattern, the
-            # recovery path) from a bad copy by asking the source once, here, after the failure.
-            scope = "DESTINATION"
-            if user_value and verify in ("both", "source"):
-                try:
-                    if not checksums_equal(user_value, self.context(self.mode).checksum(file.source_surl,
-                                                                                        algorithm)):
-                        scope = "SOURCE"
-                except Exception:  # noqa: BLE001 - the source cannot be read: keep gfal2's words only
-                    pass
-            return self._cleanup(ctx, file.dest_surl, _failed("TRANSFER", code, f"{scope} CHECKSUM MISMATCH {text}"))
-        scope = "SOURCE" if code in (errno.ENOENT,) and "source" in text.lower() else "TRANSFER"
+            # recovery path) from a bad copy by asking the source once, after the failure, and name the values.
+            try:
+                src_sum = self.context(req.mode).checksum(req.source, req.algorithm)
+            except Exception:  # noqa: BLE001 - the source cannot be read: keep gfal2's words only
+                src_sum = "unknown"
+            if req.user_value and req.verify in ("both", "source") and not checksums_equal(req.user_value, src_sum):
+                detail = (f"SOURCE CHECKSUM MISMATCH Source checksum and user-specified checksum do not match: "
+                          f"{src_sum} != {req.user_value}")
+            else:
+                detail = (f"DESTINATION CHECKSUM MISMATCH the destination's {req.algorithm.lower()} is not the "
+                          f"{'user-specified ' + req.user_value if req.user_value else 'source ' + src_sum}")
+            return self._cleanup(ctx, req.dest, _failed("TRANSFER", code, f"{detail} (gfal2: {text})"))
         what = "Transfer timed out" if code == errno.ETIMEDOUT else "Transfer failed"
-        return self._cleanup(ctx, file.dest_surl, _failed(scope, code, f"{what}: {text}"))
+        # XRootD's client names the end that failed ("(source)", "(destination)"): FTS3's scope.
+        scope = "DESTINATION" if "(destination)" in text else "SOURCE" if "(source)" in text else "TRANSFER"
+        outcome = _failed(scope, code, f"{what}: {text}")
+        if scope == "DESTINATION" and code in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ETIMEDOUT):
+            return outcome  # nothing was written where nothing answers
+        return self._cleanup(ctx, req.dest, outcome)
 
     def _cleanup(self, ctx: Any, url: str, outcome: Outcome) -> Outcome:
         problem = self.remove(url, ctx)
@@ -219,7 +231,7 @@ class Gfal:
         """Remove quietly; the error text if it failed for another reason than not being there."""
         gfal2 = _gfal2()
         try:
-            (ctx or self.context(self.mode)).unlink(url)
+            (ctx or self.context("tpc")).unlink(url)
         except gfal2.GError as exc:
             return None if exc.code == errno.ENOENT else _error(exc)[1]
         return None
@@ -252,3 +264,30 @@ class _Mismatch(Exception):
 
 def _failed(scope: str, code: int, text: str) -> Outcome:
     return Outcome(FileState.FAILED, f"{scope} [{code}] {text}")
+
+
+def main() -> int:
+    """The worker: one JSON CopyRequest a line on stdin; {"claim": true} once the destination may be written,
+    then {"outcome": {...}} on stdout. "remove" requests ({"remove": url}) answer {"removed": error-or-null}."""
+    gfal = Gfal()
+    out = sys.stdout
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if "remove" in msg:
+            out.write(json.dumps({"removed": gfal.remove(msg["remove"])}) + "\n")
+            out.flush()
+            continue
+        req = CopyRequest(**msg)
+
+        def claim() -> None:
+            out.write('{"claim": true}\n')
+            out.flush()
+
+        outcome = gfal.copy_file(req, claim)
+        out.write(json.dumps({"outcome": {**asdict(outcome), "state": outcome.state.value}}) + "\n")
+        out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

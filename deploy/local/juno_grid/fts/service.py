@@ -15,19 +15,17 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import copier
 from .copier import Endpoint, StorageError, XRootD
+from .gfal_pool import GfalWorkers, request_for
 from .jsonlog import log
 from .links import LinkModes
 from .states import FileState
 from .store import DuplicateJob, File, Job, Store
 from .submission import Submission, deterministic_job_id
 from .transfer import Limits, copy_file, remove_quietly
-
-if TYPE_CHECKING:
-    from .gfal_copy import Gfal
 
 
 @dataclass(frozen=True)
@@ -54,11 +52,9 @@ class Service:
         self.settings = settings
         self.xrd = xrd or XRootD(settings.op_timeout, mode="stream" if settings.copy_mode == "stream" else "tpc")
         self.links = LinkModes(settings.links_file, settings.copy_mode)
-        self.gfal: Gfal | None = None
+        self.gfal: GfalWorkers | None = None
         if settings.engine == "gfal2":
-            from .gfal_copy import Gfal  # noqa: PLC0415 - imports gfal2: only on the gfal2 engine's interpreter
-
-            self.gfal = Gfal(settings.copy_mode)
+            self.gfal = GfalWorkers()
         elif settings.engine != "xrootd":
             raise ValueError(f"engine {settings.engine!r}: use xrootd or gfal2")
         self.base_id = store.base_id()
@@ -191,8 +187,8 @@ class Service:
         claim = lambda: self.store.mark_dest_ours(file.file_id)  # noqa: E731
         started = lambda handle: self._started(file.file_id, handle)  # noqa: E731
         if self.gfal is not None:
-            outcome = self.gfal.copy_file(job, file, self.settings.limits, claim_destination=claim, started=started,
-                                          mode=self.links.get().mode_for(file.source_surl, file.dest_surl))
+            mode = self.links.get().mode_for(file.source_surl, file.dest_surl)
+            outcome = self.gfal.copy(request_for(job, file, mode, self.settings.limits), claim=claim, started=started)
         else:
             outcome = copy_file(self.xrd, job, file, self.settings.limits, claim_destination=claim, started=started)
         seconds = time.monotonic() - began
