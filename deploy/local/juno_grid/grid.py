@@ -14,7 +14,7 @@ from typing import Any
 
 from rucio_policy import topology as topology_mod
 
-from . import daemon_set, kafka, netns, postgres, procs, rucio_server, xrootd
+from . import daemon_set, kafka, netns, postgres, procs, rucio_server, tls, xrootd
 from .config import FTS_COPY_MODE, FTS_ENGINE, FTS_PYTHON, FTS_WORKERS, REPO_ROOT, VENV_BIN, GridConfig
 
 FTS = "fts"
@@ -40,6 +40,8 @@ def client_env(cfg: GridConfig) -> dict[str, str]:
     env["JUNO_GRID_DIR"] = str(cfg.state_dir)
     env["JUNO_GRID_NETNS"] = cfg.netns
     env["JUNO_KAFKA_BOOTSTRAP"] = cfg.kafka_bootstrap
+    # The storages' HTTPS is signed by the grid's own CA (tls.py): gfal2, davix and curl trust it from here.
+    env["X509_CERT_DIR"] = str(tls.ca_dir(cfg))
     path = os.environ.get("PATH", "")
     if str(VENV_BIN) not in path.split(os.pathsep):
         env["PATH"] = os.pathsep.join([str(VENV_BIN), path])

@@ -105,6 +105,10 @@ class Gfal:
         ctx.set_opt_boolean("HTTP PLUGIN", "ENABLE_REMOTE_COPY", mode != "stream")
         if self.ca_dir:
             ctx.set_opt_string("X509", "CA_PATH", self.ca_dir)
+        # With no token gfal2 asks an HTTP-TPC for a delegated X.509 credential ("Credential: gridsite"),
+        # which XrdHttpTPC refuses; with a bearer token it asks for none. The grid's storages are anonymous:
+        # the token only selects that path (production sends its real tokens, FTS3's and Rucio's).
+        ctx.set_opt_string("BEARER", "TOKEN", os.environ.get("JUNO_FTS_BEARER_TOKEN", "anonymous"))
         return ctx
 
     def copy_file(self, req: CopyRequest, claim_destination: Any = lambda: None) -> Outcome:
