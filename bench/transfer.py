@@ -65,18 +65,10 @@ def main() -> int:
 
 
 def set_link_mode(cfg: GridConfig, link: str, mode: str | None) -> None:
-    """Write the service's per-link modes (it re-reads the file when it changes); None: remove the link."""
-    path = cfg.state_dir / "fts" / "links.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {"default": FTS_COPY_MODE, "links": {}}
-    links = dict(data.get("links", {}))
-    if mode is None:
-        links.pop(link, None)
-    else:
-        links[link] = mode
-    path.write_text(json.dumps({**data, "links": links}))
+    """The service's per-link modes file (it re-reads it when it changes); None: remove the link."""
+    from juno_grid.fts.links import set_link
+
+    set_link(cfg.state_dir / "fts" / "links.json", link, mode, FTS_COPY_MODE)
 
 
 def run(cfg: GridConfig, n_files: int, size: int, modes: list[str]) -> int:

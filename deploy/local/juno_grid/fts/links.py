@@ -77,3 +77,21 @@ class LinkModes:
             except (OSError, ValueError) as exc:
                 log(logging.ERROR, "link modes refused, previous ones kept", path=str(self.path), error=str(exc))
         return self.current
+
+
+def set_link(path: Path, link: str, mode: str | None, default: str) -> None:
+    """Set (None: remove) one link's mode in the file, as an operator would; the service picks it up."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {"default": default, "links": {}}
+    links = dict(data.get("links", {}))
+    if mode is None:
+        links.pop(link, None)
+    else:
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+        links[link] = mode
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**data, "links": links}))
+    tmp.replace(path)
