@@ -38,9 +38,14 @@ http.exthandler xrdtpc libXrdHttpTPC.so
 DAVS_PORT_OFFSET = 1100
 
 
-def davs_url(rse: RSE) -> str:
+def davs_port(rse: RSE) -> int:
+    """etc/sites.yaml's davs port of the storage, else its root port + DAVS_PORT_OFFSET."""
     proto = rse.protocols["local"]
-    return f"davs://{proto.hostname}:{proto.port + DAVS_PORT_OFFSET}"
+    return proto.davs.port if proto.davs else proto.port + DAVS_PORT_OFFSET
+
+
+def davs_url(rse: RSE) -> str:
+    return f"davs://{rse.protocols['local'].hostname}:{davs_port(rse)}"
 
 
 def proc_name(rse: str) -> str:
@@ -65,7 +70,7 @@ def start_one(cfg: GridConfig, rse: RSE) -> None:
     conf = run / "xrootd.cfg"
     cert, key = tls.host_cert(cfg)
     conf.write_text(CONFIG.format(rse=rse.name, root=root, run=run, cert=cert, key=key, cadir=tls.ca_dir(cfg),
-                                  davs_port=proto.port + DAVS_PORT_OFFSET))
+                                  davs_port=davs_port(rse)))
     xrd_logs = cfg.log_dir / "xrootd"
     xrd_logs.mkdir(parents=True, exist_ok=True)
     prefix_chain = [root / Path(*Path(proto.prefix.lstrip("/")).parts[:i + 1])
@@ -84,7 +89,7 @@ def start(cfg: GridConfig, topo: Topology) -> None:
         start_one(cfg, rse)
     for rse in topo.rses:
         port = rse.protocols["local"].port
-        for p in (port, port + DAVS_PORT_OFFSET):
+        for p in (port, davs_port(rse)):
             procs.wait_for(lambda p=p: procs.port_open(p), f"XRootD {rse.name} on port {p}", timeout=30,
                            log=xrd_log(cfg, rse.name))
 
@@ -94,8 +99,8 @@ def health_one(cfg: GridConfig, rse: RSE) -> tuple[bool, str]:
     ok = procs.alive(procs.read(cfg.run_dir, proc_name(rse.name)))
     if ok:
         out = subprocess.run(["xrdfs", f"127.0.0.1:{proto.port}", "stat", "/"], capture_output=True, timeout=10)
-        ok = out.returncode == 0 and procs.port_open(proto.port + DAVS_PORT_OFFSET)
-    return ok, f"{proto.url}{proto.prefix} + davs :{proto.port + DAVS_PORT_OFFSET}"
+        ok = out.returncode == 0 and procs.port_open(davs_port(rse))
+    return ok, f"{proto.url}{proto.prefix} + davs :{davs_port(rse)}"
 
 
 def stop(cfg: GridConfig, topo: Topology) -> None:
