@@ -164,8 +164,8 @@ class Gfal:
         if verify in ("both", "source") and user_value:
             src_sum = ctx.checksum(src, algorithm)
             if not checksums_equal(user_value, src_sum):
-                raise _Mismatch(f"SOURCE CHECKSUM MISMATCH Source checksum and user-specified checksum do not "
-                                f"match: {src_sum} != {user_value}", destination_written=False)
+                raise _Mismatch(f"SOURCE CHECKSUM MISMATCH User defined checksum and source checksum do not "
+                                f"match {user_value} != {src_sum}", destination_written=False)
         if not overwrite:
             try:
                 ctx.stat(dst)
@@ -210,8 +210,8 @@ class Gfal:
             except Exception:  # noqa: BLE001 - the source cannot be read: keep gfal2's words only
                 src_sum = "unknown"
             if req.user_value and req.verify in ("both", "source") and not checksums_equal(req.user_value, src_sum):
-                detail = (f"SOURCE CHECKSUM MISMATCH Source checksum and user-specified checksum do not match: "
-                          f"{src_sum} != {req.user_value}")
+                detail = (f"SOURCE CHECKSUM MISMATCH User defined checksum and source checksum do not match "
+                          f"{req.user_value} != {src_sum}")
             else:
                 detail = (f"DESTINATION CHECKSUM MISMATCH the destination's {req.algorithm.lower()} is not the "
                           f"{'user-specified ' + req.user_value if req.user_value else 'source ' + src_sum}")
