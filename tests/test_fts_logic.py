@@ -216,3 +216,16 @@ def test_verify_checksum_keeps_the_first_letter_as_fts3(given: object, mode: str
 def test_verify_checksum_refuses_what_fts3_does_not_know(given: object) -> None:
     with pytest.raises(BadRequest, match="verify_checksum"):
         parse({"files": [_file()], "params": {"verify_checksum": given}})
+
+
+def test_link_modes_file_is_checked_and_used_per_link() -> None:
+    from juno_grid.fts.links import Modes, parse
+
+    modes = parse('{"default": "stream", "links": {"127.0.0.1:12194>127.0.0.1:12196": "push"}}', "tpc")
+    assert modes.mode_for("davs://127.0.0.1:12194/a", "davs://127.0.0.1:12196/b") == "push"
+    assert modes.mode_for("root://127.0.0.1:11094//a", "root://127.0.0.1:11096//b") == "stream"
+    assert parse("{}", "tpc") == Modes("tpc")
+    for bad, why in [("[", "not JSON"), ('{"default": "fast"}', "default"), ('{"links": {"a>b": "fly"}}', "link"),
+                     ('{"links": {"nohost": "tpc"}}', "link"), ('{"other": 1}', "expected an object")]:
+        with pytest.raises(ValueError, match=why):
+            parse(bad, "tpc")
