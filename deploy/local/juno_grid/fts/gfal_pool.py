@@ -99,6 +99,7 @@ class GfalWorkers:
         if started:
             started(worker.proc)
         deadline = time.monotonic() + req.timeout
+        claimed = False
         try:
             worker.send(asdict(req))
             while True:
@@ -106,9 +107,13 @@ class GfalWorkers:
                 if msg is None:
                     copier.kill(worker.proc)
                     worker.proc.wait()
-                    return Outcome(FileState.FAILED, f"TRANSFER [{errno.ETIMEDOUT}] Transfer timed out: the copy did "
-                                                     f"not finish within {req.timeout:.0f} s; killed")
+                    reason = (f"TRANSFER [{errno.ETIMEDOUT}] Transfer timed out: the copy did not finish within "
+                              f"{req.timeout:.0f} s; killed")
+                    problem = self.remove(req.dest, settle=1.0) if claimed else None
+                    return Outcome(FileState.FAILED, reason + (f"; and the destination could not be removed: "
+                                                               f"{problem}" if problem else ""))
                 if msg.get("claim"):
+                    claimed = True
                     claim()
                 elif "outcome" in msg:
                     o = msg["outcome"]
@@ -119,7 +124,16 @@ class GfalWorkers:
             how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             return Outcome(FileState.FAILED, f"TRANSFER [{errno.EINTR}] the copy's gfal2 worker {how}")
 
-    def remove(self, url: str) -> str | None:
+    def remove(self, url: str, settle: float = 0.0) -> str | None:
+        """Remove a destination; with `settle`, look again after that many seconds: a third-party copy
+        whose client was killed may still be finishing on the destination server."""
+        problem = self._remove_once(url)
+        if settle and problem is None:
+            time.sleep(settle)
+            problem = self._remove_once(url)
+        return problem
+
+    def _remove_once(self, url: str) -> str | None:
         worker = self._worker()
         try:
             worker.send({"remove": url})
