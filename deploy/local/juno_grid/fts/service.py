@@ -209,7 +209,7 @@ class Service:
         # Canceled while it ran: nothing it wrote may stay.
         current = self.store.file(file.file_id)
         if current.dest_ours and current.file_state is FileState.CANCELED:
-            problem = (self.gfal.remove(file.dest_surl, settle=1.0) if self.gfal is not None
+            problem = (self.gfal.remove(file.dest_surl) if self.gfal is not None
                        else remove_quietly(self.xrd, file.dest_surl))
             log(logging.INFO, "canceled copy cleaned up", job_id=job.job_id, file_id=file.file_id,
                 removal_error=problem)
