@@ -62,7 +62,17 @@ def rucio_prefix(scheme: str, prefix: str) -> str:
 
 
 def protocol_params(rse: RSE, environment: str) -> dict[str, Any]:
+    return _params(rse.protocols[environment], 1)
+
+
+def all_protocol_params(rse: RSE, environment: str) -> list[dict[str, Any]]:
+    """The RSE's protocols in Rucio: its main one, then davs at priority 2 (Rucio keeps choosing the main one
+    unless asked for davs: `[conveyor] scheme`, a client's scheme)."""
     p = rse.protocols[environment]
+    return [_params(p, 1)] + ([_params(p.davs, 2)] if p.davs else [])
+
+
+def _params(p: Any, priority: int) -> dict[str, Any]:
     return {
         "scheme": p.scheme,
         "hostname": p.hostname,
@@ -70,8 +80,9 @@ def protocol_params(rse: RSE, environment: str) -> dict[str, Any]:
         "prefix": rucio_prefix(p.scheme, p.prefix),
         "impl": PROTOCOL_IMPL.get(p.scheme, "rucio.rse.protocols.gfal.Default"),
         "domains": {
-            "lan": {"read": 1, "write": 1, "delete": 1},
-            "wan": {"read": 1, "write": 1, "delete": 1, "third_party_copy_read": 1, "third_party_copy_write": 1},
+            "lan": {"read": priority, "write": priority, "delete": priority},
+            "wan": {"read": priority, "write": priority, "delete": priority, "third_party_copy_read": priority,
+                    "third_party_copy_write": priority},
         },
     }
 
@@ -115,8 +126,14 @@ def _plan_rse(client: Any, topo: Topology, rse: RSE, environment: str, exists: b
         elif not _same(current_attrs[key], value):
             out.append(Change("update", "attribute", f"{rse.name}:{key}", f"{current_attrs[key]} -> {value}",
                               lambda k=key, v=value: client.add_rse_attribute(rse.name, k, v)))
-    want = protocol_params(rse, environment)
-    have = [p for p in current_protocols if p.get("scheme") == want["scheme"]]
+    for want in all_protocol_params(rse, environment):
+        out += _plan_protocol(client, rse, want, current_protocols)
+    return out
+
+
+def _plan_protocol(client: Any, rse: RSE, want: dict[str, Any], current: list[dict[str, Any]]) -> list[Change]:
+    out: list[Change] = []
+    have = [p for p in current if p.get("scheme") == want["scheme"]]
     if not have:
         out.append(Change("add", "protocol", rse.name, f"{want['scheme']}://{want['hostname']}:{want['port']}"
                                                         f"{want['prefix']}",

@@ -31,6 +31,8 @@ class Protocol:
     hostname: str
     port: int
     prefix: str
+    # HTTPS/WebDAV next to it (the same storage's davs endpoint; FTS3 can do HTTP third-party copy there).
+    davs: Protocol | None = None
 
     @property
     def url(self) -> str:
@@ -150,9 +152,16 @@ def load(path: Path = DEFAULT_SITES) -> Topology:
                     errors.append(f"{rwhere}.protocols: unknown environment {env!r} (use {ENVIRONMENTS})")
                     continue
                 try:
-                    protocols[env] = Protocol(str(p["scheme"]), str(p["hostname"]), int(p["port"]), str(p["prefix"]))
-                except (KeyError, TypeError, ValueError) as exc:
-                    errors.append(f"{rwhere}.protocols.{env}: needs scheme, hostname, port, prefix ({exc})")
+                    davs = None
+                    if p.get("davs") is not None:
+                        d = p["davs"]
+                        davs = Protocol("davs", str(d.get("hostname", p["hostname"])), int(d["port"]),
+                                        str(d.get("prefix", p["prefix"])))
+                    protocols[env] = Protocol(str(p["scheme"]), str(p["hostname"]), int(p["port"]), str(p["prefix"]),
+                                              davs)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    errors.append(f"{rwhere}.protocols.{env}: needs scheme, hostname, port, prefix, and davs (if "
+                                  f"given) a port ({exc})")
             rses.append(RSE(rname, sname, rtype or "disk", str(rnode.get("storage", "")), protocols,
                             dict(rnode.get("attributes") or {})))
         sites.append(Site(sname, str(snode.get("country", "")), int(snode.get("tier", 1)), tuple(rses)))

@@ -28,8 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from juno_grid import daemons as grid_daemons
-from juno_grid import rucio_config
+from juno_grid import daemon_set, rucio_config
 
 REPO = Path(__file__).resolve().parents[1]
 PROD = REPO / "deploy" / "production"
@@ -77,20 +76,15 @@ def test_every_helm_key_exists_in_the_chart(chart: str) -> None:
     assert _unknown_keys({"judgeEvaluatr": {"threads": 1}}, values, templates) == ["judgeEvaluatr"]
 
 
-def _helm_daemon(name: str) -> str:
-    special = {"conveyor-submitter": "conveyorTransferSubmitter"}
-    head, *rest = name.split("-")
-    return special.get(name, head + "".join(part.capitalize() for part in rest))
-
-
 def test_helm_daemons_equal_the_local_grids() -> None:
     values = yaml.safe_load((PROD / "helm" / "rucio-daemons.values.yaml").read_text())
-    running = {key[: -len("Count")] for key, n in values.items() if key.endswith("Count") and n > 0}
-    assert running == {_helm_daemon(name) for name in grid_daemons.ORDER}
+    running = {key[: -len("Count")]: n for key, n in values.items() if key.endswith("Count") and n > 0}
+    assert running == {d.helm_key: d.count for d in daemon_set.DAEMONS}
     chart, _ = _chart("rucio-daemons")
-    for name in running:
-        assert f"{name}Count" in chart, name
-        assert isinstance(values.get(name), dict), f"{name}: give its threads and options"
+    for daemon in daemon_set.DAEMONS:
+        assert f"{daemon.helm_key}Count" in chart, daemon.name
+        assert values[daemon.helm_key]["threads"] == daemon.threads, daemon.name
+        assert values[daemon.helm_key]["sleepTime"] == daemon.production_sleep_s, daemon.name
 
 
 def test_replica_recoverer_gets_nattempts_zero_through_the_chart() -> None:
@@ -98,10 +92,10 @@ def test_replica_recoverer_gets_nattempts_zero_through_the_chart() -> None:
     # templates and would silently leave Rucio's default. The string "0" is passed.
     values = yaml.safe_load((PROD / "helm" / "rucio-daemons.values.yaml").read_text())
     recoverer = values["replicaRecoverer"]
-    assert recoverer["nAttempts"] == str(grid_daemons.RECOVERER_NATTEMPTS)
-    assert recoverer["limitSuspiciousFilesOnRse"] == grid_daemons.RECOVERER_LIMIT_PER_RSE
+    assert recoverer["nAttempts"] == str(daemon_set.RECOVERER_NATTEMPTS) == "0"
+    assert recoverer["limitSuspiciousFilesOnRse"] == str(daemon_set.RECOVERER_LIMIT_PER_RSE)
     assert recoverer["activeMode"] is True
-    assert Path(recoverer["inputFile"]).name == grid_daemons.RECOVERER_POLICY.name
+    assert Path(recoverer["inputFile"]).name == daemon_set.RECOVERER_POLICY.name
 
 
 def test_secrets_are_referenced_not_inlined() -> None:
@@ -116,7 +110,7 @@ def test_secrets_are_referenced_not_inlined() -> None:
 # --------------------------------------------------------------------------- one Rucio configuration
 
 
-def test_helm_config_is_rendered_from_the_one_description() -> None:
+def test_helm_values_are_rendered_from_the_one_description() -> None:
     done = subprocess.run([sys.executable, str(PROD / "helm" / "render.py"), "--check"], cwd=REPO,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -88,7 +88,7 @@ def test_staging_multihop_and_replica_submissions() -> None:
     ({"files": [{"sources": [], "destinations": ["root://b//x"]}]}, "sources"),
     ({"files": [{"sources": ["root://a//x"], "destinations": ["d1", "d2"]}]}, "exactly one"),
     ({"files": [_file(filesize=-1)]}, "filesize"),
-    ({"files": [_file()], "params": {"verify_checksum": "sometimes"}}, "verify_checksum"),
+    ({"files": [_file()], "params": {"verify_checksum": "always"}}, "verify_checksum"),
 ])
 def test_bad_submissions_say_what_is_wrong(body: dict[str, object], message: str) -> None:
     with pytest.raises(BadRequest, match=message):
@@ -201,3 +201,31 @@ def test_cancel_reports_running_copies_and_keeps_finished_ones(store: Store) -> 
     assert [f.file_state for f in store.files(job.job_id)] == [F.FINISHED, F.CANCELED, F.CANCELED]
     assert store.job(job.job_id).job_state is J.CANCELED  # type: ignore[union-attr]
     assert not store.finish(running.file_id, F.FINISHED)  # a copy that ends after the cancel changes nothing
+
+
+@pytest.mark.parametrize(("given", "mode"), [
+    ("n", "none"), ("s", "source"), ("t", "target"), ("b", "both"), ("both", "both"), ("None", "none"),
+    ("TARGET", "target"), (True, "both"), (False, "none")])
+def test_verify_checksum_keeps_the_first_letter_as_fts3(given: object, mode: str) -> None:
+    """FTS3's own client sends 'n'; Rucio sends 'both': FTS3 keeps only the first letter, so do we."""
+    sub = parse({"files": [_file()], "params": {"verify_checksum": given}})
+    assert sub.params["verify_checksum"] == mode
+
+
+@pytest.mark.parametrize("given", ["", "x", "always", 3])
+def test_verify_checksum_refuses_what_fts3_does_not_know(given: object) -> None:
+    with pytest.raises(BadRequest, match="verify_checksum"):
+        parse({"files": [_file()], "params": {"verify_checksum": given}})
+
+
+def test_link_modes_file_is_checked_and_used_per_link() -> None:
+    from juno_grid.fts.links import Modes, parse
+
+    modes = parse('{"default": "stream", "links": {"127.0.0.1:12194>127.0.0.1:12196": "push"}}', "tpc")
+    assert modes.mode_for("davs://127.0.0.1:12194/a", "davs://127.0.0.1:12196/b") == "push"
+    assert modes.mode_for("root://127.0.0.1:11094//a", "root://127.0.0.1:11096//b") == "stream"
+    assert parse("{}", "tpc") == Modes("tpc")
+    for bad, why in [("[", "not JSON"), ('{"default": "fast"}', "default"), ('{"links": {"a>b": "fly"}}', "link"),
+                     ('{"links": {"nohost": "tpc"}}', "link"), ('{"other": 1}', "expected an object")]:
+        with pytest.raises(ValueError, match=why):
+            parse(bad, "tpc")

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import requests
+from juno_grid.config import FTS_PYTHON
 
 pytestmark = pytest.mark.grid
 
@@ -155,8 +156,9 @@ def storage() -> Iterator[Storage]:
 class Fts:
     """The service as a subprocess, and a thin client for its API."""
 
-    def __init__(self, state: Path, workers: int = 4, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, state: Path, workers: int = 4, extra: tuple[str, ...] = (), engine: str = "xrootd") -> None:
         self.state = state
+        self.engine = engine
         self.workers = workers
         self.extra = extra
         with socket.socket() as s:
@@ -172,7 +174,8 @@ class Fts:
         env["PYTHONPATH"] = os.pathsep.join([str(REPO / "deploy" / "local"), env.get("PYTHONPATH", "")])
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "juno_grid.fts", "--port", str(self.port), "--state", str(self.state),
+                [FTS_PYTHON if self.engine == "gfal2" else sys.executable, "-m", "juno_grid.fts", "--engine",
+                 self.engine, "--port", str(self.port), "--state", str(self.state),
                  "--workers", str(self.workers), "--drain-timeout", "5", *self.extra],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         _wait(lambda: _port_open(self.port), "transfer service")
@@ -206,9 +209,15 @@ class Fts:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
 
 
+# Both copy engines: gfal2 (FTS3's library, the grid's default) and the xrdcp/xrdfs one.
+@pytest.fixture(scope="module", params=["gfal2", "xrootd"])
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def fts(storage: Storage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fts]:
-    service = Fts(tmp_path_factory.mktemp("fts") / "state")
+def fts(storage: Storage, engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fts]:
+    service = Fts(tmp_path_factory.mktemp("fts") / "state", engine=engine)
     service.start()
     yield service
     assert service.stop() == 0, "SIGTERM must stop the service cleanly (exit 0)"
@@ -274,7 +283,7 @@ def test_missing_source_fails_with_its_reason(fts: Fts) -> None:
     job = fts.wait(fts.submit([entry("does/not/exist", "never/here")]))
     assert job["job_state"] == "FAILED"
     reason = job["files"][0]["reason"]
-    assert reason.startswith("SOURCE [2] ") and "no such file or directory" in reason, reason
+    assert reason.startswith("SOURCE [2] ") and "no such file or directory" in reason.lower(), reason
 
 
 def test_unreachable_destination_fails_with_its_reason(storage: Storage, fts: Fts) -> None:
@@ -288,9 +297,9 @@ def test_unreachable_destination_fails_with_its_reason(storage: Storage, fts: Ft
     assert time.monotonic() - started < 30  # not the XRootD client's default 10 minutes of retries
 
 
-def test_copy_timeout_fails_with_its_reason_and_leaves_nothing(storage: Storage, tmp_path: Path) -> None:
+def test_copy_timeout_fails_with_its_reason_and_leaves_nothing(storage: Storage, engine: str, tmp_path: Path) -> None:
     # A third-party copy takes >= 2.5 s with this XRootD client, so a 1 s allowance always runs out.
-    service = Fts(tmp_path / "state", workers=1, extra=("--copy-timeout", "1"))
+    service = Fts(tmp_path / "state", workers=1, extra=("--copy-timeout", "1"), engine=engine)
     service.start()
     try:
         payload = storage.put("slow/f", 1000)
@@ -395,7 +404,7 @@ def test_cancel_stops_the_job_and_removes_partial_copies(storage: Storage, fts: 
     assert "CANCELED" in states and set(states) <= {"CANCELED", "FINISHED"}
     for file in job["files"]:
         landed = storage.dst_dir / file["dest_surl"].split("//", 2)[2]
-        assert landed.exists() == (file["file_state"] == "FINISHED"), file
+        assert landed.exists() == (file["file_state"] == "FINISHED"), (file, fts.log_lines()[-12:])
         if file["file_state"] == "CANCELED":
             assert file["reason"] == "Job canceled by the user"
 
@@ -421,8 +430,8 @@ def test_bad_submission_is_a_400_with_the_reason(fts: Fts) -> None:
     assert resp.status_code == 400 and "sources" in resp.json()["message"]
 
 
-def test_sigkill_mid_job_then_restart_finishes_the_job(storage: Storage, tmp_path: Path) -> None:
-    service = Fts(tmp_path / "state", workers=1)
+def test_sigkill_mid_job_then_restart_finishes_the_job(storage: Storage, engine: str, tmp_path: Path) -> None:
+    service = Fts(tmp_path / "state", workers=1, engine=engine)
     service.start()
     try:
         payloads = {f"crash/k{i}": storage.put(f"crash/k{i}", 5_000_000) for i in range(4)}
@@ -451,8 +460,9 @@ def test_sigkill_mid_job_then_restart_finishes_the_job(storage: Storage, tmp_pat
 
 
 @pytest.mark.parametrize("drain", ["5", "0"])
-def test_sigterm_drains_or_requeues_then_restart_resumes(storage: Storage, tmp_path: Path, drain: str) -> None:
-    service = Fts(tmp_path / "state", workers=1, extra=("--drain-timeout", drain))
+def test_sigterm_drains_or_requeues_then_restart_resumes(storage: Storage, engine: str, tmp_path: Path,
+                                                        drain: str) -> None:
+    service = Fts(tmp_path / "state", workers=1, extra=("--drain-timeout", drain), engine=engine)
     service.start()
     try:
         payloads = {f"drain{drain}/d{i}": storage.put(f"drain{drain}/d{i}", 1_000_000) for i in range(3)}
@@ -471,36 +481,6 @@ def test_sigterm_drains_or_requeues_then_restart_resumes(storage: Storage, tmp_p
     finally:
         if service.proc and service.proc.poll() is None:
             service.stop()
-
-
-def test_throughput_5x50mb_service_vs_plain_xrdcp(storage: Storage, fts: Fts) -> None:
-    """Prints the figures (pytest -s); asserts only that the service's overhead is modest."""
-    names = [f"tp/f{i}" for i in range(5)]
-    payloads = {n: storage.put(n, 50_000_000) for n in names}
-    env = {**os.environ, "XRD_CONNECTIONRETRY": "1"}
-
-    begin = time.monotonic()
-    for n in names:
-        subprocess.run(["xrdcp", "--tpc", "only", "--silent", "--force", SRC + n, DST + "plain-seq/" + n],
-                       check=True, env=env)
-    plain_seq = time.monotonic() - begin
-
-    begin = time.monotonic()
-    running = [subprocess.Popen(["xrdcp", "--tpc", "only", "--silent", "--force", SRC + n, DST + "plain-par/" + n],
-                                env=env) for n in names]
-    assert all(p.wait() == 0 for p in running)
-    plain_par = time.monotonic() - begin
-
-    begin = time.monotonic()
-    job = fts.wait(fts.submit([entry(n, "svc/" + n, data=p) for n, p in payloads.items()]), timeout=120)
-    service = time.monotonic() - begin
-    assert job["job_state"] == "FINISHED"
-
-    total_mb = 5 * 50
-    print(f"\n5 x 50 MB: plain xrdcp --tpc sequential {plain_seq:.2f} s ({total_mb / plain_seq:.0f} MB/s), "
-          f"5 in parallel {plain_par:.2f} s ({total_mb / plain_par:.0f} MB/s), "
-          f"service ({fts.workers} workers, with checksums) {service:.2f} s ({total_mb / service:.0f} MB/s)")
-    assert service < plain_seq * 1.5
 
 
 # Rucio's own FTS3 client against the service: the wire format as the conveyor produces and parses it.

@@ -50,7 +50,7 @@ def test_up_status_down_leaves_nothing(state_dir: Path) -> None:
             rows = grid.status(cfg)
             assert rows and all(r.ok for r in rows), [r for r in rows if not r.ok]
             pids = _pids_of_tree(cfg)
-            assert len(pids) >= 11  # postgres, rucio, 6 xrootd, fts, kafka, daemons, condor
+            assert len(pids) >= 21  # postgres, rucio, 6 xrootd, fts, kafka, 11 daemons, condor
             ns_inode = os.stat(netns.path(cfg.netns)).st_ino
             inside = _processes_in(ns_inode)
             assert any(_root_of(pid) == str(cfg.chroot) for pid in inside), "no HTCondor daemon in the chroot?"

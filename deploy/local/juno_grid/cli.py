@@ -31,7 +31,7 @@ def main() -> None:
 
     \b
       juno-grid up                 start everything (idempotent)
-      juno-grid status             one line per component; exit 8 if any is down
+      juno-grid status             one line per component (each Rucio daemon process too); exit 8 if any is down
       juno-grid exec -- rucio list-rses
                                    run a command inside the grid (RUCIO_CONFIG etc. set)
       juno-grid down               stop exactly what `up` started
@@ -43,7 +43,8 @@ def main() -> None:
 
 @main.command()
 @click.option("--daemons/--no-daemons", default=True, show_default=True,
-              help="Run Rucio's replication daemons in the background (tests drive them in-process instead).")
+              help="Run each Rucio daemon as its own process (daemon_set.py); a daemon that died is started again. "
+                   "Without, tests step the daemons in-process.")
 @click.option("--condor/--no-condor", default=True, show_default=True,
               help="Start the HTCondor mini-pool (builds its chroot on first use, about a minute).")
 @shared
@@ -84,7 +85,7 @@ def _print_status(cfg: GridConfig, out: Output) -> bool:
     for r in rows:
         mark = click.style("up  ", fg="green") if r.ok and color else "up  " if r.ok else (
             click.style("DOWN", fg="red") if color else "DOWN")
-        click.echo(f"{mark}  {r.name:<20} {r.address:<45} pid {r.pid or '-'}")
+        click.echo(f"{mark}  {r.name:<26} {r.address:<45} pid {r.pid or '-'}")
     return healthy
 
 

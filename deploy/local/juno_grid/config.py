@@ -26,6 +26,14 @@ FTS_WORKERS = 8
 # FTS3's fallback). The grid streams: TPC's ~2.5 s floor per file makes thousands of small raw
 # files crawl; bench/transfer.py measures both.
 FTS_COPY_MODE = os.environ.get("JUNO_FTS_COPY_MODE", "stream")
+# What copies: "gfal2", FTS3's own copy library (root:// and davs://, the checks on the copy's own
+# connection), or "xrootd" (xrdcp/xrdfs processes, root:// only). gfal2's Python binding is Debian's
+# python3-gfal2, built for Debian's /usr/bin/python3 (3.11, as the venv's): the service, which needs only
+# the standard library besides, runs on that interpreter. The other way, gfal2-python from PyPI built into
+# the venv, needs a C++ toolchain, Boost.Python and libgfal2-dev at every `make venv`, for the same
+# library (gfal2 2.21.3 either way); a copy's time is gfal2's and the storages', not the binding's.
+FTS_ENGINE = os.environ.get("JUNO_FTS_ENGINE", "gfal2")
+FTS_PYTHON = os.environ.get("JUNO_FTS_PYTHON", "/usr/bin/python3")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
-"""Rucio's replication daemons, driven in-process: one cycle on demand (tests) or a loop (the grid).
+"""Rucio's replication daemons driven in-process, one cycle on demand: for tests that step them.
 
 These are Rucio's own daemon functions, unmodified, called with `once=True` and no partition wait:
 a cycle of all eleven takes a second or a few, where their CLIs' `--run-once` waits 10 s each first.
-The loop (`python -m juno_grid.daemons`) is what `juno-grid up` runs in the background; production
-runs each daemon as its own service (see deploy/production).
+The grid itself (`juno-grid up`) runs each daemon as its own process, as production does
+(daemon_set.py); `drive_until` then only waits, and the processes do the work.
 
 RUCIO_CONFIG must be set before this module is imported (Rucio reads its config at import time).
 """
@@ -21,44 +21,12 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
-from .config import ETC
+from .daemon_set import DAEMONS, RECOVERER_LIMIT_PER_RSE, RECOVERER_NATTEMPTS, RECOVERER_POLICY
 
-ORDER = (
-    "judge-evaluator",
-    "conveyor-preparer",
-    "conveyor-submitter",
-    "conveyor-poller",
-    "conveyor-finisher",
-    "replica-recoverer",
-    "necromancer",
-    "judge-repairer",
-    "judge-cleaner",
-    "undertaker",
-    "reaper",
-)
+ORDER = tuple(d.name for d in DAEMONS)
 TRANSFER = ("conveyor-preparer", "conveyor-submitter", "conveyor-poller", "conveyor-finisher")
 
 log = logging.getLogger("juno_grid.daemons")
-
-# Bad replicas. The conveyor-finisher declares a transfer's source SUSPICIOUS when the failure matches
-# `[conveyor] suspicious_pattern` (rucio.cfg: a checksum mismatch measured at the source). The
-# replica-recoverer declares BAD the suspicious replicas that have an AVAILABLE copy on another RSE
-# (on RSEs with the attribute enable_suspicious_file_recovery=true, etc/sites.yaml), and the
-# necromancer sends the rules that lock a BAD replica back to REPLICATING with a new transfer to it,
-# from such a copy (a BAD replica no rule locks is deleted; a file with no copy left becomes LOST).
-# Rucio counts a replica's SUSPICIOUS declarations of the last 10 days (get_suspicious_files' own
-# window: the daemon's younger_than days reach it as an int and are ignored) and acts when the count is
-# > nattempts. ATLAS's default (5) absorbs flaky storage behind broad patterns ("No such file", ...);
-# JUNO's pattern is only the storage's own checksum of the source disagreeing with Rucio's, which does
-# not go away on a retry: one is enough.
-RECOVERER_NATTEMPTS = 0
-# More suspicious replicas than this on one RSE in one pass look like a storage problem, not corrupted
-# files: Rucio then marks them TEMPORARY_UNAVAILABLE (for 3 days) instead of declaring them BAD.
-RECOVERER_LIMIT_PER_RSE = 20
-# The recoverer's per-datatype policy for suspicious *last* copies. Empty: a last copy is never declared
-# bad automatically (the necromancer would mark the file LOST); operators decide. Note that Rucio's
-# recoverer always declares bad suspicious files named log.* or user* (an ATLAS convention in its code).
-RECOVERER_POLICY = ETC / "suspicious_replica_recoverer.json"
 
 
 def _one_cycle(graceful_stop: threading.Event, executable: str, run_once: Callable[..., Any]) -> Callable[[], None]:
@@ -143,60 +111,80 @@ def run_once(names: Iterable[str] = ORDER) -> dict[str, str]:
     return result
 
 
-def loop(sleep: float, stop: threading.Event, names: Iterable[str] = ORDER) -> None:
-    names = tuple(names)
-    errors: dict[str, int] = dict.fromkeys(names, 0)
-    cycles = 0
-    while not stop.is_set():
-        started = time.monotonic()
-        result = run_once(names)
-        cycles += 1
-        for name, outcome in result.items():
-            if outcome != "ok":
-                errors[name] += 1
-        print(json.dumps({"event": "cycle", "n": cycles, "seconds": round(time.monotonic() - started, 3),
-                          "errors": {k: v for k, v in result.items() if v != "ok"}}), flush=True)
-        stop.wait(sleep)
-    print(json.dumps({"event": "stopped", "cycles": cycles, "errors_total": errors}), flush=True)
+def cycle_loop(name: str, threads: int, sleep: float, stop: threading.Event) -> None:
+    """One daemon, as its own process: `threads` threads each running Rucio's daemon function once per
+    cycle (heartbeats: each thread is a partition while its cycle runs), `sleep` seconds apart."""
+    fn = _runner(name)
+    failures = 0
+
+    def thread() -> None:
+        nonlocal failures
+        while not stop.is_set():
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - counted and logged; the daemon goes on, as Rucio's do
+                failures += 1
+                log.exception("%s cycle failed", name)
+            stop.wait(sleep)
+
+    workers = [threading.Thread(target=thread, name=f"{name}-{i}") for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    print(json.dumps({"event": "stopped", "daemon": name, "failed_cycles": failures}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run Rucio's replication daemons in one process.")
-    parser.add_argument("--sleep", type=float, default=2.0, help="seconds between cycles")
-    parser.add_argument("--once", action="store_true", help="one cycle, then exit")
-    parser.add_argument("--daemons", default=",".join(ORDER), help="comma-separated subset, run in this order")
+    parser = argparse.ArgumentParser(prog="python -m juno_grid.daemons",
+                                     description="Run one Rucio daemon in cycles, as its own process (daemon_set.py "
+                                                 "says which daemons the local grid runs this way, and why).")
+    parser.add_argument("daemon", choices=ORDER)
+    parser.add_argument("--threads", type=int, default=1, help="threads, each a partition of the work")
+    parser.add_argument("--sleep", type=float, default=1.0, help="seconds between a thread's cycles")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
-    names = [n for n in args.daemons.split(",") if n]
-    if args.once:
-        result = run_once(names)
-        print(json.dumps(result))
-        return 0 if all(v == "ok" for v in result.values()) else 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    loop(args.sleep, stop, names)
+    cycle_loop(args.daemon, max(args.threads, 1), args.sleep, stop)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def drive_until(done: Callable[[], bool], *, timeout: float = 180.0, names: Iterable[str] = ORDER,
                 pause: float = 0.3, describe: Callable[[], str] | None = None) -> int:
     """Run daemon cycles until `done()` is true; return the number of cycles. TimeoutError otherwise,
-    with `describe()` (the state that was waited on) in its message."""
+    with `describe()` (the state that was waited on) in its message. When the grid runs its daemons as
+    processes, wait for them instead (the `names` subset is then theirs to run)."""
     names = tuple(names)
     deadline = time.monotonic() + timeout
     cycles = 0
+    step = not processes_running()
     while True:
         if done():
             return cycles
         if time.monotonic() > deadline:
             what = f": {describe()}" if describe else ""
-            raise TimeoutError(f"condition not reached after {cycles} daemon cycles ({timeout:.0f} s){what}")
-        run_once(names)
+            by = "daemon cycles" if step else "seconds' waits for the grid's daemon processes"
+            raise TimeoutError(f"condition not reached after {cycles} {by} ({timeout:.0f} s){what}")
+        if step:
+            run_once(names)
+        else:
+            time.sleep(0.5)
         cycles += 1
         time.sleep(pause)
+
+
+def processes_running() -> bool:
+    """The grid this process belongs to runs Rucio's daemons as processes (`juno-grid up` with daemons):
+    then they do the work, and a test only waits. Two instances of a daemon would split the work between
+    them by heartbeat, so stepping them here as well would only add a competitor."""
+    from . import grid
+    from .config import load
+
+    return bool(grid.daemon_processes(load()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -35,9 +35,9 @@ from juno_common.units import human_bytes
 from rucio_policy import naming, topology
 from rucio_policy.placement import meta_key
 
-from . import daemons, procs, storage
+from . import daemons, storage
 from .config import REPO_ROOT, VENV_BIN, GridConfig, load
-from .grid import DAEMONS
+from .grid import daemon_processes
 
 SCOPE = naming.RAW_SCOPE
 LANDING = "IHEP-EOS"
@@ -169,10 +169,10 @@ def _run(args: argparse.Namespace, cfg: GridConfig, client: Any, out: Outcome, c
     rules_by_block = {block: show_block(client, block) for block in out.blocks}
 
     # -- 3. replication ---------------------------------------------------------------------------
-    background = procs.alive(procs.read(cfg.run_dir, DAEMONS))
+    background = bool(daemon_processes(cfg))
     say("\n== 3. Rucio replicates: judge -> conveyor -> transfer service (xrdcp, adler32 checked at the "
         "destination) -> rules OK")
-    say("   " + ("the grid's Rucio daemons run in the background (a cycle every 2 s); waiting for them" if background
+    say("   " + ("the grid's Rucio daemons run as processes of their own; waiting for them" if background
                  else "no background daemons: running Rucio's daemon cycles here"))
     say("   (rules OK/total, then copies present/expected at the other RSEs, as juno-dci counts them. A new "
         "rule is OK with no files yet,\n   and REPLICATING once the judge has added the block's files to it)")
@@ -300,7 +300,7 @@ def wait_for_replication(pattern: str, *, background: bool, timeout: float) -> N
         status = last["status"]
         missing = "; ".join(status["incomplete"]) if status else "no status"
         return (f"replication not complete: {missing}. Logs: {os.environ.get('JUNO_GRID_DIR', '.grid')}/log/"
-                "rucio-daemons.log and fts.log; `juno-grid exec -- juno-dci status --blocks '" + pattern + "'`")
+                "daemon-*.log and fts.log; `juno-grid exec -- juno-dci status --blocks '" + pattern + "'`")
 
     if not background:
         daemons.drive_until(complete, timeout=timeout, describe=describe, pause=0.2)

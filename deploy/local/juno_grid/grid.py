@@ -14,12 +14,13 @@ from typing import Any
 
 from rucio_policy import topology as topology_mod
 
-from . import kafka, netns, postgres, procs, rucio_server, xrootd
-from .config import FTS_COPY_MODE, FTS_WORKERS, REPO_ROOT, VENV_BIN, GridConfig
+from . import daemon_set, kafka, netns, postgres, procs, rucio_server, tls, xrootd
+from .config import FTS_COPY_MODE, FTS_ENGINE, FTS_PYTHON, FTS_WORKERS, REPO_ROOT, VENV_BIN, GridConfig
 
 FTS = "fts"
-DAEMONS = "rucio-daemons"
-DAEMONS_SLEEP = 2.0  # seconds between cycles of the background daemon loop
+# Before the daemons ran as processes of their own, one in-process loop ran them all under this name:
+# `down` still stops it, should a grid started by an older checkout be running.
+LEGACY_DAEMON_LOOP = "rucio-daemons"
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ def client_env(cfg: GridConfig) -> dict[str, str]:
     env["JUNO_GRID_DIR"] = str(cfg.state_dir)
     env["JUNO_GRID_NETNS"] = cfg.netns
     env["JUNO_KAFKA_BOOTSTRAP"] = cfg.kafka_bootstrap
+    # The storages' HTTPS is signed by the grid's own CA (tls.py): gfal2, davix and curl trust it from here.
+    env["X509_CERT_DIR"] = str(tls.ca_dir(cfg))
     path = os.environ.get("PATH", "")
     if str(VENV_BIN) not in path.split(os.pathsep):
         env["PATH"] = os.pathsep.join([str(VENV_BIN), path])
@@ -59,16 +62,55 @@ def enter(cfg: GridConfig) -> None:
 
 
 def start_fts(cfg: GridConfig) -> None:
+    # The gfal2 engine runs on Debian's Python, the one python3-gfal2 serves (the service needs only the
+    # standard library besides): see config.FTS_ENGINE.
+    python = FTS_PYTHON if FTS_ENGINE == "gfal2" else sys.executable
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "deploy" / "local"), os.environ.get("PYTHONPATH", "")])}
     procs.spawn(cfg.run_dir, cfg.log_dir, FTS,
-                [sys.executable, "-m", "juno_grid.fts", "--port", str(cfg.ports.fts),
-                 "--state", str(cfg.state_dir / "fts"), "--workers", str(FTS_WORKERS), "--copy-mode", FTS_COPY_MODE])
+                [python, "-m", "juno_grid.fts", "--port", str(cfg.ports.fts), "--engine", FTS_ENGINE,
+                 "--state", str(cfg.state_dir / "fts"), "--workers", str(FTS_WORKERS), "--copy-mode", FTS_COPY_MODE,
+                 "--links", str(cfg.state_dir / "fts" / "links.json")], env=env)
     procs.wait_for(lambda: procs.port_open(cfg.ports.fts), "transfer service (FTS3 API)", timeout=30,
                    log=cfg.log_dir / f"{FTS}.log")
 
 
-def start_daemons(cfg: GridConfig, sleep: float = DAEMONS_SLEEP) -> None:
-    procs.spawn(cfg.run_dir, cfg.log_dir, DAEMONS,
-                [sys.executable, "-m", "juno_grid.daemons", "--sleep", str(sleep)], env=client_env(cfg))
+def daemon_process_names() -> list[str]:
+    """The process names (PID and log files) of every Rucio daemon process the grid runs."""
+    return [name for d in daemon_set.DAEMONS for name in d.process_names()]
+
+
+def start_daemons(cfg: GridConfig) -> list[str]:
+    """Start each Rucio daemon of daemon_set.py as its own process (Rucio's own `rucio-<daemon>` command)
+    that is not running; returns the names started. Each logs to <state>/log/daemon-<name>.log."""
+    started = []
+    env = client_env(cfg)
+    for daemon in daemon_set.DAEMONS:
+        for name in daemon.process_names():
+            if procs.alive(procs.read(cfg.run_dir, name)):
+                continue
+            procs.spawn(cfg.run_dir, cfg.log_dir, name, daemon.argv(VENV_BIN), env=env)
+            started.append(name)
+    return started
+
+
+def stop_daemons(cfg: GridConfig) -> list[str]:
+    """Stop every daemon process (SIGTERM to all, then wait: Rucio's daemons finish their cycle)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [*daemon_process_names(), LEGACY_DAEMON_LOOP]
+    with ThreadPoolExecutor(len(names)) as pool:
+        stopped = list(pool.map(lambda n: procs.stop(cfg.run_dir, n), names))
+    return [n for n, done in zip(names, stopped, strict=True) if done]
+
+
+def daemon_processes(cfg: GridConfig) -> dict[str, int]:
+    """The grid's daemon processes alive now: name -> PID."""
+    out = {}
+    for name in daemon_process_names():
+        rec = procs.read(cfg.run_dir, name)
+        if rec is not None and procs.alive(rec):
+            out[name] = rec.pid
+    return out
 
 
 def cmdline(cfg: GridConfig, name: str) -> list[str]:
@@ -89,23 +131,21 @@ def option(argv: list[str], flag: str, default: str) -> str:
 
 @contextmanager
 def daemons_paused(cfg: GridConfig, log: Callable[[str], None] = print) -> Iterator[str]:
-    """Stop the background daemon loop (by its recorded PID) for the duration, restart it after with its
-    own --sleep, also on SIGTERM. Benchmarks use it: the loop would do their work in parallel (or work
-    of its own) while they measure. Yields "paused", or "absent" when no loop runs."""
-    argv = cmdline(cfg, DAEMONS)
-    if not argv:
+    """Stop the grid's daemon processes (by their recorded PIDs) for the duration and start them again
+    after, also on SIGTERM. Benchmarks that must measure without the daemons' work in parallel use it.
+    Yields "paused", or "absent" when none runs."""
+    if not daemon_processes(cfg):
         yield "absent"
         return
-    sleep = float(option(argv, "--sleep", str(DAEMONS_SLEEP)))
-    log("pausing the grid's background daemon loop (restarted at the end) ...")
-    procs.stop(cfg.run_dir, DAEMONS)
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` restarts it
+    log("pausing the grid's Rucio daemon processes (started again at the end) ...")
+    stop_daemons(cfg)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` restarts them
     try:
         yield "paused"
     finally:
         signal.signal(signal.SIGTERM, previous)
-        start_daemons(cfg, sleep)
-        log(f"daemon loop restarted (--sleep {sleep})")
+        start_daemons(cfg)
+        log("daemon processes started again")
 
 
 def sync_topology(cfg: GridConfig, log: Callable[[str], None] = print) -> int:
@@ -154,9 +194,12 @@ def up(cfg: GridConfig, *, daemons: bool = True, condor_pool: bool = True,
     for d in (cfg.state_dir, cfg.run_dir, cfg.log_dir):
         d.mkdir(parents=True, exist_ok=True)
     topo = topology_mod.load()
-    running = {name: procs.alive(procs.read(cfg.run_dir, name)) for name in (DAEMONS, "condor")}
-    wanted_file(cfg).write_text(json.dumps({"daemons": daemons or running[DAEMONS],
-                                            "condor": condor_pool or running["condor"]}))
+    previous = wanted(cfg) if wanted_file(cfg).exists() else {}
+    # Once up with daemons, they stay wanted until `down` (status reports one that died as down, and the
+    # next `up` starts it again).
+    wanted_file(cfg).write_text(json.dumps({
+        "daemons": daemons or bool(daemon_processes(cfg)) or bool(previous.get("daemons") and running(cfg)),
+        "condor": condor_pool or procs.alive(procs.read(cfg.run_dir, "condor"))}))
     log(f"grid state in {cfg.state_dir}, network namespace {cfg.netns}")
     log("PostgreSQL ...")
     postgres.start(cfg)
@@ -171,9 +214,9 @@ def up(cfg: GridConfig, *, daemons: bool = True, condor_pool: bool = True,
     log(f"  {n} change(s)" if n else "  Rucio already matches")
     log("Kafka broker ...")
     kafka.start(cfg)
-    if daemons:
-        log("Rucio daemons ...")
-        start_daemons(cfg)
+    if wanted(cfg).get("daemons"):
+        started = start_daemons(cfg)
+        log(f"Rucio daemons: started {', '.join(started)}" if started else "Rucio daemons: all running")
     if condor_pool:
         from . import condor
 
@@ -191,7 +234,9 @@ def down(cfg: GridConfig, log: Callable[[str], None] = print) -> None:
         condor.stop(cfg)
     except ImportError:
         pass
-    for name in (DAEMONS, kafka.NAME, FTS, rucio_server.NAME):
+    for name in stop_daemons(cfg):
+        log(f"stopped {name}")
+    for name in (kafka.NAME, FTS, rucio_server.NAME):
         if procs.stop(cfg.run_dir, name):
             log(f"stopped {name}")
     xrootd.stop(cfg, topo)
@@ -253,7 +298,10 @@ def status(cfg: GridConfig) -> list[Health]:
     out.append(Health("kafka (tansu)", ok, addr, pid(kafka.NAME)))
     parts = wanted(cfg)
     if parts.get("daemons", True):
-        out.append(Health("rucio daemons", pid(DAEMONS) is not None, "in-process loop", pid(DAEMONS)))
+        for d in daemon_set.DAEMONS:
+            for name in d.process_names():
+                how = d.command if d.local_runner == "rucio" else f"{d.name} in cycles"
+                out.append(Health(name, pid(name) is not None, f"{how}, {d.threads} thread(s)", pid(name)))
     if not parts.get("condor", True):
         return out
     try:

@@ -1,4 +1,8 @@
-"""One XRootD server per RSE of etc/sites.yaml (its `local` protocol), adler32 and third-party copy on."""
+"""One XRootD server per RSE of etc/sites.yaml (its `local` protocol), adler32 and third-party copy on.
+
+Each server also speaks HTTPS/WebDAV (XrdHttp, davs://127.0.0.1:<root port + DAVS_PORT_OFFSET>) with HTTP
+third-party copy (XrdHttpTPC: pull and push), TLS from the grid's CA (tls.py), as production storages
+serve davs next to root."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 
 from rucio_policy.topology import RSE, Topology
 
-from . import procs
+from . import procs, tls
 from .config import GridConfig
 
 # XRootD refuses to run as root; Debian's package creates this unprivileged user.
@@ -22,7 +26,26 @@ xrootd.chksum adler32
 ofs.tpc autorm pgm /usr/bin/xrdcp --server
 all.adminpath {run}
 all.pidpath {run}
+xrd.tls {cert} {key}
+xrd.tlsca certdir {cadir}
+xrd.protocol XrdHttp:{davs_port} libXrdHttp.so
+http.cert {cert}
+http.key {key}
+http.cadir {cadir}
+http.exthandler xrdtpc libXrdHttpTPC.so
 """
+# davs port of a storage: its root port plus this (inside the grid's network namespace).
+DAVS_PORT_OFFSET = 1100
+
+
+def davs_port(rse: RSE) -> int:
+    """etc/sites.yaml's davs port of the storage, else its root port + DAVS_PORT_OFFSET."""
+    proto = rse.protocols["local"]
+    return proto.davs.port if proto.davs else proto.port + DAVS_PORT_OFFSET
+
+
+def davs_url(rse: RSE) -> str:
+    return f"davs://{rse.protocols['local'].hostname}:{davs_port(rse)}"
 
 
 def proc_name(rse: str) -> str:
@@ -45,7 +68,9 @@ def start_one(cfg: GridConfig, rse: RSE) -> None:
     run = cfg.state_dir / "xrootd" / rse.name
     run.mkdir(parents=True, exist_ok=True)
     conf = run / "xrootd.cfg"
-    conf.write_text(CONFIG.format(rse=rse.name, root=root, run=run))
+    cert, key = tls.host_cert(cfg)
+    conf.write_text(CONFIG.format(rse=rse.name, root=root, run=run, cert=cert, key=key, cadir=tls.ca_dir(cfg),
+                                  davs_port=davs_port(rse)))
     xrd_logs = cfg.log_dir / "xrootd"
     xrd_logs.mkdir(parents=True, exist_ok=True)
     prefix_chain = [root / Path(*Path(proto.prefix.lstrip("/")).parts[:i + 1])
@@ -59,12 +84,14 @@ def start_one(cfg: GridConfig, rse: RSE) -> None:
 
 
 def start(cfg: GridConfig, topo: Topology) -> None:
+    tls.ensure(cfg, USER)
     for rse in topo.rses:
         start_one(cfg, rse)
     for rse in topo.rses:
         port = rse.protocols["local"].port
-        procs.wait_for(lambda p=port: procs.port_open(p), f"XRootD {rse.name} on port {port}", timeout=30,
-                       log=xrd_log(cfg, rse.name))
+        for p in (port, davs_port(rse)):
+            procs.wait_for(lambda p=p: procs.port_open(p), f"XRootD {rse.name} on port {p}", timeout=30,
+                           log=xrd_log(cfg, rse.name))
 
 
 def health_one(cfg: GridConfig, rse: RSE) -> tuple[bool, str]:
@@ -72,8 +99,8 @@ def health_one(cfg: GridConfig, rse: RSE) -> tuple[bool, str]:
     ok = procs.alive(procs.read(cfg.run_dir, proc_name(rse.name)))
     if ok:
         out = subprocess.run(["xrdfs", f"127.0.0.1:{proto.port}", "stat", "/"], capture_output=True, timeout=10)
-        ok = out.returncode == 0
-    return ok, f"{proto.url}{proto.prefix}"
+        ok = out.returncode == 0 and procs.port_open(davs_port(rse))
+    return ok, f"{proto.url}{proto.prefix} + davs :{davs_port(rse)}"
 
 
 def stop(cfg: GridConfig, topo: Topology) -> None:

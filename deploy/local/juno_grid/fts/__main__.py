@@ -32,17 +32,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds allowed per file, plus 1 s per MiB (default 600)")
     parser.add_argument("--drain-timeout", type=float, default=10.0,
                         help="on SIGTERM, seconds running copies get to finish before being requeued (default 10)")
-    parser.add_argument("--copy-mode", default="tpc", choices=["tpc", "stream"],
-                        help="tpc: storage to storage, as FTS3 (default); stream: bytes through this service")
+    parser.add_argument("--copy-mode", default="tpc", choices=["tpc", "push", "stream"],
+                        help="every link's mode unless --links says otherwise. tpc: storage to storage, as FTS3 "
+                             "(default; HTTP-TPC pull for davs); push: HTTP-TPC push (davs, gfal2 engine); "
+                             "stream: bytes through this service")
+    parser.add_argument("--engine", default="xrootd", choices=["xrootd", "gfal2"],
+                        help="xrootd: xrdcp/xrdfs processes (root:// only); gfal2: FTS3's copy library, in this "
+                             "process (root:// and davs://; needs Debian's python3-gfal2: run with /usr/bin/python3)")
+    parser.add_argument("--links", type=Path, default=None,
+                        help="JSON file of per-link copy modes, re-read when it changes (see links.py)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.copy_mode == "push" and args.engine != "gfal2":
+        parser.error("--copy-mode push is HTTP-TPC push: it needs --engine gfal2")
 
     jsonlog.setup(args.log_level)
     args.state.mkdir(parents=True, exist_ok=True)
     store = Store(args.state / "jobs.sqlite")
     settings = Settings(workers=args.workers, vo=args.vo, drain_timeout=args.drain_timeout, copy_mode=args.copy_mode,
+                        engine=args.engine, links_file=args.links,
                         limits=Limits(base_timeout=args.copy_timeout))
     service = Service(store, settings)
 

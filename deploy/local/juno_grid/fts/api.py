@@ -175,6 +175,12 @@ class Handler(BaseHTTPRequestHandler):
             self._list_jobs(query)
         elif segments[0] == "jobs" and len(segments) == 2:
             self._get_jobs(segments[1].split(","), query)
+        elif segments[0] == "jobs" and len(segments) == 3 and segments[2] == "dm":
+            # FTS3's data-management operations (deletions, staging-only) of a job: this service runs none.
+            if self.service.store.job(segments[1]) is None:
+                self._send(HTTPStatus.NOT_FOUND, not_found(segments[1]))
+            else:
+                self._send(HTTPStatus.OK, [])
         elif segments[0] == "jobs" and len(segments) == 3 and segments[2] == "files":
             files = self.service.store.files(segments[1]) if self.service.store.job(segments[1]) else None
             if files is None:

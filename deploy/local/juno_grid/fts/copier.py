@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 SUPPORTED_SCHEMES = ("root", "xroot")
@@ -202,8 +203,12 @@ class XRootD:
         return time.monotonic() - begin
 
 
-def kill(proc: subprocess.Popen[str]) -> None:
-    """Kill a copy and anything it started (it leads its own process group)."""
+def kill(proc: Any) -> None:
+    """Stop a copy: an xrdcp process and anything it started (it leads its own process group), or a
+    gfal2 copy in this process (its handle's cancel)."""
+    if hasattr(proc, "cancel"):
+        proc.cancel()
+        return
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:

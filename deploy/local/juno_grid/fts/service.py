@@ -14,11 +14,14 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import copier
 from .copier import Endpoint, StorageError, XRootD
+from .gfal_pool import GfalWorkers, request_for
 from .jsonlog import log
+from .links import LinkModes
 from .states import FileState
 from .store import DuplicateJob, File, Job, Store
 from .submission import Submission, deterministic_job_id
@@ -34,7 +37,9 @@ class Settings:
     stage_poll: float = 1.0  # seconds between looks at staging files
     drain_timeout: float = 10.0  # on stop, how long running copies may take to finish
     max_interruptions: int = 5  # restarts a copy may live through before it is failed
-    copy_mode: str = "tpc"  # tpc | stream: see copier.XRootD
+    copy_mode: str = "tpc"  # default for every link: tpc | stream (| push with gfal2): see links.py
+    engine: str = "xrootd"  # xrootd: xrdcp/xrdfs processes (copier.XRootD); gfal2: gfal_copy.Gfal in-process
+    links_file: Path | None = None  # per-link copy modes (links.py)
 
 
 class Stopping(RuntimeError):
@@ -45,11 +50,17 @@ class Service:
     def __init__(self, store: Store, settings: Settings, xrd: XRootD | None = None) -> None:
         self.store = store
         self.settings = settings
-        self.xrd = xrd or XRootD(settings.op_timeout, mode=settings.copy_mode)
+        self.xrd = xrd or XRootD(settings.op_timeout, mode="stream" if settings.copy_mode == "stream" else "tpc")
+        self.links = LinkModes(settings.links_file, settings.copy_mode)
+        self.gfal: GfalWorkers | None = None
+        if settings.engine == "gfal2":
+            self.gfal = GfalWorkers()
+        elif settings.engine != "xrootd":
+            raise ValueError(f"engine {settings.engine!r}: use xrootd or gfal2")
         self.base_id = store.base_id()
         self._stopping = threading.Event()
         self._wake = threading.Condition()
-        self._procs: dict[int, subprocess.Popen[str]] = {}
+        self._procs: dict[int, Any] = {}  # xrdcp processes, or gfal2 copies' handles
         self._procs_lock = threading.Lock()
         self._canceled: set[int] = set()
         self._abandoned: set[int] = set()  # copies stopped by the drain: requeue, not fail
@@ -173,9 +184,13 @@ class Service:
         log(logging.INFO, "copy started", job_id=job.job_id, file_id=file.file_id, source=file.source_surl,
             dest=file.dest_surl, resumed=file.interruptions > 0)
         began = time.monotonic()
-        outcome = copy_file(self.xrd, job, file, self.settings.limits,
-                            claim_destination=lambda: self.store.mark_dest_ours(file.file_id),
-                            started=lambda proc: self._started(file.file_id, proc))
+        claim = lambda: self.store.mark_dest_ours(file.file_id)  # noqa: E731
+        started = lambda handle: self._started(file.file_id, handle)  # noqa: E731
+        if self.gfal is not None:
+            mode = self.links.get().mode_for(file.source_surl, file.dest_surl)
+            outcome = self.gfal.copy(request_for(job, file, mode, self.settings.limits), claim=claim, started=started)
+        else:
+            outcome = copy_file(self.xrd, job, file, self.settings.limits, claim_destination=claim, started=started)
         seconds = time.monotonic() - began
         with self._procs_lock:
             abandoned = file.file_id in self._abandoned
@@ -194,7 +209,8 @@ class Service:
         # Canceled while it ran: nothing it wrote may stay.
         current = self.store.file(file.file_id)
         if current.dest_ours and current.file_state is FileState.CANCELED:
-            problem = remove_quietly(self.xrd, file.dest_surl)
+            problem = (self.gfal.remove(file.dest_surl) if self.gfal is not None
+                       else remove_quietly(self.xrd, file.dest_surl))
             log(logging.INFO, "canceled copy cleaned up", job_id=job.job_id, file_id=file.file_id,
                 removal_error=problem)
 

@@ -14,6 +14,7 @@ from typing import Any
 from .states import FileState, JobType
 
 VERIFY_CHECKSUM_MODES = ("both", "target", "source", "none")
+_BY_LETTER = {m[0]: m for m in VERIFY_CHECKSUM_MODES}
 
 
 class BadRequest(ValueError):
@@ -86,6 +87,22 @@ def _positive_int(value: Any) -> int:
     return max(number, 0)
 
 
+    _BY_LETTER = {m[0]: m for m in VERIFY_CHECKSUM_MODES}
+
+
+def verify_checksum_mode(value: Any) -> str:
+    """FTS3's reading of params.verify_checksum: a boolean (older clients: true = compare everything), or a
+    string of which only the first letter counts: n(one), s(ource), t(arget), b(oth). FTS3's own client
+    sends the letter ('n'), Rucio the word ('both')."""
+    if isinstance(value, bool):
+        return "both" if value else "none"
+    text = str(value).strip().lower()
+    if text and text[0] in _BY_LETTER:
+        return _BY_LETTER[text[0]]
+    raise BadRequest(f"params.verify_checksum {value!r}: expected one of {', '.join(VERIFY_CHECKSUM_MODES)} "
+                     f"(or its first letter: {', '.join(_BY_LETTER)}), or a boolean")
+
+
 def parse(body: Any) -> Submission:
     """Validate a decoded JSON body; raises BadRequest with a message a person can act on."""
     if not isinstance(body, dict):
@@ -96,13 +113,7 @@ def parse(body: Any) -> Submission:
     params = body.get("params") or {}
     if not isinstance(params, dict):
         raise BadRequest("'params' must be an object")
-    mode = str(params.get("verify_checksum", "both")).lower()
-    if isinstance(params.get("verify_checksum"), bool):
-        # Older clients send a boolean: true meant "compare everything".
-        mode = "both" if params["verify_checksum"] else "none"
-    if mode not in VERIFY_CHECKSUM_MODES:
-        raise BadRequest(f"params.verify_checksum {params.get('verify_checksum')!r}: "
-                         f"expected one of {', '.join(VERIFY_CHECKSUM_MODES)}")
+    mode = verify_checksum_mode(params.get("verify_checksum", "both"))
     params = {**params, "verify_checksum": mode}
     job_metadata = params.get("job_metadata") or {}
     if not isinstance(job_metadata, dict):
