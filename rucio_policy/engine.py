@@ -46,8 +46,10 @@ from rucio_policy.policy_cache import (
     rule_owner,
 )
 from rucio_policy.rucio_reads import DidState, fetch_did, new_block_state, placement_tallies, replica_states
+from rucio_policy.rule_diff import ADD, DECIDE, DELETE, UPDATE
 
 __all__ = [
+    "ADD", "DECIDE", "DELETE", "UPDATE",
     "DEFAULT_POLICY", "POLICY_ENV", "ApplyResult", "CallMap", "DidNotFound", "DidState", "EngineError", "EnsureResult",
     "Explanation", "Plan", "Progress", "apply", "ensure_block_rules", "ensure_blocks_rules", "explain", "fetch_did",
     "finalize_block", "load_default_policy", "new_block_state", "parse_did", "placement_tallies", "plan",

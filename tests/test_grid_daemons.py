@@ -50,6 +50,8 @@ def test_killed_daemon_is_down_then_restarted_and_rules_reach_ok(grid, tmp_path:
     cfg = grid.cfg
     wanted = grid_mod.wanted_file(cfg).read_text()
     started = grid_mod.start_daemons(cfg)  # the tests' grid steps the daemons in-process; here they are processes
+    # ... and wanted as processes, so that status reports each (the finally restores what was wanted).
+    grid_mod.wanted_file(cfg).write_text(json.dumps({**grid_mod.wanted(cfg), "daemons": True}))
     try:
         client = grid.client()
         tag = uuid.uuid4().hex[:10]

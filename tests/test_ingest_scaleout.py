@@ -84,8 +84,9 @@ def test_three_instances_one_killed_one_added_ingest_everything_once(grid: Any, 
             children.append(Child(env, log))
         for child in children:
             assert child.wait_for("partitions assigned", 90), child.events()[-3:]
+        # Today's files arrive over about a minute, so that instances come and go while they do.
         publisher = threading.Thread(target=sim.publish, args=(live, grid.cfg.kafka_bootstrap, topic),
-                                     kwargs={"rate": 300.0})
+                                     kwargs={"rate": max(20.0, len(live) / 60)})
         publisher.start()
         victim = children[1]
         _wait("the victim's first commit", lambda: _committed(victim) >= 1, 120)

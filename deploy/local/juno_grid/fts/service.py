@@ -140,10 +140,14 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         counts = self.store.counts()
+        with self._procs_lock:
+            running = len(self._procs)  # copy processes not yet ended and cleaned up (a canceled file is no
+            # longer ACTIVE at once, but its copy may still be ending and its partial destination removed)
         return {
             "status": "stopping" if self.stopping else "ok",
             "workers": self.settings.workers,
             "active": counts.get(FileState.ACTIVE, 0),
+            "copies_running": running,
             "queued": counts.get(FileState.SUBMITTED, 0),
             "staging": counts.get(FileState.STAGING, 0) + counts.get(FileState.STARTED, 0),
         }
