@@ -242,7 +242,8 @@ def test_dead_letter_limit_stops_and_commits_nothing(grid: Any, endpoint: Endpoi
     plan = sim.make_plan(sim.SimSpec(files=40, size=64, streams=streams, prefix=endpoint.prefix))
     _publish(grid, plan, topic)  # files never written
     cfg = _config(grid, topic, streams, dlq={"min_messages": 10, "max_ratio": 0.5})
-    with pytest.raises(DeadLetterLimitExceeded, match="not_on_storage x40"):
+    # However many of the 40 the first batch held when the limit was reached: the reason names them.
+    with pytest.raises(DeadLetterLimitExceeded, match=r"not_on_storage x\d+"):
         Ingester(cfg).run(once=True)
     consumer = Consumer({"bootstrap.servers": grid.cfg.kafka_bootstrap, "group.id": cfg.kafka.group_id})
     try:
