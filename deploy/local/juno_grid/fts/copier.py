@@ -159,7 +159,16 @@ class XRootD:
         return True
 
     def checksum(self, ep: Endpoint, algorithm: str) -> str:
-        out = self._xrdfs(ep.host, "query", "checksum", ep.path).split()
+        # XRootD 5.5 now and then answers "[3012] Program failed" for a file a third-party copy has just
+        # closed; the same query a moment later succeeds. Asked again twice before it counts as a failure.
+        for attempt in range(3):
+            try:
+                out = self._xrdfs(ep.host, "query", "checksum", ep.path).split()
+                break
+            except StorageError as exc:
+                if "[3012]" not in str(exc) or attempt == 2:
+                    raise
+                time.sleep(0.5)
         # "adler32 0a1b2c3d"
         if len(out) < 2:
             raise StorageError(errno.EIO, f"unexpected checksum answer for {ep.url}: {' '.join(out)!r}")
