@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from juno_grid import grid as grid_mod
@@ -66,6 +67,27 @@ def grid() -> Iterator[Grid]:
     left = grid_mod.running(CFG)
     assert not left or left <= _before, f"grid processes left after the session: {sorted(left)}"
 
+
+
+# A client per role, for the tests that act as that role (module-scoped: one login per module).
+@pytest.fixture(scope="module")
+def root(grid: Grid) -> Any:
+    return grid.client("root")
+
+
+@pytest.fixture(scope="module")
+def ingest(grid: Grid) -> Any:
+    return grid.client("juno_ingest")
+
+
+@pytest.fixture(scope="module")
+def coord(grid: Grid) -> Any:
+    return grid.client("jcoord")
+
+
+@pytest.fixture(scope="module")
+def analyst(grid: Grid) -> Any:
+    return grid.client("analyst1")
 
 
 # Tests that need transfers to finish run first, while the transfer queue is short: the ingest and

@@ -37,21 +37,6 @@ def raw_block(root: Any) -> str:
     return name
 
 
-@pytest.fixture(scope="module")
-def root(grid: Any) -> Any:
-    return grid.client("root")
-
-
-@pytest.fixture(scope="module")
-def analyst(grid: Any) -> Any:
-    return grid.client("analyst1")
-
-
-@pytest.fixture(scope="module")
-def ingest(grid: Any) -> Any:
-    return grid.client("juno_ingest")
-
-
 def _exists(client: Any, scope: str, name: str) -> bool:
     return bool(list(client.list_dids(scope, {"name": name}, did_type="all")))
 

@@ -36,21 +36,6 @@ def policy() -> Any:
     return engine.load_default_policy()
 
 
-@pytest.fixture(scope="module")
-def root(grid: Any) -> Any:
-    return grid.client("root")
-
-
-@pytest.fixture(scope="module")
-def ingest(grid: Any) -> Any:
-    return grid.client("juno_ingest")
-
-
-@pytest.fixture(scope="module")
-def coord(grid: Any) -> Any:
-    return grid.client("jcoord")
-
-
 def new_stream() -> str:
     return f"engine_{RUN}_{next(_streams)}"
 

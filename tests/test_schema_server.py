@@ -90,11 +90,6 @@ def readable(err: Exception) -> str:
     return " ".join(text.split())
 
 
-@pytest.fixture(scope="module")
-def root(grid: Any) -> Any:
-    return grid.client("root")
-
-
 @pytest.mark.parametrize(("scope", "name", "did_type"), VALID, ids=[f"{s}:{t}:{n[:40]}" for s, n, t in VALID])
 def test_server_accepts(root: Any, scope: str, name: str, did_type: str) -> None:
     register(root, scope, name, did_type)
