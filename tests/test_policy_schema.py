@@ -6,7 +6,6 @@ package loaded, as the server does (in a subprocess with its own rucio.cfg, no d
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from offline_rucio import offline_rucio_env
 
 from rucio_policy import naming
 
@@ -176,18 +176,7 @@ _SCRIPT = textwrap.dedent("""
 
 
 def rucio_env(tmp_path: Path) -> dict[str, str]:
-    cfg = tmp_path / "rucio.cfg"
-    cfg.write_text(textwrap.dedent(f"""\
-        [common]
-        extract_scope = juno
-        [database]
-        default = sqlite:///{tmp_path}/rucio.db
-        [policy]
-        package = rucio_policy
-        """))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUCIO_")}
-    env["RUCIO_CONFIG"] = str(cfg)
-    return env
+    return offline_rucio_env(tmp_path)
 
 
 def test_rucio_validate_schema_agrees_with_naming(tmp_path: Path) -> None:

@@ -388,16 +388,35 @@ def test_rules_for_a_block(tmp_path: Path, sites: Path) -> None:
     assert nothing.class_name is None and not nothing.rules
 
 
-def test_catalog_has_the_attributes_sites_apply_sets() -> None:
-    """RSE expressions are checked offline against what `juno-policy sites apply` will set in Rucio."""
-    from rucio_policy import sites_sync, topology
+def test_one_reader_of_the_sites_file_says_file_and_line(tmp_path: Path) -> None:
+    """topology.load is the one reader of etc/sites.yaml: the catalog is its view, and every problem names
+    its line (an unknown key, a port that is not a number, a link to an unknown site, a bad role)."""
+    from rucio_policy import topology
 
+    path = tmp_path / "sites.yaml"
+    path.write_text("sites:\n"
+                    "  X:\n"
+                    "    rses:\n"
+                    "      X-DISK:\n"
+                    "        type: disk\n"
+                    "        protocls: {}\n"
+                    "        protocols:\n"
+                    "          local: {scheme: root, hostname: h, port: many, prefix: /p}\n"
+                    "links:\n"
+                    "  - {between: [X, Y]}\n"
+                    "accounts:\n"
+                    "  a: {role: boss}\n")
+    with pytest.raises(topology.TopologyError) as err:
+        topology.load(path, "sites.yaml")
+    lines = [str(i) for i in err.value.issues]
+    assert lines[0].startswith("sites.yaml:6: sites.X.rses.X-DISK.protocls: unknown key (did you mean 'protocols'?")
+    assert lines[1].startswith("sites.yaml:8: sites.X.rses.X-DISK.protocols.local.port: expected int, found 'many'")
+    assert lines[2].startswith("sites.yaml:10: links[0].between: needs two known sites")
+    assert lines[3].startswith("sites.yaml:12: accounts.a.role: 'boss' is not one of")
+    with pytest.raises(CatalogInvalid) as same:
+        load_catalog(path, "sites.yaml")
+    assert same.value.issues == err.value.issues
     topo = topology.load(REPO / "etc" / "sites.yaml")
     catalog = load_catalog(REPO / "etc" / "sites.yaml")
-    for site in topo.sites:
-        for rse in site.rses:
-            applied = {k: v for k, v in sites_sync.desired_attributes(topo, rse, "local").items() if k != "fts"}
-            ours = catalog.rses[rse.name].attributes
-            for key, value in applied.items():
-                assert key in ours, f"{rse.name}: {key}"
-                assert str(ours[key]).lower() == str(value).lower(), f"{rse.name}: {key}"
+    assert catalog.rses["IN2P3-DISK"].attributes == {**topology.rse_attributes(topo, topo.rse("IN2P3-DISK")),
+                                                      "rse_type": "DISK", "IN2P3-DISK": True}
