@@ -1,13 +1,17 @@
 """What the commands do: submit a plan, follow a task (sync), retry, resubmit, kill.
 
-`sync` is where a task moves forward; every command that looks at a task runs it first:
+`sync` is where a task moves forward:
   1. rounds recorded but never submitted (a crash between the two) are submitted;
   2. new batch-system events update attempts; an attempt that ended is judged by the wrapper's
      result.json (the batch system's exit code alone cannot tell a payload failure from a memory kill);
      a job HTCondor holds is removed and counts as failed (for memory when the hold says so);
-  3. each job that succeeded has its outputs uploaded and registered (outputs.py), exactly once;
+  3. each job that succeeded has its outputs (on storage already: the job put them there) verified by
+     checksum query and registered in Rucio in bulk (outputs.py), exactly once;
   4. each failed attempt gets a decision (retry.py); the retries of one sync form one new round;
   5. when every job is done, the output dataset is closed.
+Steps 3 and 5 talk to Rucio and the storages and take seconds when thousands of jobs end together: the
+registrar (registrar.py: `juno-submit sync --follow`, started by the tool) runs them, and `status` runs
+a pass without them (`register=False`) that never waits for the task's lock.
 A file lock on the task directory keeps two syncs of one task from interleaving.
 """
 
@@ -75,6 +79,7 @@ class SyncReport:
     retried: int = 0
     gave_up: int = 0
     closed: bool = False
+    busy: bool = False  # another pass (the registrar) had the task: nothing was done, the store is as it left it
     warnings: list[str] = field(default_factory=list)
 
 
@@ -111,11 +116,16 @@ def output_target(task: TaskRow) -> OutputTarget | None:
 
 
 @contextmanager
-def locked(td: TaskDir) -> Iterator[None]:
+def locked(td: TaskDir, *, wait: bool = True) -> Iterator[bool]:
+    """The task's lock; with wait=False, yields False at once if another process holds it."""
     with open(td.lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -218,20 +228,33 @@ def finished(sess: Session, task: TaskRow) -> bool:
     return state != "running" and (task.output_dataset is None or task.dataset_closed or state != "completed")
 
 
-def sync(sess: Session, task: TaskRow) -> SyncReport:
+def sync(sess: Session, task: TaskRow, *, register: bool = True, wait: bool = True) -> SyncReport:
+    """One pass over the task. register=False: no Rucio and no storage (steps 3 and 5 wait for the
+    registrar); wait=False: if another pass holds the task, return at once (report.busy)."""
     report = SyncReport()
     if finished(sess, task) and not sess.store.undecided(task.id):
         return report
     td = task_dir(task)
     be = sess.backend(task.backend)
-    with locked(td):
+    with locked(td, wait=wait) as got:
+        if not got:
+            report.busy = True
+            return report
         for rnd in sess.store.unsubmitted_rounds(task.id):
             _resubmit_unsubmitted(sess, be, task, rnd)
         _apply_events(sess, be, task, report)
-        _finalize(sess, task, report)
+        if register:
+            _finalize(sess, task, report)
         _retries(sess, be, task, report)
-        _close(sess, task, report)
+        if register:
+            _close(sess, task, report)
     return report
+
+
+def needs_registrar(sess: Session, task: TaskRow) -> bool:
+    """Something a registrar pass would do: jobs not final yet (running, or finishing: outputs to
+    register), or a complete task whose dataset is still open (store reads only)."""
+    return not finished(sess, task)
 
 
 def _resubmit_unsubmitted(sess: Session, be: Backend, task: TaskRow, rnd: Any) -> None:
