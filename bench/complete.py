@@ -148,8 +148,17 @@ def raw_attach(client: Any, scope: str, n: int, tag: str) -> float:
 
 def status_under_load(cfg: Any, client: Any, work: Path, n_jobs: int) -> tuple[float, int, int]:
     """(slowest status command, how many it took, outputs registered) for n_jobs that ended together."""
+    import compileall
+
+    import juno_common
+    import juno_jobs
     from juno_jobs import registrar
 
+    # juno-submit as installed: a wheel's modules are byte-compiled at install (pip does it); this
+    # editable checkout on a machine with PYTHONDONTWRITEBYTECODE=1 would compile juno_jobs anew in every
+    # command (0.15-0.7 s). Writing the .pyc files once is set-up, not measured.
+    for pkg in (juno_jobs, juno_common):
+        compileall.compile_dir(str(Path(pkg.__file__).parent), quiet=1)
     sess, task = finished_task(cfg, client, work, n_jobs, f"status-{uuid.uuid4().hex[:6]}")
     env = dict(os.environ, JUNO_SUBMIT_BACKEND="local", JUNO_SUBMIT_REGISTRAR="on")
     times = []

@@ -348,13 +348,18 @@ def _sync(ctx: Context, task: TaskRow, *, register: bool = True, wait: bool = Tr
     return sess.store.task(task.id)
 
 
-def _look(ctx: Context, task: TaskRow) -> TaskRow:
-    """What `status`, `resubmit` and `kill` run first: new events and retries, without Rucio or storage
-    (registration is the registrar's: it is started here if the task needs it and none runs)."""
+def _look(ctx: Context, task: TaskRow, *, act: bool = False) -> TaskRow:
+    """What `status` (act=False), `resubmit` and `kill` (act=True) do first. The registrar is the one
+    process that moves a task on (events, registration, retries): it is started here if the task needs
+    it and none runs, and `status` then only reads what it recorded, which takes the same few
+    milliseconds for 10 jobs or 10,000 ending together. Without a registrar (JUNO_SUBMIT_REGISTRAR=off),
+    and for resubmit and kill, which must act on the current state, new events are read and retries
+    submitted here, but nothing is registered: no Rucio, no storage."""
     from juno_jobs import registrar
 
     sess = ctx.session()
-    task = _sync(ctx, task, register=False, wait=False)
+    if act or not registrar.enabled():
+        task = _sync(ctx, task, register=False, wait=act)
     if control.needs_registrar(sess, task) and registrar.start(sess.cfg.work_dir) is not None:
         ctx.log(f"registrar started for {sess.cfg.work_dir} (log: {registrar.log_path(sess.cfg.work_dir)})")
     return task
@@ -426,17 +431,19 @@ def _watch(ctx: Context, task: TaskRow, interval: float, *, as_json: bool, jobs:
 @click.option("--watch", "watch", is_flag=False, flag_value="10", default=None, metavar="[SECONDS]",
               help="Repeat every SECONDS (10) until every job is final; exit 7 if some failed.")
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout (with --jobs: every job too).")
-@click.option("--no-sync", is_flag=True, help="Only read the database: no event log, no retries.")
+@click.option("--no-sync", is_flag=True, help="Only read the database; start no registrar.")
 @pass_ctx
 def status(ctx: Context, task_ref: str | None, show_jobs: bool, watch: str | None, as_json: bool,
            no_sync: bool) -> None:
     """Counts per state and per site; --jobs for every job; --watch to follow.
 
-    Quick, however many jobs end at once: new batch-system events are read and failed jobs retried per
-    the task's policy, but outputs are registered by the registrar (`juno-submit sync --follow`, started
-    here if it is not running): jobs wait in `finishing` until their outputs are verified on storage and
-    in Rucio, then become `done`; the output dataset is closed when all are. --watch follows the task and
-    registers in the foreground as well. Without TASK: every task that is not finished, or the latest one.
+    Quick however many jobs end at once: it shows what the registrar recorded. The registrar
+    (`juno-submit sync --follow`, one per work directory, started by `submit` and here when it is not
+    running) reads new batch-system events every few seconds, verifies finished jobs' outputs on storage
+    and registers them in Rucio (jobs wait in `finishing` until then, then become `done`), retries
+    failed jobs per the task's policy and closes the output dataset when all are done.
+    --watch does the same passes itself. With JUNO_SUBMIT_REGISTRAR=off, status reads new events and
+    retries, and `juno-submit sync` registers. Without TASK: every unfinished task, or the latest one.
     """
     with errors(ctx):
         sess = ctx.session()
@@ -626,7 +633,7 @@ def resubmit(ctx: Context, task_ref: str, failed: bool, jobs_text: str | None, m
         raise click.BadParameter(str(err), param_hint="--memory") from None
     with errors(ctx):
         sess = ctx.session()
-        task = _look(ctx, ctx.task(task_ref))
+        task = _look(ctx, ctx.task(task_ref), act=True)
         n = control.resubmit(sess, task, jobs=jobs, failed=failed or jobs is None, memory_mb=memory_mb)
         if n == 0:
             click.echo(f"task {task.id}: no failed or killed job to resubmit")
@@ -644,7 +651,7 @@ def kill(ctx: Context, task_ref: str, jobs_text: str | None) -> None:
     jobs = _job_list(jobs_text)
     with errors(ctx):
         sess = ctx.session()
-        task = _look(ctx, ctx.task(task_ref))
+        task = _look(ctx, ctx.task(task_ref), act=True)
         n = control.kill(sess, task, jobs=jobs)
         click.echo(f"task {task.id}: {n} job(s) killed")
 

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import fcntl
 import shutil
-import subprocess
 import time
-import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -151,6 +148,8 @@ def _submit(sess: Session, plan: Plan, *, backend: str | None, hold: bool) -> Ta
 
     backend_name = backend or sess.cfg.backend
     be = sess.backend(backend_name)
+    import uuid as uuidlib  # here: `status` never creates a task (start-up time)
+
     uuid = uuidlib.uuid4().hex
     td = TaskDir(sess.cfg.tasks_dir / f"{plan.task.name}.{uuid[:8]}")
     memory = plan.task.resources.memory_mb
@@ -368,6 +367,9 @@ def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
     """Register the outputs of every job that finished (they are on storage already: the jobs put them
     there). Bounded by `sess.finalize_budget_s` so that `status` answers quickly while thousands of jobs
     end together: what is left waits for the next pass."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
     from requests import RequestException
     from rucio.common.exception import RucioException
 
