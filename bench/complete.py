@@ -147,7 +147,12 @@ def raw_attach(client: Any, scope: str, n: int, tag: str) -> float:
 
 
 def status_under_load(cfg: Any, client: Any, work: Path, n_jobs: int) -> tuple[float, int, int]:
-    """(slowest status command, how many it took, outputs registered) for n_jobs that ended together."""
+    """(slowest status command, how many it took, outputs registered) for n_jobs that ended together.
+    Also logs the median and the slowest CPU time of the commands (the wall time on a machine whose
+    load is ten times its cores is mostly waiting for a core)."""
+    import resource
+    import statistics
+
     import compileall
 
     import juno_common
@@ -161,18 +166,23 @@ def status_under_load(cfg: Any, client: Any, work: Path, n_jobs: int) -> tuple[f
         compileall.compile_dir(str(Path(pkg.__file__).parent), quiet=1)
     sess, task = finished_task(cfg, client, work, n_jobs, f"status-{uuid.uuid4().hex[:6]}")
     env = dict(os.environ, JUNO_SUBMIT_BACKEND="local", JUNO_SUBMIT_REGISTRAR="on")
-    times = []
+    times, cpus = [], []
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "juno_jobs.cli", "--dir", str(work), "-q", "status", str(task.id)],
                        check=True, stdout=subprocess.DEVNULL, env=env)
         times.append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         if sess.store.task(task.id).dataset_closed:
             break
         time.sleep(0.2)
     while registrar.running(work) and time.monotonic() < deadline:
         time.sleep(0.5)  # it stops by itself once every task of the work directory is finished
+    log(f"  status commands: median {statistics.median(times):.3f} s, slowest {max(times):.3f} s; CPU time "
+        f"median {statistics.median(cpus):.3f} s, most {max(cpus):.3f} s; load {os.getloadavg()[0]:.1f}")
     return max(times), len(times), len(sess.store.outputs(task.id))
 
 

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from juno_jobs import backends, gcpause, retry
 from juno_jobs.backends.base import Backend, BackendError
-from juno_jobs.model import OutputTarget, Resources, RetryPolicy
 from juno_jobs.monitor import HOLD_SUBMITTED_ON_HOLD, fold, is_memory_hold
 from juno_jobs.settings import Settings
 from juno_jobs.store import FINAL_JOB_STATES, NewAttempt, Store, TaskRow
 from juno_jobs.submit import Item
 from juno_jobs.taskdir import TaskDir
 
-if TYPE_CHECKING:  # planning and Rucio are imported where used: `status` needs neither (start-up time)
+if TYPE_CHECKING:  # planning, the task model and Rucio are imported where used: `status` needs none of them
+    from juno_jobs.model import OutputTarget, Resources, RetryPolicy
     from juno_jobs.plan import Plan
 
 # HTCondor hold codes that mean the job ran out of its wall time (allowed_execute_duration, job duration).
@@ -91,6 +91,8 @@ def _policy(plan: Plan) -> dict[str, Any]:
 
 
 def retry_policy(task: TaskRow) -> RetryPolicy:
+    from juno_jobs.model import RetryPolicy
+
     p = task.policy
     codes = p.get("exit_codes")
     return RetryPolicy(max_attempts=int(p["max_attempts"]), memory_ladder_mb=tuple(p["memory_ladder_mb"]),
@@ -98,6 +100,8 @@ def retry_policy(task: TaskRow) -> RetryPolicy:
 
 
 def resources(task: TaskRow) -> Resources:
+    from juno_jobs.model import Resources
+
     return Resources(**task.policy["resources"])
 
 
