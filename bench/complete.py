@@ -150,10 +150,9 @@ def status_under_load(cfg: Any, client: Any, work: Path, n_jobs: int) -> tuple[f
     """(slowest status command, how many it took, outputs registered) for n_jobs that ended together.
     Also logs the median and the slowest CPU time of the commands (the wall time on a machine whose
     load is ten times its cores is mostly waiting for a core)."""
+    import compileall
     import resource
     import statistics
-
-    import compileall
 
     import juno_common
     import juno_jobs

@@ -110,6 +110,8 @@ def task_dir(task: TaskRow) -> TaskDir:
 
 
 def output_target(task: TaskRow) -> OutputTarget | None:
+    from juno_jobs.model import OutputTarget
+
     if not task.output_dataset or not task.output_scope:
         return None
     return OutputTarget(scope=task.output_scope, name=task.output_dataset, rse=task.output_rse or "site",
