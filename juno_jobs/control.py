@@ -34,7 +34,7 @@ from juno_jobs.submit import Item
 from juno_jobs.taskdir import TaskDir
 
 if TYPE_CHECKING:  # planning, the task model and Rucio are imported where used: `status` needs none of them
-    from juno_jobs.model import OutputTarget, Resources, RetryPolicy
+    from juno_jobs.model import Resources, RetryPolicy
     from juno_jobs.plan import Plan
 
 # HTCondor hold codes that mean the job ran out of its wall time (allowed_execute_duration, job duration).
@@ -107,15 +107,6 @@ def resources(task: TaskRow) -> Resources:
 
 def task_dir(task: TaskRow) -> TaskDir:
     return TaskDir(task.task_dir)
-
-
-def output_target(task: TaskRow) -> OutputTarget | None:
-    from juno_jobs.model import OutputTarget
-
-    if not task.output_dataset or not task.output_scope:
-        return None
-    return OutputTarget(scope=task.output_scope, name=task.output_dataset, rse=task.output_rse or "site",
-                        patterns=tuple(task.policy.get("output_patterns", ())))
 
 
 @contextmanager
@@ -385,7 +376,7 @@ def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
     rows = sess.store.jobs(task.id, states=["finishing"])
     if not rows:
         return
-    target = output_target(task)
+    target = task.output
     if target is None:
         sess.store.set_jobs(task.id, [r["job"] for r in rows], state="done")
         report.finalized += len(rows)

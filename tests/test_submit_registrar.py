@@ -133,7 +133,7 @@ def test_status_needs_neither_rucio_nor_storage(grid: Any, work: Path, finishing
 def test_a_registrar_killed_mid_task_and_started_again_registers_nothing_twice(
         grid: Any, work: Path, finishing: tuple[control.Session, Any]) -> None:
     sess, task = finishing
-    target = control.output_target(task)
+    target = task.output
     assert target is not None
     # A registrar killed between its bulk call and recording it: Rucio has the first half, the store none.
     td = control.task_dir(task)
