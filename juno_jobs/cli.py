@@ -146,6 +146,8 @@ def main(click_ctx: click.Context, work_dir: Path | None, backend: str | None, q
     On the local grid, prefix each with
       .venv/bin/juno-grid exec -- env RUCIO_CONFIG=.grid/rucio/analyst1.cfg   (README: juno-submit)
 
+    Outputs are registered by the registrar, `juno-submit sync --follow`, which submit and status start in
+    the background (one per work directory; JUNO_SUBMIT_REGISTRAR=off: run `sync` yourself).
     Progress goes to stderr, results to stdout; --json (where offered) prints one JSON document.
     TASK is a task's number (see `list`), its name (the latest of that name) or its uuid.
     """
