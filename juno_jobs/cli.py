@@ -362,8 +362,11 @@ def _look(ctx: Context, task: TaskRow, *, act: bool = False) -> TaskRow:
     sess = ctx.session()
     if act or not registrar.enabled():
         task = _sync(ctx, task, register=False, wait=act)
-    if control.needs_registrar(sess, task) and registrar.start(sess.cfg.work_dir) is not None:
-        ctx.log(f"registrar started for {sess.cfg.work_dir} (log: {registrar.log_path(sess.cfg.work_dir)})")
+    if control.needs_registrar(sess, task):
+        for problem in registrar.problems(sess.cfg.work_dir):
+            ctx.log(f"warning: registrar: {problem}")
+        if registrar.start(sess.cfg.work_dir) is not None:
+            ctx.log(f"registrar started for {sess.cfg.work_dir} (log: {registrar.log_path(sess.cfg.work_dir)})")
     return task
 
 

@@ -17,6 +17,7 @@ idempotent (outputs.py), so a registrar killed mid-batch and started again regis
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import sqlite3
@@ -42,6 +43,28 @@ LOG_LIMIT = 8 << 20  # registrar.log is started afresh above this size
 
 def lock_path(work_dir: Path) -> Path:
     return work_dir / "registrar.lock"
+
+
+def report_path(work_dir: Path) -> Path:
+    """What the last pass ran into (JSON), for `status` to show: a registrar that cannot reach Rucio
+    must not look like one with nothing to do."""
+    return work_dir / "registrar.json"
+
+
+def problems(work_dir: Path) -> list[str]:
+    """The last pass's warnings and errors (none if it went well, or there was none)."""
+    try:
+        doc = json.loads(report_path(work_dir).read_text())
+    except (OSError, ValueError):
+        return []
+    return [str(p) for p in doc.get("problems", [])]
+
+
+def _report(work_dir: Path, found: list[str]) -> None:
+    path = report_path(work_dir)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "at": time.time(), "problems": found}))
+    tmp.replace(path)
 
 
 def log_path(work_dir: Path) -> Path:
@@ -125,18 +148,25 @@ def follow(sess: Session, *, interval_s: float = INTERVAL_S, idle_exit_s: float 
                 log("every task is finished: stopping")
                 break
             changed = False
+            found: list[str] = []
             for task in tasks:
                 try:
                     report = control.sync(sess, task)
                 except transient as err:
-                    log(f"task {task.id}: {type(err).__name__}: {err} (tried again in the next pass)")
+                    found.append(f"task {task.id}: {type(err).__name__}: {err} (tried again in the next pass)")
+                    log(found[-1])
                     continue
+                except Exception as err:
+                    _report(work, [f"the registrar stopped: {type(err).__name__}: {err} (see {log_path(work)})"])
+                    raise
                 for w in report.warnings:
-                    log(f"task {task.id}: {w}")
+                    found.append(f"task {task.id}: {w}")
+                    log(found[-1])
                 if report.events or report.finalized or report.retried or report.gave_up or report.closed:
                     changed = True
                     log(f"task {task.id}: {report.events} event(s), {report.finalized} job(s) done, "
                         f"{report.retried} retried, {report.gave_up} given up" + (", closed" if report.closed else ""))
+            _report(work, found)
             passes += 1
             now = time.monotonic()
             if changed:
@@ -158,4 +188,4 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-__all__ = ["enabled", "follow", "lock_path", "log_path", "running", "start"]
+__all__ = ["enabled", "follow", "lock_path", "log_path", "problems", "report_path", "running", "start"]

@@ -168,3 +168,15 @@ def test_a_registrar_killed_mid_task_and_started_again_registers_nothing_twice(
     replicas = list(grid.client("analyst1").list_replicas([{"scope": target.scope, "name": n} for n in names]))
     assert all(len(r["rses"]) == 1 for r in replicas)
     assert sess.store.task(task.id).dataset_closed
+
+
+def test_a_registrar_that_cannot_reach_rucio_says_so_in_status(grid: Any, work: Path,
+                                                              finishing: tuple[control.Session, Any]) -> None:
+    """Jobs waiting in `finishing` because the registrar cannot log in must not look like a quiet task."""
+    bad = _env(grid, RUCIO_CONFIG="/nonexistent/rucio.cfg")
+    out = _cmd(work, bad, "sync", "--follow", "--interval", "0.5", "--idle-exit", "1", timeout=120)
+    assert out.returncode == 0 and "nothing changed for 1 s: stopping" in out.stderr, out.stderr
+    status = _cmd(work, _env(grid, JUNO_SUBMIT_REGISTRAR="off"), "status", "1")
+    assert status.returncode == 0, status.stderr
+    assert "warning: registrar: task 1: " in status.stderr and "/nonexistent/rucio.cfg" in status.stderr, status.stderr
+    assert f"finishing {JOBS}" in status.stdout
