@@ -32,7 +32,6 @@ JOBS_FAILED = Exit.FAILED  # the task ended with failed or killed jobs (status -
 
 EXIT_HELP = help_epilog()
 
-FINALIZE_BUDGET_S = 0.5
 STATES = ("idle", "running", "held", "finishing", "done", "failed", "killed")
 
 
@@ -54,9 +53,7 @@ class Context:
                 cfg = settings.from_env(work_dir=self.work_dir, backend=self.backend)
             except ValueError as err:
                 fail(str(err), FAILED)
-            # A bounded registration pass: `status` answers within a second while thousands of jobs end.
-            self._session = control.Session(cfg=cfg, store=Store(cfg.db_path), rucio=_rucio_client, log=self.log,
-                                            finalize_budget_s=FINALIZE_BUDGET_S)
+            self._session = control.Session(cfg=cfg, store=Store(cfg.db_path), rucio=_rucio_client, log=self.log)
         return self._session
 
     def task(self, ref: str | None) -> TaskRow:
@@ -149,6 +146,8 @@ def main(click_ctx: click.Context, work_dir: Path | None, backend: str | None, q
     On the local grid, prefix each with
       .venv/bin/juno-grid exec -- env RUCIO_CONFIG=.grid/rucio/analyst1.cfg   (README: juno-submit)
 
+    Outputs are registered by the registrar, `juno-submit sync --follow`, which submit and status start in
+    the background (one per work directory; JUNO_SUBMIT_REGISTRAR=off: run `sync` yourself).
     Progress goes to stderr, results to stdout; --json (where offered) prints one JSON document.
     TASK is a task's number (see `list`), its name (the latest of that name) or its uuid.
     """
@@ -308,6 +307,8 @@ def submit_cmd(click_ctx: click.Context, ctx: Context, task_file: Path, inputs: 
         p = _plan(ctx, task_file, inputs)
         sess = ctx.session()
         task = control.submit(sess, p)
+        if not wait:
+            _start_registrar(ctx)
         if as_json:
             click.echo(json.dumps(_task_json(sess, task)))
         else:
@@ -318,6 +319,14 @@ def submit_cmd(click_ctx: click.Context, ctx: Context, task_file: Path, inputs: 
 
 
 # --------------------------------------------------------------------------- status / list
+
+
+def _start_registrar(ctx: Context) -> None:
+    from juno_jobs import registrar
+
+    work = ctx.session().cfg.work_dir
+    if registrar.start(work) is not None:
+        ctx.log(f"registrar started: it registers outputs as jobs end (log: {registrar.log_path(work)})")
 
 
 def _task_json(sess: control.Session, task: TaskRow) -> dict[str, Any]:
@@ -333,12 +342,32 @@ def _task_json(sess: control.Session, task: TaskRow) -> dict[str, Any]:
 
 
 
-def _sync(ctx: Context, task: TaskRow) -> TaskRow:
+def _sync(ctx: Context, task: TaskRow, *, register: bool = True, wait: bool = True) -> TaskRow:
     sess = ctx.session()
-    report = control.sync(sess, task)
+    report = control.sync(sess, task, register=register, wait=wait)
     for w in report.warnings:
         ctx.log(f"warning: {w}")
     return sess.store.task(task.id)
+
+
+def _look(ctx: Context, task: TaskRow, *, act: bool = False) -> TaskRow:
+    """What `status` (act=False), `resubmit` and `kill` (act=True) do first. The registrar is the one
+    process that moves a task on (events, registration, retries): it is started here if the task needs
+    it and none runs, and `status` then only reads what it recorded, which takes the same few
+    milliseconds for 10 jobs or 10,000 ending together. Without a registrar (JUNO_SUBMIT_REGISTRAR=off),
+    and for resubmit and kill, which must act on the current state, new events are read and retries
+    submitted here, but nothing is registered: no Rucio, no storage."""
+    from juno_jobs import registrar
+
+    sess = ctx.session()
+    if act or not registrar.enabled():
+        task = _sync(ctx, task, register=False, wait=act)
+    if control.needs_registrar(sess, task):
+        for problem in registrar.problems(sess.cfg.work_dir):
+            ctx.log(f"warning: registrar: {problem}")
+        if registrar.start(sess.cfg.work_dir) is not None:
+            ctx.log(f"registrar started for {sess.cfg.work_dir} (log: {registrar.log_path(sess.cfg.work_dir)})")
+    return task
 
 
 def _job_rows(sess: control.Session, task: TaskRow) -> list[dict[str, Any]]:
@@ -407,15 +436,19 @@ def _watch(ctx: Context, task: TaskRow, interval: float, *, as_json: bool, jobs:
 @click.option("--watch", "watch", is_flag=False, flag_value="10", default=None, metavar="[SECONDS]",
               help="Repeat every SECONDS (10) until every job is final; exit 7 if some failed.")
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout (with --jobs: every job too).")
-@click.option("--no-sync", is_flag=True, help="Only read the database: no event log, no retries, no outputs.")
+@click.option("--no-sync", is_flag=True, help="Only read the database; start no registrar.")
 @pass_ctx
 def status(ctx: Context, task_ref: str | None, show_jobs: bool, watch: str | None, as_json: bool,
            no_sync: bool) -> None:
     """Counts per state and per site; --jobs for every job; --watch to follow.
 
-    Looking at a task moves it forward: new events are read, finished jobs' outputs are registered,
-    failed jobs retried per the task's policy, and the output dataset closed when all is done. Without
-    TASK: every task that is not finished, or the latest one.
+    Quick however many jobs end at once: it shows what the registrar recorded. The registrar
+    (`juno-submit sync --follow`, one per work directory, started by `submit` and here when it is not
+    running) reads new batch-system events every few seconds, verifies finished jobs' outputs on storage
+    and registers them in Rucio (jobs wait in `finishing` until then, then become `done`), retries
+    failed jobs per the task's policy and closes the output dataset when all are done.
+    --watch does the same passes itself. With JUNO_SUBMIT_REGISTRAR=off, status reads new events and
+    retries, and `juno-submit sync` registers. Without TASK: every unfinished task, or the latest one.
     """
     with errors(ctx):
         sess = ctx.session()
@@ -431,7 +464,7 @@ def status(ctx: Context, task_ref: str | None, show_jobs: bool, watch: str | Non
         docs = []
         for task in tasks:
             if not no_sync:
-                task = _sync(ctx, task)
+                task = _look(ctx, task)
             if as_json:
                 doc = _task_json(sess, task)
                 if show_jobs:
@@ -439,6 +472,62 @@ def status(ctx: Context, task_ref: str | None, show_jobs: bool, watch: str | Non
                 docs.append(doc)
             else:
                 _print_status(ctx, task, jobs=show_jobs)
+        if as_json:
+            click.echo(json.dumps(docs[0] if task_ref is not None else docs, indent=1))
+
+
+@main.command()
+@click.argument("task_ref", metavar="[TASK]", required=False)
+@click.option("--follow", is_flag=True,
+              help="Stay: a pass every --interval seconds over every unfinished task of the work directory, until "
+                   "none is left (the registrar; one per work directory: a second one exits at once).")
+@click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True, metavar="SECONDS",
+              help="With --follow: seconds between passes.")
+@click.option("--idle-exit", type=click.FloatRange(min=1), default=3600.0, show_default=True, metavar="SECONDS",
+              help="With --follow: stop when nothing changed this long (`status` starts a registrar again).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document per task on stdout (without --follow).")
+@pass_ctx
+def sync(ctx: Context, task_ref: str | None, follow: bool, interval: float, idle_exit: float, as_json: bool) -> None:
+    """Move tasks forward, registering outputs: what the registrar does.
+
+    A pass reads new batch-system events, checks each finished job's outputs on storage by checksum query
+    (no bytes move), registers them in Rucio in bulk (at most 1,000 files a call, each exactly once),
+    retries failed jobs and closes the output dataset when every job is done. Without TASK: every task
+    that is not finished.
+
+    \b
+    `submit` and `status` start `juno-submit sync --follow` in the background when it is not running
+    (log: WORKDIR/registrar.log). To run it yourself instead, set JUNO_SUBMIT_REGISTRAR=off and e.g.
+      juno-submit sync                  from a timer (cron, systemd --user timer), or
+      juno-submit sync --follow         as a service (systemd --user, Restart=on-failure)
+    """
+    from juno_jobs import registrar
+
+    with errors(ctx):
+        sess = ctx.session()
+        if follow:
+            if task_ref is not None:
+                raise click.UsageError("--follow follows every task of the work directory: give no TASK")
+            stamp = lambda m: click.echo(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {m}", err=True)  # noqa: E731
+            registrar.follow(sess, interval_s=interval, idle_exit_s=idle_exit, log=stamp)
+            return
+        tasks = [ctx.task(task_ref)] if task_ref is not None else \
+            [t for t in sess.store.tasks() if control.needs_registrar(sess, t)]
+        docs = []
+        for task in tasks:
+            report = control.sync(sess, task)
+            for w in report.warnings:
+                ctx.log(f"warning: task {task.id}: {w}")
+            task = sess.store.task(task.id)
+            if as_json:
+                docs.append({**_task_json(sess, task), "pass": {
+                    "events": report.events, "finalized": report.finalized, "retried": report.retried,
+                    "gave_up": report.gave_up, "closed": report.closed}})
+            else:
+                counts = sess.store.counts(task.id)
+                click.echo(f"task {task.id} {task.name}: {control.task_state(task, counts)}; "
+                           f"{report.finalized} job(s) done in this pass, {report.retried} retried; "
+                           + "  ".join(f"{s} {counts[s]}" for s in STATES if counts.get(s)))
         if as_json:
             click.echo(json.dumps(docs[0] if task_ref is not None else docs, indent=1))
 
@@ -549,7 +638,7 @@ def resubmit(ctx: Context, task_ref: str, failed: bool, jobs_text: str | None, m
         raise click.BadParameter(str(err), param_hint="--memory") from None
     with errors(ctx):
         sess = ctx.session()
-        task = _sync(ctx, ctx.task(task_ref))
+        task = _look(ctx, ctx.task(task_ref), act=True)
         n = control.resubmit(sess, task, jobs=jobs, failed=failed or jobs is None, memory_mb=memory_mb)
         if n == 0:
             click.echo(f"task {task.id}: no failed or killed job to resubmit")
@@ -567,7 +656,7 @@ def kill(ctx: Context, task_ref: str, jobs_text: str | None) -> None:
     jobs = _job_list(jobs_text)
     with errors(ctx):
         sess = ctx.session()
-        task = _sync(ctx, ctx.task(task_ref))
+        task = _look(ctx, ctx.task(task_ref), act=True)
         n = control.kill(sess, task, jobs=jobs)
         click.echo(f"task {task.id}: {n} job(s) killed")
 

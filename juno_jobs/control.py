@@ -1,13 +1,17 @@
 """What the commands do: submit a plan, follow a task (sync), retry, resubmit, kill.
 
-`sync` is where a task moves forward; every command that looks at a task runs it first:
+`sync` is where a task moves forward:
   1. rounds recorded but never submitted (a crash between the two) are submitted;
   2. new batch-system events update attempts; an attempt that ended is judged by the wrapper's
      result.json (the batch system's exit code alone cannot tell a payload failure from a memory kill);
      a job HTCondor holds is removed and counts as failed (for memory when the hold says so);
-  3. each job that succeeded has its outputs uploaded and registered (outputs.py), exactly once;
+  3. each job that succeeded has its outputs (on storage already: the job put them there) verified by
+     checksum query and registered in Rucio in bulk (outputs.py), exactly once;
   4. each failed attempt gets a decision (retry.py); the retries of one sync form one new round;
   5. when every job is done, the output dataset is closed.
+Steps 3 and 5 talk to Rucio and the storages and take seconds when thousands of jobs end together: the
+registrar (registrar.py: `juno-submit sync --follow`, started by the tool) runs them, and `status` runs
+a pass without them (`register=False`) that never waits for the task's lock.
 A file lock on the task directory keeps two syncs of one task from interleaving.
 """
 
@@ -15,25 +19,22 @@ from __future__ import annotations
 
 import fcntl
 import shutil
-import subprocess
 import time
-import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from juno_jobs import backends, gcpause, retry
 from juno_jobs.backends.base import Backend, BackendError
-from juno_jobs.model import OutputTarget, Resources, RetryPolicy
 from juno_jobs.monitor import HOLD_SUBMITTED_ON_HOLD, fold, is_memory_hold
 from juno_jobs.settings import Settings
 from juno_jobs.store import FINAL_JOB_STATES, NewAttempt, Store, TaskRow
 from juno_jobs.submit import Item
 from juno_jobs.taskdir import TaskDir
 
-if TYPE_CHECKING:  # planning and Rucio are imported where used: `status` needs neither (start-up time)
+if TYPE_CHECKING:  # planning, the task model and Rucio are imported where used: `status` needs none of them
+    from juno_jobs.model import Resources, RetryPolicy
     from juno_jobs.plan import Plan
 
 # HTCondor hold codes that mean the job ran out of its wall time (allowed_execute_duration, job duration).
@@ -75,6 +76,7 @@ class SyncReport:
     retried: int = 0
     gave_up: int = 0
     closed: bool = False
+    busy: bool = False  # another pass (the registrar) had the task: nothing was done, the store is as it left it
     warnings: list[str] = field(default_factory=list)
 
 
@@ -89,6 +91,8 @@ def _policy(plan: Plan) -> dict[str, Any]:
 
 
 def retry_policy(task: TaskRow) -> RetryPolicy:
+    from juno_jobs.model import RetryPolicy
+
     p = task.policy
     codes = p.get("exit_codes")
     return RetryPolicy(max_attempts=int(p["max_attempts"]), memory_ladder_mb=tuple(p["memory_ladder_mb"]),
@@ -96,6 +100,8 @@ def retry_policy(task: TaskRow) -> RetryPolicy:
 
 
 def resources(task: TaskRow) -> Resources:
+    from juno_jobs.model import Resources
+
     return Resources(**task.policy["resources"])
 
 
@@ -103,19 +109,17 @@ def task_dir(task: TaskRow) -> TaskDir:
     return TaskDir(task.task_dir)
 
 
-def output_target(task: TaskRow) -> OutputTarget | None:
-    if not task.output_dataset or not task.output_scope:
-        return None
-    return OutputTarget(scope=task.output_scope, name=task.output_dataset, rse=task.output_rse or "site",
-                        patterns=tuple(task.policy.get("output_patterns", ())))
-
-
 @contextmanager
-def locked(td: TaskDir) -> Iterator[None]:
+def locked(td: TaskDir, *, wait: bool = True) -> Iterator[bool]:
+    """The task's lock; with wait=False, yields False at once if another process holds it."""
     with open(td.lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -141,6 +145,8 @@ def _submit(sess: Session, plan: Plan, *, backend: str | None, hold: bool) -> Ta
 
     backend_name = backend or sess.cfg.backend
     be = sess.backend(backend_name)
+    import uuid as uuidlib  # here: `status` never creates a task (start-up time)
+
     uuid = uuidlib.uuid4().hex
     td = TaskDir(sess.cfg.tasks_dir / f"{plan.task.name}.{uuid[:8]}")
     memory = plan.task.resources.memory_mb
@@ -218,20 +224,33 @@ def finished(sess: Session, task: TaskRow) -> bool:
     return state != "running" and (task.output_dataset is None or task.dataset_closed or state != "completed")
 
 
-def sync(sess: Session, task: TaskRow) -> SyncReport:
+def sync(sess: Session, task: TaskRow, *, register: bool = True, wait: bool = True) -> SyncReport:
+    """One pass over the task. register=False: no Rucio and no storage (steps 3 and 5 wait for the
+    registrar); wait=False: if another pass holds the task, return at once (report.busy)."""
     report = SyncReport()
     if finished(sess, task) and not sess.store.undecided(task.id):
         return report
     td = task_dir(task)
     be = sess.backend(task.backend)
-    with locked(td):
+    with locked(td, wait=wait) as got:
+        if not got:
+            report.busy = True
+            return report
         for rnd in sess.store.unsubmitted_rounds(task.id):
             _resubmit_unsubmitted(sess, be, task, rnd)
         _apply_events(sess, be, task, report)
-        _finalize(sess, task, report)
+        if register:
+            _finalize(sess, task, report)
         _retries(sess, be, task, report)
-        _close(sess, task, report)
+        if register:
+            _close(sess, task, report)
     return report
+
+
+def needs_registrar(sess: Session, task: TaskRow) -> bool:
+    """Something a registrar pass would do: jobs not final yet (running, or finishing: outputs to
+    register), or a complete task whose dataset is still open (store reads only)."""
+    return not finished(sess, task)
 
 
 def _resubmit_unsubmitted(sess: Session, be: Backend, task: TaskRow, rnd: Any) -> None:
@@ -345,6 +364,9 @@ def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
     """Register the outputs of every job that finished (they are on storage already: the jobs put them
     there). Bounded by `sess.finalize_budget_s` so that `status` answers quickly while thousands of jobs
     end together: what is left waits for the next pass."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
     from requests import RequestException
     from rucio.common.exception import RucioException
 
@@ -354,7 +376,7 @@ def _finalize(sess: Session, task: TaskRow, report: SyncReport) -> None:
     rows = sess.store.jobs(task.id, states=["finishing"])
     if not rows:
         return
-    target = output_target(task)
+    target = task.output
     if target is None:
         sess.store.set_jobs(task.id, [r["job"] for r in rows], state="done")
         report.finalized += len(rows)

@@ -8,21 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rucio_policy.naming import DidRef
+
 Scalar = str | int | float | bool
-
-
-@dataclass(frozen=True, slots=True)
-class Did:
-    scope: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.scope}:{self.name}"
-
-    @classmethod
-    def parse(cls, text: str) -> Did:
-        scope, _, name = text.partition(":")
-        return cls(scope.strip(), name.strip())
+Did = DidRef  # the one DID identity of the project (rucio_policy.naming), under the name juno_jobs always used
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -112,6 +111,8 @@ class CondorLog(_PositionedLog):
     """Incremental reader of a task's HTCondor user log; its position survives in `state`."""
 
     def read(self) -> list[Event]:
+        import pickle
+
         import htcondor2
 
         if not self.log.exists():

@@ -24,9 +24,12 @@ Every decision respects retry.max_attempts (the first attempt included).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from juno_jobs.model import RetryPolicy
 from juno_jobs.units import format_mb
+
+if TYPE_CHECKING:  # a type only: `status` never loads the task model (start-up time)
+    from juno_jobs.model import RetryPolicy
 
 RETRIABLE_ALWAYS = frozenset({"input", "stageout", "held", "lost"})
 NEVER = frozenset({"walltime", "release", "outputs", "conflict", "unsafe", "wrapper"})

@@ -12,6 +12,8 @@
                          sets it to the local pool's job user.
   JUNO_SUBMIT_LOG_LIMIT  bytes of a payload's stdout and of its stderr that come back with the job
                          (head and tail; default 1 MiB each)
+  JUNO_SUBMIT_REGISTRAR  on (default): submit and status start the registrar (`sync --follow`) when
+                         none runs; off: run `juno-submit sync` yourself (registrar.py)
 """
 
 from __future__ import annotations

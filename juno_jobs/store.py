@@ -19,7 +19,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from juno_jobs.model import OutputTarget
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -137,6 +140,16 @@ class TaskRow:
     @property
     def output_did(self) -> str | None:
         return f"{self.output_scope}:{self.output_dataset}" if self.output_dataset else None
+
+    @property
+    def output(self) -> OutputTarget | None:
+        """The output dataset as planning decided it (plan.output_target), as the store recorded it."""
+        from juno_jobs.model import OutputTarget
+
+        if not self.output_dataset or not self.output_scope:
+            return None
+        return OutputTarget(scope=self.output_scope, name=self.output_dataset, rse=self.output_rse or "site",
+                            patterns=tuple(self.policy.get("output_patterns", ())))
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from juno_jobs.model import Resources
 from juno_jobs.taskdir import TaskDir
+
+if TYPE_CHECKING:  # a type only: `status` never loads the task model (start-up time)
+    from juno_jobs.model import Resources
 
 ITEM_VARS = "job,attempt,memory,sites"
 REQUIREMENTS = "stringListMember(TARGET.JUNO_Site, MY.DESIRED_Sites)"

@@ -26,11 +26,13 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from juno_jobs import settings
-from juno_jobs.model import JobSpec, Task
 from juno_jobs.settings import Settings
+
+if TYPE_CHECKING:  # a type only: `status` never loads the task model (start-up time)
+    from juno_jobs.model import JobSpec, Task
 
 WRAPPER_SOURCE = Path(__file__).with_name("wrapper.py")
 

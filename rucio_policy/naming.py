@@ -96,6 +96,27 @@ class NamingError(ValueError):
     """A scope or name that breaks JUNO's conventions; the message shows the expected pattern."""
 
 
+# -- DIDs -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DidRef:
+    """A DID's identity, `scope:name`, and nothing else (hashable: sets and dict keys). What is known
+    about a DID (type, size, metadata) lives with whoever asked Rucio, e.g. rules.Did for the policy."""
+
+    scope: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> DidRef:
+        """'scope:name' (surrounding spaces dropped); not validated here (did_name_error does that)."""
+        scope, _, name = text.partition(":")
+        return cls(scope.strip(), name.strip())
+
+
 # -- parsed names -------------------------------------------------------------------------------
 
 

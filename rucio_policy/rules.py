@@ -34,6 +34,8 @@ _COMMENT_MAX = 250  # Rucio's COMMENT schema
 
 @dataclass(frozen=True)
 class Did:
+    """A DID with what the policy needs to know of it (naming.DidRef is its bare identity)."""
+
     scope: str
     name: str
     did_type: str  # FILE, DATASET or CONTAINER

@@ -246,7 +246,8 @@ def test_registering_twice_registers_each_output_once(grid: Any, tmp_path: Path)
 
 def test_a_name_rucio_has_with_another_checksum_is_an_error_that_overwrites_nothing(grid: Any, tmp_path: Path
                                                                                     ) -> None:
-    """Security (issue 10, hole 8), submit side: Rucio is asked before anything is registered."""
+    """Security (issue 10, hole 8), submit side: Rucio refuses a name it has (the call is rolled back),
+    is asked what it has, and nothing is registered or overwritten."""
     client = grid.client("analyst1")
     scope = "user.analyst1"
     dataset = f"user.analyst1.{_unique('clash')}"

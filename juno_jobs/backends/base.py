@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from juno_jobs.model import Resources
 from juno_jobs.monitor import Event
 from juno_jobs.submit import Item
 from juno_jobs.taskdir import TaskDir
+
+if TYPE_CHECKING:  # a type only: `status` never loads the task model (start-up time)
+    from juno_jobs.model import Resources
 
 
 class BackendError(RuntimeError):

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from juno_jobs import submit as subdesc
 from juno_jobs.backends.base import BackendError
-from juno_jobs.model import Resources
 from juno_jobs.monitor import Event, condor_reader, job_blocks
 from juno_jobs.settings import Settings
 from juno_jobs.submit import Item
 from juno_jobs.taskdir import TaskDir
+
+if TYPE_CHECKING:  # a type only: `status` never loads the task model (start-up time)
+    from juno_jobs.model import Resources
 
 REMOVE_TRIES = 5
 

@@ -22,14 +22,16 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from juno_jobs import submit as subdesc
-from juno_jobs.model import Resources
 from juno_jobs.monitor import Event, LocalLog, local_job_lines
 from juno_jobs.settings import Settings
 from juno_jobs.submit import Item
 from juno_jobs.taskdir import TaskDir
+
+if TYPE_CHECKING:  # a type only: `status` never loads the task model (start-up time)
+    from juno_jobs.model import Resources
 
 CANCEL_FILE = "local-cancel"
 POLL_S = 0.2
