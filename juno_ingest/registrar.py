@@ -324,6 +324,24 @@ class Registrar:
         with rucio_errors(f"finalizing the rules of {block}"):
             return self.rules.finalize(self.client, SCOPE, block)
 
+    def block_totals(self, block: str) -> tuple[int, int]:
+        """(files, bytes) of a block, as Rucio counts them."""
+        with rucio_errors(f"reading the size of {block}"):
+            meta = self.client.get_metadata(SCOPE, block)
+        return int(meta.get("length") or 0), int(meta.get("bytes") or 0)
+
+    def attached(self, wanted: Mapping[str, set[str]]) -> dict[str, set[str]]:
+        """block → which of the wanted names Rucio has attached to it (one listing per block)."""
+        def listing(client: Any, block: str) -> set[str]:
+            with rucio_errors(f"listing the files of {block}"):
+                try:
+                    return {str(f["name"]) for f in client.list_files(SCOPE, block)} & wanted[block]
+                except rex.DataIdentifierNotFound:
+                    return set()
+
+        blocks = sorted(wanted)
+        return dict(zip(blocks, self._map(listing, blocks), strict=True))
+
     def finalize(self, block: str) -> Any:
         with rucio_errors(f"finalizing the rules of {block}"):
             return self.rules.finalize(self.client, SCOPE, block)
