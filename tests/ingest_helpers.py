@@ -84,30 +84,39 @@ def utc_today() -> Any:
     return datetime.now(UTC).date()
 
 
-def read_originals(bootstrap: str, topic: str) -> dict[tuple[int, int], bytes | None]:
-    """(partition, offset) → value of every message in a topic."""
+def read_topic(bootstrap: str, topic: str, idle_s: float = 4.0) -> list[tuple[int, int, bytes | None, bytes | None]]:
+    """(partition, offset, key, value) of every message in a topic, read until nothing came for idle_s."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{unique_tag()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000})
-    out: dict[tuple[int, int], bytes | None] = {}
+    out: list[tuple[int, int, bytes | None, bytes | None]] = []
     try:
         consumer.subscribe([topic])
         deadline = time.monotonic() + 60
-        while not consumer.assignment() and time.monotonic() < deadline:  # joining the group takes seconds
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error() is None:
-                    out[(msg.partition(), msg.offset())] = msg.value()
         last = time.monotonic()
-        while time.monotonic() - last < 4:
+        while time.monotonic() - last < idle_s:
             for msg in consumer.consume(1000, 0.5):
                 if msg.error() is None:
-                    out[(msg.partition(), msg.offset())] = msg.value()
+                    out.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
                     last = time.monotonic()
+            if not consumer.assignment() and time.monotonic() < deadline:  # joining the group takes seconds
+                last = time.monotonic()
     finally:
         consumer.close()
-    return out
+    return sorted(out, key=lambda m: (m[0], m[1]))
 
 
-# -- acceptance: days x streams → blocks with the policy's rules ---------------------------------
+def read_originals(bootstrap: str, topic: str) -> dict[tuple[int, int], bytes | None]:
+    """(partition, offset) → value of every message in a topic."""
+    return {(partition, offset): value for partition, offset, _key, value in read_topic(bootstrap, topic)}
+
+
+def read_events(bootstrap: str, topic: str, idle_s: float = 4.0) -> list[tuple[int, bytes | None, Any]]:
+    """(partition, key, parsed IngestEvent) of an ingest-event topic, in each partition's order; every
+    message must pass the contract (events.parse raises otherwise)."""
+    from juno_ingest import events
+
+    return [(partition, key, events.parse(value or b"")) for partition, _offset, key, value
+            in read_topic(bootstrap, topic, idle_s)]
 
 
 class Child:

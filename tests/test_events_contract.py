@@ -25,7 +25,8 @@ FILE: dict[str, Any] = {"version": 1, "kind": "file_registered", "scope": "raw",
 CREATED: dict[str, Any] = {"version": 1, "kind": "block_created", "scope": "raw", "name": BLOCK,
                            "stream": "JUNODAQ.global_trigger", "at": "2025-10-09T00:01:02Z"}
 CLOSED: dict[str, Any] = {"version": 1, "kind": "block_closed", "scope": "raw", "name": BLOCK, "rse": "IHEP-EOS",
-                          "stream": "JUNODAQ.global_trigger", "bytes": 10, "files": 2, "at": "2025-10-10T06:00:00+00:00"}
+                          "stream": "JUNODAQ.global_trigger", "bytes": 10, "files": 2,
+                          "at": "2025-10-10T06:00:00+00:00"}
 _DROP = object()
 
 
@@ -52,7 +53,9 @@ def corpus() -> list[dict[str, Any]]:
                         "2025-10-09T14:05:12", "2025-10-09 14:05:12Z", "raw:block.x", "JUNODAQ.global_trigger"):
                 cases.append(changed(base, **{key: bad}))
     cases += [changed(FILE, kind="block_created"), changed(CREATED, kind="file_registered"),
-              changed(FILE, version=2), changed(FILE, version=1.0), changed(FILE, bytes=5.0), changed(FILE, run=1e300), changed(FILE, bytes=2**53), changed(FILE, bytes=2**53 - 1), changed(FILE, name="a b"),
+              changed(FILE, version=2), changed(FILE, version=1.0), changed(FILE, bytes=5.0),
+              changed(FILE, run=1e300), changed(FILE, bytes=2**53), changed(FILE, bytes=2**53 - 1),
+              changed(FILE, name="a b"),
               changed(FILE, scope="x" * 26), changed(FILE, dataset="raw:" + "b" * 251),
               changed(FILE, stream="junodaq.x"), changed(FILE, at="2025-10-09T14:05:12.031+08:00")]
     return cases
