@@ -30,6 +30,7 @@ from ingest_helpers import (  # tests/ is on sys.path (pytest rootdir import)
     free_port,
     ingest_config,
     publish_plan,
+    read_events,
     read_originals,
     unique_streams,
     unique_tag,
@@ -221,6 +222,10 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(grid: Any, endpoi
     problems = verify.check_rucio(grid.client(), plan, closed_before=utc_today(), open_from=utc_today())
     assert not problems, problems
     assert verify.dead_letters(grid.cfg.kafka_bootstrap, cfg.dlq.topic, idle_s=2, max_wait_s=15) == []
+    # Events: at least once across the kills: every file announced, every block's creation too.
+    got = read_events(grid.cfg.kafka_bootstrap, cfg.events.topic)
+    assert {e.name for _, _, e in got if e.kind == "file_registered"} == {f.lfn for f in plan.files}
+    assert {e.name for _, _, e in got if e.kind == "block_created"} == set(plan.expected_blocks())
 
 
 # -- Rucio unreachable mid-run -----------------------------------------------------------------------
