@@ -25,8 +25,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Producer
 
+from juno_ingest.delivery import deliver
 from juno_ingest.events import IngestEvent
 from juno_ingest.mapping import SCOPE
 from juno_ingest.pipeline import BatchResult, Fate
@@ -89,32 +90,11 @@ class EventPublisher:
         """Produce and wait for every delivery; EventPublishError if any was not stored."""
         if not events:
             return
-        errors: list[str] = []
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        try:
-            for event in events:
-                while True:
-                    try:
-                        self._producer.produce(self.topic, value=event.encode(), key=event.key(),
-                                               on_delivery=delivered)
-                        break
-                    except BufferError:  # local queue full: let librdkafka send some first
-                        self._producer.poll(0.1)
-            left = self._producer.flush(self.timeout_s)
-        except KafkaException as err:
+        problem = deliver(self._producer, self.topic, ((e.key(), e.encode(), None) for e in events),
+                          timeout_s=self.timeout_s, noun="event")
+        if problem:
             self._reset()
-            raise EventPublishError(f"cannot produce to event topic {self.topic}: {err}") from err
-        if left or errors:
-            self._reset()
-        if left:
-            raise EventPublishError(f"{left} event(s) not confirmed by the broker within {self.timeout_s:.0f} s "
-                                    f"(topic {self.topic})")
-        if errors:
-            raise EventPublishError(f"{len(errors)} event(s) not stored in topic {self.topic}: {errors[0]}")
+            raise EventPublishError(problem)
 
     def _reset(self) -> None:
         """A new producer for the retry: what the failed one still queues is dropped (the retry sends it
