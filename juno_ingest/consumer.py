@@ -391,12 +391,14 @@ class Ingester:
         if due and not self.source.group_caught_up():
             log.info("blocks due, but the group has unread messages: not closing yet", extra=fields(blocks=len(due)))
             return
-        for name in due:
-            try:
-                result = self.registrar.close_block(name)
-            except RucioUnavailable as err:
-                log.warning("could not close block; will try again", extra=fields(block=name, error=str(err)))
-                continue
+        if not due:
+            return self._announce_closed()
+        try:
+            results = self.registrar.close_blocks(due)
+        except RucioUnavailable as err:
+            log.warning("could not close blocks; will try again", extra=fields(blocks=due, error=str(err)))
+            return self._announce_closed()
+        for name, result in zip(due, results, strict=True):
             self.closer.open.pop(name, None)
             self._closed_unannounced.append(name)
             self.pipeline.blocks[name] = BlockState(exists=True, is_open=False)
