@@ -323,10 +323,6 @@ class Registrar:
                 if attempt == 2:
                     raise RucioUnavailable("attaching blocks to their containers kept colliding") from None
 
-    def close_block(self, block: str) -> Any:
-        """Close the block, then let the policy decide what depends on its final size."""
-        return self.close_blocks([block])[0]
-
     def close_blocks(self, blocks: Sequence[str]) -> list[Any]:
         """Close the blocks, then let the policy decide what depends on their final sizes (all at once:
         the placement tallies are read once); the engine's result per block, in order."""
