@@ -14,6 +14,11 @@ message did. block_created is published for every open block this process ensure
 (created now, or found open after a restart), so it too may repeat; block_closed after Rucio closed the
 block, and again for recently closed blocks at start-up when blocks.streams is set (their recovery scan).
 
+Order, per block (the Kafka key, so one partition): every file_registered comes after a block_created
+(each ingester announces a block it opens before its files, so also with several ingesters in a group),
+and block_closed after every file_registered of the block (a block is closed only when the whole group
+has committed what it read, and events go out before the commit).
+
 If the broker does not take the events, nothing is committed: the consumer retries with backoff
 (juno_ingest_retries_total{service="events"}, a warning each time) and ingests nothing new meanwhile,
 so a broken event topic stops ingest visibly and loses nothing.
