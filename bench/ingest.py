@@ -5,8 +5,9 @@ Figures, all measured in this run against the same Rucio server:
                        first message read to the last commit, plus the time it spends closing blocks and deciding
                        their placement afterwards (the idle wait before that is not counted). Validation, Rucio
                        lookup, storage stat (xrdfs), block and container creation, the policy's rules
-                       (rucio_policy.engine), registration and attachment, dead-letter checks, offset commits and
-                       closing all inside the window
+                       (rucio_policy.engine), registration and attachment, dead-letter checks, the ingest events
+                       (published and confirmed by the broker before each commit; block_closed while closing),
+                       offset commits and closing all inside the window
   ceiling_files_per_s  the raw bulk API on the same number of new files, with the ingester's own call: one
                        attach_dids(scope, block, files, rse=IHEP-EOS) per chunk of the same size (replica and
                        attachment in one transaction), with the same number of parallel clients, into blocks made
@@ -67,6 +68,8 @@ def main() -> int:
     parser.add_argument("--keep-rules", action="store_true", help="leave the test blocks' rules in place")
     parser.add_argument("--no-rules", action="store_true",
                         help="diagnostic: the ingester gives blocks no rules (then the figures miss their cost)")
+    parser.add_argument("--no-events", action="store_true",
+                        help="diagnostic: the ingester publishes no ingest events (then the figures miss their cost)")
     parser.add_argument("--instances", type=int, default=0,
                         help="also ingest the same work with 1..N ingester processes in one consumer group")
     parser.add_argument("-v", "--verbose", action="store_true", help="the ingester's JSON logs on stderr")
@@ -153,7 +156,8 @@ def run(args: argparse.Namespace, grid_cfg: Any) -> int:
     base = load_config(DEFAULT_FILE, env={})
     cfg = base.with_overrides(
         kafka={"bootstrap_servers": bootstrap, "topic": topic, "group_id": f"g-{topic}"},
-        dlq={"topic": f"{topic}.dlq"}, batch={"max_messages": args.batch, "max_wait_s": 0.5},
+        dlq={"topic": f"{topic}.dlq"}, events={"topic": f"{topic}.events", "enabled": not args.no_events},
+        batch={"max_messages": args.batch, "max_wait_s": 0.5},
         rucio={"bulk_size": args.bulk, "parallel": args.parallel},
         blocks={"streams": list(streams), "grace_s": 0.0, "close_check_s": 1.0},
         metrics={"port": 0}, run={"once_idle_s": 2.0}, rules={"apply": not args.no_rules})
@@ -183,6 +187,11 @@ def run(args: argparse.Namespace, grid_cfg: Any) -> int:
     summary = ingester.run(once=True)
     if summary.registered != args.files or summary.dead_lettered:
         log(f"the ingester did not register everything: {summary.as_dict()}")
+        return 1
+    blocks_total = len(plan.expected_blocks())
+    if not args.no_events and summary.events_published < args.files + blocks_total:
+        log(f"the ingester published {summary.events_published} events for {args.files} files and {blocks_total} "
+            "blocks: fewer than one per file and block")
         return 1
     assert summary.last_commit_at is not None
     # Closing and deciding blocks after the last commit is the ingester's work too (the idle wait before it is not).
@@ -245,6 +254,8 @@ def run(args: argparse.Namespace, grid_cfg: Any) -> int:
         "files": summary.registered,
         "batches": summary.batches,
         "blocks": summary.blocks_created,
+        "events": not args.no_events,
+        "events_published": summary.events_published,
         "batch": args.batch, "bulk": args.bulk, "parallel": args.parallel, "rules": not args.no_rules,
         "instances": scaling,
         "load_average_before": [round(x, 2) for x in load_before],
@@ -282,6 +293,7 @@ def instances_run(k: int, args: argparse.Namespace, cfg: Any, endpoint: Any, boo
     sim.ensure_topic(bootstrap, topic, PARTITIONS)
     sim.publish(plan.messages, bootstrap, topic)
     kcfg = cfg.with_overrides(kafka={"topic": topic, "group_id": f"g-{topic}"}, dlq={"topic": f"{topic}.dlq"},
+                              events={"topic": f"{topic}.events"},
                               blocks={"streams": list(streams)}, run={"once_idle_s": 5.0})
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         config = Path(tmp) / "ingest.yaml"
@@ -344,6 +356,7 @@ def latency_run(args: argparse.Namespace, cfg: Any, endpoint: Any, bootstrap: st
     sim.write_files(plan, endpoint)
     sim.ensure_topic(bootstrap, topic, 3)
     lcfg = cfg.with_overrides(kafka={"topic": topic, "group_id": f"g-{topic}"}, dlq={"topic": f"{topic}.dlq"},
+                              events={"topic": f"{topic}.events"},
                               blocks={"streams": [stream]})
     ingester = Ingester(lcfg)
     thread = threading.Thread(target=ingester.run, kwargs={"once": False}, daemon=True)

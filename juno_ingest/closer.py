@@ -6,6 +6,7 @@ import email.utils
 import time
 from datetime import UTC, datetime, timedelta
 
+from juno_common.clock import naive_utc, utc_now
 from juno_ingest.batching import OpenBlock, blocks_due
 from juno_ingest.mapping import BlockPlan
 from rucio_policy import naming
@@ -21,8 +22,8 @@ def naive(when: datetime | str) -> datetime:
             try:
                 when = datetime.fromisoformat(text)
             except ValueError:
-                return datetime.now(UTC).replace(tzinfo=None)
-    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+                return utc_now()
+    return naive_utc(when)
 
 
 class Closer:

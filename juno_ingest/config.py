@@ -59,6 +59,13 @@ class DlqSettings:
 
 
 @dataclass(frozen=True)
+class EventSettings:
+    enabled: bool = True
+    topic: str = "juno.ingest.events"
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class BatchSettings:
     max_messages: int = 2000
     max_wait_s: float = 0.5
@@ -123,6 +130,7 @@ class RunSettings:
 class IngestConfig:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     dlq: DlqSettings = field(default_factory=DlqSettings)
+    events: EventSettings = field(default_factory=EventSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     rucio: RucioSettings = field(default_factory=RucioSettings)
     blocks: BlockSettings = field(default_factory=BlockSettings)
@@ -154,7 +162,7 @@ SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(IngestConfig)[f.name]
 _RANGES: dict[tuple[str, str], tuple[float, float | None]] = {
     ("dlq", "max_ratio"): (0.0, 1.0), ("dlq", "window"): (1, None), ("dlq", "min_messages"): (1, None),
     ("dlq", "max_consecutive"): (1, None), ("dlq", "max_value_bytes"): (1024, 900_000),
-    ("batch", "max_messages"): (1, 100_000),
+    ("events", "timeout_s"): (1.0, None), ("batch", "max_messages"): (1, 100_000),
     ("batch", "max_wait_s"): (0.0, None), ("batch", "linger_s"): (0.0, None),
     ("rucio", "bulk_size"): (1, 1000), ("rucio", "parallel"): (1, 32), ("rucio", "timeout_s"): (1.0, None),
     ("rucio", "retry_initial_s"): (0.01, None), ("rucio", "retry_max_s"): (0.01, None),

@@ -10,9 +10,11 @@ The loop, for each batch (max_messages, or max_wait_s after its first message):
   2. dead-letter limit: if this batch would push the dead-letter ratio over the limit, stop with an
      error instead (nothing produced, nothing committed): the configuration is probably wrong.
   3. dead letters produced and confirmed;
-  4. offsets committed: highest offset + 1 per partition (auto-commit is off).
-A crash anywhere before 4 re-reads the batch after the restart; step 1 is idempotent, so the replay
-registers nothing twice (duplicates are counted, not errors).
+  4. ingest events (events.enabled) produced and confirmed: file_registered per file, block_created
+     (publisher.py: at least once, in order per block);
+  5. offsets committed: highest offset + 1 per partition (auto-commit is off).
+A crash anywhere before 5 re-reads the batch after the restart; step 1 is idempotent, so the replay
+registers nothing twice (duplicates are counted, not errors), and step 4 announces its files again.
 
 When the consumer has read everything (idle) it closes the blocks whose day is over (plus
 blocks.grace_s) and hands each to the policy engine (finalize_block). "Everything" means the whole
@@ -36,20 +38,26 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from juno_common.clock import naive_utc
 from juno_ingest.batching import Backoff, BatchPolicy, DlqLimit, commit_offsets
 from juno_ingest.closer import Closer, naive
 from juno_ingest.config import IngestConfig, kafka_common
 from juno_ingest.dlq import DeadLetterError, DeadLetterProducer
+from juno_ingest.events import IngestEvent
 from juno_ingest.kafka_source import KafkaSetupError, KafkaSource
 from juno_ingest.logs import RUCIO_CLIENT_LOGGER, fields
+from juno_ingest.mapping import SCOPE
 from juno_ingest.metrics import IngestMetrics
 from juno_ingest.pipeline import BatchResult, Fate, Incoming, Pipeline
+from juno_ingest.publisher import EventPublisher, EventPublishError, batch_events, duplicate_blocks
 from juno_ingest.registrar import BlockState, PolicyRules, Registrar, RucioRefused, RucioUnavailable
 from juno_ingest.storage_check import StorageChecker, StorageUnavailable
 from juno_ingest.summary import RunSummary
+from rucio_policy import naming
 
+T = TypeVar("T")
 log = logging.getLogger("juno_ingest.consumer")
 
 class DeadLetterLimitExceeded(Exception):
@@ -92,6 +100,8 @@ class Ingester:
         self.pipeline: Pipeline | None = None
         self.checker: StorageChecker | None = None
         self.dlq: DeadLetterProducer | None = None
+        self.events: EventPublisher | None = None
+        self._closed_unannounced: list[str] = []  # closed blocks whose block_closed event is not out yet
 
     # -- control ----------------------------------------------------------------------------------
 
@@ -161,7 +171,7 @@ class Ingester:
                         extra=fields(error=str(err)))
             return
         finalized = 0
-        naive_since = since.astimezone(UTC).replace(tzinfo=None)  # Rucio's dates are naive UTC
+        naive_since = naive_utc(since)  # Rucio's dates are naive UTC
         for name, state in states.items():
             if state.is_open:
                 self.closer.add(name)
@@ -169,6 +179,7 @@ class Ingester:
                 try:
                     self.registrar.finalize(name)
                     finalized += 1
+                    self._closed_unannounced.append(name)  # a crash may have come before its event
                 except RucioUnavailable as err:
                     log.warning("could not finalize a closed block", extra=fields(block=name, error=str(err)))
         log.info("recent blocks", extra=fields(open=len(self.closer.open), finalized=finalized))
@@ -183,6 +194,9 @@ class Ingester:
             self.source.connect()
             self.dlq = DeadLetterProducer(kafka_common(self.cfg, consumer=False), self.cfg.dlq.topic,
                                           max_value_bytes=self.cfg.dlq.max_value_bytes)
+            if self.cfg.events.enabled:
+                self.events = EventPublisher(kafka_common(self.cfg, consumer=False), self.cfg.events.topic,
+                                             timeout_s=self.cfg.events.timeout_s)
             self._recover_blocks()
             self._loop(once)
         finally:
@@ -236,7 +250,16 @@ class Ingester:
                 f"bad messages. Nothing of this batch was dead-lettered or committed: fix the cause and restart, "
                 f"or raise dlq.max_ratio / dlq.max_consecutive if these messages really are bad.")
         letters = [(batch[i], o) for i, o in enumerate(result.outcomes) if o.fate is Fate.DEAD]
-        self._send_dead_letters(letters)
+        dlq = self.dlq
+        assert dlq is not None
+        self._retrying("kafka", lambda: dlq.send(letters), DeadLetterError, "dead letters not stored")
+        try:
+            self._publish_batch_events(result)
+        except (EventPublishError, RucioUnavailable) as err:
+            log.error("stopping with a batch whose events are not out: nothing of it was committed, it will be "
+                      "read and announced again", extra=fields(messages=len(batch), error=str(err)))
+            self.summary.stopped = "stop requested while the event topic was unavailable"
+            return
         self.source.commit(batch)
         self.summary.last_commit_at = time.time()
         self.limit.record(dead)
@@ -266,21 +289,63 @@ class Ingester:
     def _past_shutdown_deadline(self) -> bool:
         return self._stop_at is not None and time.monotonic() - self._stop_at >= self.cfg.run.shutdown_timeout_s
 
-    def _send_dead_letters(self, letters: list[tuple[Incoming, Any]]) -> None:
-        assert self.dlq is not None
+    def _retrying(self, service: str, call: Callable[[], T], errors: type[Exception] | tuple[type[Exception], ...],
+                  what: str) -> T:
+        """call() until it works, with backoff while the partitions are paused (nothing is committed
+        meanwhile); past the shutdown deadline its error is raised."""
         backoff = Backoff(self.cfg.rucio.retry_initial_s, self.cfg.rucio.retry_max_s)
         while True:
             try:
-                self.dlq.send(letters)
-                return
-            except DeadLetterError as err:
-                self.metrics.retries.labels("kafka").inc()
+                return call()
+            except errors as err:
+                self.metrics.retries.labels(service).inc()
                 if self._past_shutdown_deadline():
                     raise
                 delay = backoff.next()
-                log.warning("dead letters not stored; retrying, nothing committed",
-                            extra=fields(error=str(err), retry_in_s=round(delay, 1)))
+                log.warning(f"{what}; retrying, nothing committed",
+                            extra=fields(service=service, error=str(err), retry_in_s=round(delay, 1)))
                 self.source.wait_paused(delay)
+
+    def _publish_batch_events(self, result: BatchResult) -> None:
+        """The batch's ingest events, confirmed by the broker (before its commit: at least once)."""
+        if self.events is None:
+            return
+        assert self.registrar is not None
+        registrar, publisher = self.registrar, self.events
+        wanted = duplicate_blocks(result)
+        confirmed = (self._retrying("rucio", lambda: registrar.attached(wanted), RucioUnavailable,
+                                    "cannot confirm duplicates in Rucio for their events") if wanted else {})
+        events = batch_events(result, rse=self.cfg.rucio.rse, at=self._now(), confirmed=confirmed)
+        self._retrying("events", lambda: publisher.publish(events), EventPublishError, "ingest events not stored")
+        self._count_events(events)
+
+    def _count_events(self, events: list[IngestEvent]) -> None:
+        self.summary.events_published += len(events)
+        for kind in {e.kind for e in events}:
+            self.metrics.events_published.labels(kind).inc(sum(1 for e in events if e.kind == kind))
+
+    def _announce_closed(self) -> None:
+        """block_closed for the blocks closed since the last call; a failure leaves them for the next one
+        (logged and counted; closing itself is done and is not held up by the event topic)."""
+        if self.events is None or not self._closed_unannounced:
+            self._closed_unannounced.clear()
+            return
+        assert self.registrar is not None
+        events = []
+        try:
+            for name in dict.fromkeys(self._closed_unannounced):
+                files, size = self.registrar.block_totals(name)
+                events.append(IngestEvent(kind="block_closed", scope=SCOPE, name=name, at=self._now(),
+                                          rse=self.cfg.rucio.rse, stream=naming.parse_block(name).stream_key,
+                                          bytes=size, files=files))
+            self.events.publish(events)
+        except (RucioUnavailable, EventPublishError) as err:
+            self.metrics.retries.labels("events").inc()
+            log.warning("block_closed events not out yet; trying again later",
+                        extra=fields(blocks=len(self._closed_unannounced), error=str(err)))
+            return
+        self._closed_unannounced.clear()
+        self._count_events(events)
 
     def _account(self, batch: list[Incoming], result: BatchResult, first_at: float | None) -> None:
         registered = result.count(Fate.REGISTERED)
@@ -326,13 +391,16 @@ class Ingester:
         if due and not self.source.group_caught_up():
             log.info("blocks due, but the group has unread messages: not closing yet", extra=fields(blocks=len(due)))
             return
-        for name in due:
-            try:
-                result = self.registrar.close_block(name)
-            except RucioUnavailable as err:
-                log.warning("could not close block; will try again", extra=fields(block=name, error=str(err)))
-                continue
+        if not due:
+            return self._announce_closed()
+        try:
+            results = self.registrar.close_blocks(due)
+        except RucioUnavailable as err:
+            log.warning("could not close blocks; will try again", extra=fields(blocks=due, error=str(err)))
+            return self._announce_closed()
+        for name, result in zip(due, results, strict=True):
             self.closer.open.pop(name, None)
+            self._closed_unannounced.append(name)
             self.pipeline.blocks[name] = BlockState(exists=True, is_open=False)
             self.summary.blocks_closed.append(name)
             self.metrics.blocks_closed.inc()
@@ -340,9 +408,14 @@ class Ingester:
             self.metrics.rules_added.inc(len(added))
             log.info("block closed", extra=fields(block=name, rules_added=len(added),
                                                   decided=getattr(result, "decided", None)))
+        self._announce_closed()
 
     def _shutdown(self) -> None:
         self.source.close()
+        if self.events is not None:
+            if self.registrar is not None:
+                self._announce_closed()
+            self.events.close()
         if self.dlq is not None:
             self.dlq.close()
         for part in (self.pipeline, self.checker, self.registrar):

@@ -29,14 +29,15 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Message, Producer
 
 from juno_ingest import __version__
+from juno_ingest.delivery import Record, deliver
 from juno_ingest.pipeline import Incoming, Outcome
 
 REASON, CODE = "juno-dlq-reason", "juno-dlq-code"
@@ -140,32 +141,16 @@ class DeadLetterProducer:
         """Produce and wait for every delivery; DeadLetterError if any failed (nothing is committed then)."""
         if not letters:
             return
-        errors: list[str] = []
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                errors.append(str(err))
-
         now = datetime.now(UTC)
-        try:
+
+        def records() -> Iterator[Record]:
             for item, outcome in letters:
                 value, key, truncated = stored(item, self.max_value_bytes)
-                headers = headers_for(item, outcome, now, truncated)
-                while True:
-                    try:
-                        self._producer.produce(self.topic, value=value, key=key, headers=headers,
-                                               on_delivery=delivered)
-                        break
-                    except BufferError:  # local queue full: let librdkafka send some first
-                        self._producer.poll(0.1)
-            left = self._producer.flush(self.timeout_s)
-        except KafkaException as err:
-            raise DeadLetterError(f"cannot produce to dead-letter topic {self.topic}: {err}") from err
-        if left:
-            raise DeadLetterError(f"{left} dead letter(s) not confirmed by the broker within {self.timeout_s:.0f} s "
-                                  f"(topic {self.topic})")
-        if errors:
-            raise DeadLetterError(f"{len(errors)} dead letter(s) not stored in topic {self.topic}: {errors[0]}")
+                yield key, value, headers_for(item, outcome, now, truncated)
+
+        problem = deliver(self._producer, self.topic, records(), timeout_s=self.timeout_s, noun="dead letter")
+        if problem:
+            raise DeadLetterError(problem)
 
     def close(self) -> None:
         self._producer.flush(self.timeout_s)

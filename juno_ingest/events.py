@@ -2,19 +2,28 @@
 whoever reacts to new raw data (juno-prod's keep-up reconstruction). etc/ingest-event.schema.json is
 the same contract for other consumers; a unit test holds the two together.
 
-One JSON object per event, key = the DID name (`scope:name`), published only after Rucio holds what the
-event says (so a consumer that reads an event can always find its DID in Rucio):
+One JSON object per event. Kafka key: the block (`scope:name` of the dataset a file joined, or of the
+block itself), so a block's events share a partition and arrive in the order they were published:
+block_created, its files' file_registered, block_closed. Published only after Rucio holds what the
+event says (a consumer that reads an event finds its DID in Rucio) and before the SPADE messages that
+caused it are committed: at least once. A crash between publishing and committing publishes again
+(the replayed messages are duplicates in Rucio, and a duplicate still announces its file), so an event
+may be repeated, never lost (juno_ingest.publisher says exactly when):
 
     {"version": 1, "kind": "file_registered", "scope": "raw",
      "name": "RUN.10554.JUNODAQ.Physics.ds-2.global_trigger.20251009140223.002.dat",
-     "dataset": "raw:juno.raw.20251009.JUNODAQ.global_trigger",
-     "rse": "IHEP_DISK", "bytes": 1073741824, "adler32": "0a1b2c3d",
+     "dataset": "raw:block.JUNODAQ.global_trigger.20251009",
+     "rse": "IHEP-EOS", "bytes": 1073741824, "adler32": "0a1b2c3d",
      "run": 10554, "stream": "JUNODAQ.global_trigger", "at": "2025-10-09T14:05:12.031Z"}
 
-kinds: `file_registered` (a raw file is in Rucio with its replica and is attached to `dataset`),
-`block_created` and `block_closed` (`name` is the block, `dataset` null, `rse` the RSE of its files;
-`bytes` and `files` are the block's totals when closed). Events are a hint, never the record: a lost or
-repeated event must not lose or duplicate work, consumers look at Rucio to be sure.
+kinds:
+  file_registered  a raw file is in Rucio with its replica at `rse` and attached to `dataset`; bytes,
+                   adler32, run and stream always given
+  block_created    `name` is the block, now open in Rucio (dataset absent); stream given
+  block_closed     `name` is the block, closed; `files` and `bytes` its totals, stream given
+Events are a hint, never the record: a lost or repeated event must not lose or duplicate work, consumers
+look at Rucio to be sure. A field added or changed is a new version (version 1 readers refuse unknown
+fields, as `parse` does).
 """
 
 from __future__ import annotations
@@ -34,6 +43,17 @@ KINDS = ("file_registered", "block_created", "block_closed")
 Kind = Literal["file_registered", "block_created", "block_closed"]
 _ADLER = re.compile(r"[0-9a-f]{8}")
 _DID_PART = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
+_DID = re.compile(r"[A-Za-z0-9_.\-]{1,25}:[A-Za-z0-9_.\-]{1,250}")
+_RSE = re.compile(r"[A-Z0-9_\-]{1,255}")
+_STREAM = re.compile(r"[A-Z][A-Z0-9]*\.[a-z][a-z0-9_]*")
+# Fields each kind must carry (beyond version, kind, scope, name, at).
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "file_registered": ("dataset", "rse", "bytes", "adler32", "run", "stream"),
+    "block_created": ("stream",),
+    "block_closed": ("stream", "bytes", "files"),
+}
+# RFC 3339 with a zone (Z or +hh:mm), as encode writes it.
+_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 
 
 class InvalidEvent(ValueError):
@@ -58,8 +78,14 @@ class IngestEvent:
     def did(self) -> str:
         return f"{self.scope}:{self.name}"
 
+    @property
+    def block(self) -> str:
+        """scope:name of the block the event is about (a file's dataset, or the block itself)."""
+        return self.dataset if self.kind == "file_registered" and self.dataset else self.did
+
     def key(self) -> bytes:
-        return self.did.encode()
+        """The Kafka key: the block, so that one block's events keep their order (one partition)."""
+        return self.block.encode()
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {"version": EVENT_VERSION}
@@ -78,7 +104,7 @@ def parse(value: bytes | str) -> IngestEvent:
         raise InvalidEvent(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidEvent("not a JSON object")
-    if body.get("version") != EVENT_VERSION:
+    if body.get("version") != EVENT_VERSION or isinstance(body.get("version"), bool):
         raise InvalidEvent(f"version: {body.get('version')!r} is not {EVENT_VERSION}")
     unknown = set(body) - {"version", *IngestEvent.__dataclass_fields__}
     if unknown:
@@ -91,23 +117,26 @@ def parse(value: bytes | str) -> IngestEvent:
             raise InvalidEvent(f"{f}: {body.get(f)!r} is not a DID part")
     for f in ("bytes", "files", "run"):
         v = body.get(f)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            raise InvalidEvent(f"{f}: {v!r} is not a whole number >= 0")
-    for f in ("dataset", "rse", "stream"):
+        if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:  # JSON Schema's integer: 5.0 is one
+            v = body[f] = int(v)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**53):
+            raise InvalidEvent(f"{f}: {v!r} is not a whole number from 0 to 2**53 - 1")
+    for f, pattern, what in (("dataset", _DID, "scope:name"), ("rse", _RSE, "an RSE name"),
+                             ("stream", _STREAM, "a stream key (DETECTOR.stream)"),
+                             ("adler32", _ADLER, "8 lower-case hex digits")):
         v = body.get(f)
-        if v is not None and not isinstance(v, str):
-            raise InvalidEvent(f"{f}: {v!r} is not text")
-    adler = body.get("adler32")
-    if adler is not None and (not isinstance(adler, str) or not _ADLER.fullmatch(adler)):
-        raise InvalidEvent(f"adler32: {adler!r} is not 8 lower-case hex digits")
-    if kind == "file_registered" and (body.get("dataset") is None or body.get("rse") is None):
-        raise InvalidEvent("file_registered needs dataset and rse")
+        if v is not None and (not isinstance(v, str) or not pattern.fullmatch(v)):
+            raise InvalidEvent(f"{f}: {v!r} is not {what}")
+    missing = [f for f in REQUIRED[kind] if body.get(f) is None]
+    if missing:
+        raise InvalidEvent(f"{kind} needs {', '.join(missing)}")
+    text = body.get("at")
+    if not isinstance(text, str) or not _AT.fullmatch(text):
+        raise InvalidEvent(f"at: {text!r} is not an RFC 3339 time with a zone")
     try:
-        at = datetime.fromisoformat(str(body.get("at")).replace("Z", "+00:00"))
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidEvent(f"at: {body.get('at')!r} is not an RFC 3339 time") from None
-    if at.tzinfo is None:
-        raise InvalidEvent(f"at: {body.get('at')!r} has no time zone")
+        raise InvalidEvent(f"at: {text!r} is not an RFC 3339 time") from None
     fields = {k: v for k, v in body.items() if k not in ("version", "at")}
     return IngestEvent(at=at.astimezone(UTC), **fields)
 

@@ -64,6 +64,7 @@ class FilePlan:
     path: str  # below the RSE's protocol prefix, as Rucio's lfn2pfn computes it (no leading /)
     md5: str | None = None
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    run: int = 0
 
     def rucio_file(self) -> dict[str, Any]:
         """The file dict for Client.attach_dids(..., rse=...): registers the replica and attaches it."""
@@ -97,7 +98,7 @@ def plan_file(msg: SpadeMessage, *, file_metadata: bool = False) -> FilePlan:
                      "juno_received_at": format_time(msg.received_at)})
     return FilePlan(name=msg.lfn, size=msg.size, adler32=msg.adler32,
                     block=plan_block(msg.stream, receiving_day(msg.received_at)),
-                    path=raw_path(msg.lfn, msg.run_start), md5=msg.md5, meta=meta)
+                    path=raw_path(msg.lfn, msg.run_start), md5=msg.md5, meta=meta, run=msg.run)
 
 
 def raw_path(lfn: str, run_start: datetime) -> str:

@@ -36,6 +36,7 @@ class IngestMetrics:
     blocks_closed: Counter
     rules_added: Counter
     committed_offset: Gauge
+    events_published: Counter
     _server: Any = None
 
     @classmethod
@@ -65,6 +66,9 @@ class IngestMetrics:
                                 namespace=NAMESPACE, registry=reg),
             committed_offset=Gauge("committed_offset", "Last committed offset, per partition",
                                    ["topic", "partition"], namespace=NAMESPACE, registry=reg),
+            events_published=Counter("events_published", "Ingest events the broker confirmed, by kind "
+                                     "(failed attempts count in retries{service=\"events\"})",
+                                     ["kind"], namespace=NAMESPACE, registry=reg),
         )
 
     def serve(self, host: str, port: int) -> None:

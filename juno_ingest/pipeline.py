@@ -72,6 +72,7 @@ class Outcome:
     reason: str = ""
     name: str | None = None
     block: str | None = None
+    plan: FilePlan | None = field(default=None, compare=False, repr=False)  # registered, duplicate: the file
 
 
 @dataclass
@@ -79,6 +80,7 @@ class BatchResult:
     outcomes: list[Outcome]
     open_blocks: dict[str, BlockPlan] = field(default_factory=dict)  # open blocks this batch touched
     created_blocks: list[str] = field(default_factory=list)
+    opened_blocks: list[str] = field(default_factory=list)  # open blocks this process ensured for the first time
     rules_added: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     narrowed: int = 0  # chunks Rucio refused as a whole, split until the culprits were alone
@@ -176,7 +178,7 @@ class Pipeline:
             if decision.kind is Kind.CONFLICT:
                 outcomes[i] = _dead("conflict", decision.reason, plan)
             elif decision.kind is Kind.DUPLICATE and plan.name in existing:
-                outcomes[i] = Outcome(Fate.DUPLICATE, name=plan.name, block=plan.block.name)
+                outcomes[i] = Outcome(Fate.DUPLICATE, name=plan.name, block=plan.block.name, plan=plan)
             elif decision.kind is Kind.DUPLICATE:
                 followers.append((i, primary[plan.name]))
             else:
@@ -226,7 +228,7 @@ class Pipeline:
                 outcomes[i] = _dead(lead.code, f"same file as offset {batch[first].position.offset} of this batch, "
                                                f"which was dead-lettered: {lead.reason}", plan)
             else:
-                outcomes[i] = Outcome(Fate.DUPLICATE, name=plan.name, block=plan.block.name)
+                outcomes[i] = Outcome(Fate.DUPLICATE, name=plan.name, block=plan.block.name, plan=plan)
 
         result.outcomes = [o if o is not None else _dead("internal", "no outcome (bug)") for o in outcomes]
         self._lookup_all = any(o.fate is Fate.DUPLICATE or (o.fate is Fate.DEAD and o.code == "conflict")
@@ -343,6 +345,7 @@ class Pipeline:
         for plan, (created, rules) in done:
             if created:
                 result.created_blocks.append(plan.name)
+            result.opened_blocks.append(plan.name)
             result.rules_added += list(getattr(rules, "added", None) or [])
             self.blocks[plan.name] = BlockState(exists=True, is_open=True)
         return refused
@@ -366,7 +369,7 @@ class Pipeline:
                 batch.narrowed += res.narrowed
                 batch.narrowing_calls += res.calls
                 for name in res.registered:
-                    out[by_name[name]] = Outcome(Fate.REGISTERED, name=name, block=block)
+                    out[by_name[name]] = Outcome(Fate.REGISTERED, name=name, block=block, plan=new[by_name[name]])
                 for name in res.closed:
                     self.blocks[block] = BlockState(exists=True, is_open=False)
                     out[by_name[name]] = _dead("late", f"block raw:{block} was closed while raw:{name} was being "
@@ -387,7 +390,7 @@ class Pipeline:
                         continue
                     [decision] = classify([(name, plan.size, plan.adler32)], {name: known})
                     out[i] = (_dead("conflict", decision.reason, plan) if decision.kind is Kind.CONFLICT
-                              else Outcome(Fate.DUPLICATE, name=name, block=plan.block.name))
+                              else Outcome(Fate.DUPLICATE, name=name, block=plan.block.name, plan=plan))
         if pending:
             names = ", ".join(sorted(p.name for p in pending.values())[:3])
             raise RucioUnavailable(f"Rucio kept refusing to register {len(pending)} file(s) ({names}, ...) without "

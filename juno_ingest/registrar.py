@@ -71,6 +71,8 @@ class BlockRules(Protocol):
 
     def finalize(self, client: Any, scope: str, name: str) -> Any: ...
 
+    def finalize_many(self, client: Any, scope: str, names: Sequence[str]) -> list[Any]: ...
+
 
 class NoRules:
     """rules.apply: false — blocks get no rules (for a grid without a replication policy)."""
@@ -81,6 +83,9 @@ class NoRules:
 
     def finalize(self, client: Any, scope: str, name: str) -> None:
         return None
+
+    def finalize_many(self, client: Any, scope: str, names: Sequence[str]) -> list[None]:
+        return [None for _ in names]
 
 
 class PolicyRules:
@@ -112,6 +117,10 @@ class PolicyRules:
 
     def finalize(self, client: Any, scope: str, name: str) -> Any:
         return self._wrap(lambda: self._engine.finalize_block(client, scope, name, policy=self._policy))
+
+    def finalize_many(self, client: Any, scope: str, names: Sequence[str]) -> list[Any]:
+        """finalize for blocks closed together: the placement tallies are read once for all of them."""
+        return self._wrap(lambda: self._engine.finalize_blocks(client, scope, names, policy=self._policy))
 
     def _wrap(self, call: Callable[[], Any]) -> Any:
         try:
@@ -314,15 +323,35 @@ class Registrar:
                 if attempt == 2:
                     raise RucioUnavailable("attaching blocks to their containers kept colliding") from None
 
-    def close_block(self, block: str) -> Any:
-        """Close the block, then let the policy decide what depends on its final size."""
-        try:
-            with rucio_errors(f"closing {block}"):
-                self.client.set_status(SCOPE, block, open=False)
-        except rex.UnsupportedOperation:
-            pass  # already closed (a crash after closing, or another ingester): finalize is idempotent
-        with rucio_errors(f"finalizing the rules of {block}"):
-            return self.rules.finalize(self.client, SCOPE, block)
+    def close_blocks(self, blocks: Sequence[str]) -> list[Any]:
+        """Close the blocks, then let the policy decide what depends on their final sizes (all at once:
+        the placement tallies are read once); the engine's result per block, in order."""
+        for block in blocks:
+            try:
+                with rucio_errors(f"closing {block}"):
+                    self.client.set_status(SCOPE, block, open=False)
+            except rex.UnsupportedOperation:
+                pass  # already closed (a crash after closing, or another ingester): finalize is idempotent
+        with rucio_errors(f"finalizing the rules of {len(blocks)} block(s)"):
+            return self.rules.finalize_many(self.client, SCOPE, list(blocks))
+
+    def block_totals(self, block: str) -> tuple[int, int]:
+        """(files, bytes) of a block, as Rucio counts them."""
+        with rucio_errors(f"reading the size of {block}"):
+            meta = self.client.get_metadata(SCOPE, block)
+        return int(meta.get("length") or 0), int(meta.get("bytes") or 0)
+
+    def attached(self, wanted: Mapping[str, set[str]]) -> dict[str, set[str]]:
+        """block → which of the wanted names Rucio has attached to it (one listing per block)."""
+        def listing(client: Any, block: str) -> set[str]:
+            with rucio_errors(f"listing the files of {block}"):
+                try:
+                    return {str(f["name"]) for f in client.list_files(SCOPE, block)} & wanted[block]
+                except rex.DataIdentifierNotFound:
+                    return set()
+
+        blocks = sorted(wanted)
+        return dict(zip(blocks, self._map(listing, blocks), strict=True))
 
     def finalize(self, block: str) -> Any:
         with rucio_errors(f"finalizing the rules of {block}"):

@@ -16,6 +16,7 @@ class RunSummary:
     batches: int = 0
     blocks_created: int = 0
     blocks_closed: list[str] = field(default_factory=list)
+    events_published: int = 0
     retries: int = 0
     stopped: str = ""
     dead_codes: Counter[str] = field(default_factory=Counter)
@@ -33,4 +34,5 @@ class RunSummary:
         return {"messages": self.messages, "registered": self.registered, "duplicates": self.duplicates,
                 "dead_lettered": self.dead_lettered, "dead_codes": dict(self.dead_codes), "batches": self.batches,
                 "blocks_created": self.blocks_created, "blocks_closed": self.blocks_closed, "retries": self.retries,
+                "events_published": self.events_published,
                 "busy_seconds": round(self.busy_seconds, 3), "stopped": self.stopped}

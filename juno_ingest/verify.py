@@ -17,9 +17,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
+from juno_common.clock import utc_now
 from juno_ingest.dlq import DeadLetter
 from juno_ingest.mapping import SCOPE
 from juno_ingest.simulate import SimPlan
@@ -114,7 +115,7 @@ def _policy(client: Any, block: str) -> list[str]:
 
     state = engine.fetch_did(client, SCOPE, block)
     diff = rule_diff.diff_did(engine.load_default_policy(), state.did, state.rules, owner=engine.rule_owner(SCOPE),
-                              now=datetime.now(UTC).replace(tzinfo=None))
+                              now=utc_now())
     missing = [str(a) for a in diff.actions if a.kind in ("add", "decide")]
     if missing:
         return [f"{block}: the policy engine still wants: {'; '.join(missing)}"]

@@ -14,7 +14,7 @@ sent), so the ingester and `juno-policy apply` make exactly the same rules.
 This module is the entry point; the work is in one module per responsibility:
     policy_cache    which policy file, loaded once per change; the engine's errors
     rucio_reads     what the engine reads from Rucio (a DID with metadata and rules, tallies, replicas)
-    ensure          ensure_block_rules, ensure_blocks_rules, finalize_block; how a change is sent
+    ensure          ensure_block_rules, ensure_blocks_rules, finalize_block(s); how a change is sent
     plan_reader     plan: every difference, read in bulk
     apply_executor  apply: send a plan's changes
     explain         why a DID has (or lacks) its rules
@@ -31,7 +31,7 @@ Placement decisions (IN2P3's third) and concurrency, see finalize_block.
 from __future__ import annotations
 
 from rucio_policy.apply_executor import ApplyResult, apply
-from rucio_policy.ensure import EnsureResult, ensure_block_rules, ensure_blocks_rules, finalize_block
+from rucio_policy.ensure import EnsureResult, ensure_block_rules, ensure_blocks_rules, finalize_block, finalize_blocks
 from rucio_policy.explain import Explanation, explain, parse_did
 from rucio_policy.plan_reader import Plan, plan
 from rucio_policy.policy_cache import (
@@ -52,6 +52,6 @@ __all__ = [
     "ADD", "DECIDE", "DELETE", "UPDATE",
     "DEFAULT_POLICY", "POLICY_ENV", "ApplyResult", "CallMap", "DidNotFound", "DidState", "EngineError", "EnsureResult",
     "Explanation", "Plan", "Progress", "apply", "ensure_block_rules", "ensure_blocks_rules", "explain", "fetch_did",
-    "finalize_block", "load_default_policy", "new_block_state", "parse_did", "placement_tallies", "plan",
-    "policy_path", "replica_states", "rule_owner",
+    "finalize_block", "finalize_blocks", "load_default_policy", "new_block_state", "parse_did", "placement_tallies",
+    "plan", "policy_path", "replica_states", "rule_owner",
 ]

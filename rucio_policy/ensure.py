@@ -29,7 +29,7 @@ from rucio_policy.rule_diff import (
     diff_did,
     placement_evidence,
 )
-from rucio_policy.rules import RulePlan, plan_rules, recover_from_rules, resolve_pending
+from rucio_policy.rules import RulePlan, plan_rules, recover_from_rules, resolve_pending, tallies_from_metas
 
 _ADD_BATCH = 200  # DIDs per add_replication_rule call (one rule per DID, one transaction)
 
@@ -149,7 +149,8 @@ def _same_rule(adds: list[tuple[Any, Action]]) -> list[list[tuple[Any, Action]]]
     return [g[i:i + _ADD_BATCH] for g in groups.values() for i in range(0, len(g), _ADD_BATCH)]
 
 
-def finalize_block(client: Any, scope: str, name: str, *, policy: Policy | None = None) -> EnsureResult:
+def finalize_block(client: Any, scope: str, name: str, *, policy: Policy | None = None,
+                   tallies: dict[str, dict[str, Tally]] | None = None) -> EnsureResult:
     """At close time: decide the block's pending fraction placements, record them, add the rules.
 
     The decision (placement.decide) compares the block with the tally of every decision recorded on
@@ -169,6 +170,11 @@ def finalize_block(client: Any, scope: str, name: str, *, policy: Policy | None 
         keep the tally each decision saw, so `explain` shows exactly what it was based on.
       No lock is taken: Rucio offers none to clients, and a lock held by a crashed ingester would
       stop every later decision.
+
+    `tallies` (class → placement key → Tally), shared by the calls of one round of closing: read from
+    Rucio once per class, then each decision is added to it, so the next block sees exactly the tally
+    it would have read (reading every decided block of the class is most of a finalize's time, and it
+    grows with the number of blocks; finalize_blocks does this).
     """
     policy = policy or load_default_policy()
     state = fetch_did(client, scope, name)
@@ -179,10 +185,32 @@ def finalize_block(client: Any, scope: str, name: str, *, policy: Policy | None 
                               placement_evidence(state.rules, rule_owner(scope), utc_now()))
     decided: dict[str, str] = {}
     if plan.pending:
-        tallies = placement_tallies(client, policy, plan.class_name, exclude=(scope, name))
-        decided = _decide(client, policy, state, plan, tallies)
+        cached = tallies.get(plan.class_name or "") if tallies is not None else None
+        seen = cached if cached is not None else placement_tallies(client, policy, plan.class_name,
+                                                                    exclude=(scope, name))
+        decided = _decide(client, policy, state, plan, seen)
         state = fetch_did(client, scope, name)  # the stored decision, whoever wrote it
+        if tallies is not None:
+            # What this block now holds, for the next block of the round (it was not in `seen`: its keys
+            # were pending, so it had no record of them).
+            merged = dict(seen)
+            for key, tally in tallies_from_metas([{p.meta_key: state.did.meta.get(p.meta_key)
+                                                   for p in plan.pending}]).items():
+                merged[key] = _sum(merged.get(key), tally)
+            tallies[plan.class_name or ""] = merged
     return _ensure(client, policy, state, decided)
+
+
+def finalize_blocks(client: Any, scope: str, names: Iterable[str], *, policy: Policy | None = None
+                    ) -> list[EnsureResult]:
+    """finalize_block for several closed blocks (a round of closing), reading the tallies once."""
+    policy = policy or load_default_policy()
+    tallies: dict[str, dict[str, Tally]] = {}
+    return [finalize_block(client, scope, name, policy=policy, tallies=tallies) for name in names]
+
+
+def _sum(a: Tally | None, b: Tally) -> Tally:
+    return Tally(b.total_bytes + (a.total_bytes if a else 0), b.placed_bytes + (a.placed_bytes if a else 0))
 
 
 def _decide(client: Any, policy: Policy, state: DidState, plan: RulePlan, tallies: Mapping[str, Tally]

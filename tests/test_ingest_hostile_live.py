@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from test_ingest_live import Child, _env  # tests/ is on sys.path (pytest rootdir import)
+from ingest_helpers import Child, child_env, endpoint_of  # tests/ is on sys.path (pytest rootdir import)
 
 from juno_ingest import hostile, verify
 from juno_ingest import simulate as sim
@@ -36,8 +36,7 @@ PARTITIONS = 3
 
 @pytest.fixture
 def endpoint(grid: Any) -> Endpoint:
-    proto = grid.topo.rse("IHEP-EOS").protocols["local"]
-    return Endpoint(f"{proto.hostname}:{proto.port}", "/" + proto.prefix.strip("/"))
+    return endpoint_of(grid)
 
 
 class Corpus:
@@ -90,7 +89,8 @@ def _config(grid: Any, topic: str, stream: str) -> Any:
     cfg = load_config(DEFAULT_FILE, env={})
     return cfg.with_overrides(
         kafka={"bootstrap_servers": grid.cfg.kafka_bootstrap, "topic": topic, "group_id": f"g-{topic}"},
-        dlq={"topic": f"{topic}.dlq"}, blocks={"streams": [stream], "grace_s": 86400.0},
+        dlq={"topic": f"{topic}.dlq"}, events={"topic": f"{topic}.events"},
+        blocks={"streams": [stream], "grace_s": 86400.0},
         batch={"max_messages": 40}, metrics={"port": 0}, run={"once_idle_s": 3.0})
 
 
@@ -152,7 +152,7 @@ def test_hostile_corpus_with_kill_9_and_restart_same_result(grid: Any, endpoint:
     sim.write_files(corpus.plan, endpoint)
     where = corpus.publish(grid.cfg.kafka_bootstrap, topic)
     cfg = _config(grid, topic, stream).with_overrides(batch={"max_messages": 10})
-    env = _env(cfg)
+    env = child_env(cfg)
     log = tmp_path / "ingest.log"
     try:
         child = Child(env, log, "--once")

@@ -11,29 +11,34 @@ rules it made on its test blocks at the end so the daemons do not copy test data
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from ingest_helpers import (  # tests/ is on sys.path (pytest rootdir import)
+    Child,
+    child_env,
+    endpoint_of,
+    free_port,
+    ingest_config,
+    publish_plan,
+    read_events,
+    read_originals,
+    unique_streams,
+    unique_tag,
+    utc_today,
+)
 
 from juno_ingest import simulate as sim
 from juno_ingest import verify
-from juno_ingest.config import DEFAULT_FILE, IngestConfig
-from juno_ingest.config import load as load_config
 from juno_ingest.consumer import DeadLetterLimitExceeded, Ingester
 from juno_ingest.storage_check import Endpoint
 from rucio_policy import naming
@@ -44,18 +49,9 @@ FULL = os.environ.get("JUNO_TEST_INGEST_FULL", "") not in ("", "0")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _tag() -> str:
-    return uuid.uuid4().hex[:8]
-
-
-def _streams(n: int) -> tuple[str, ...]:
-    return tuple(f"JUNODAQ.t{uuid.uuid4().hex[:7]}" for _ in range(n))
-
-
 @pytest.fixture
 def endpoint(grid: Any) -> Endpoint:
-    proto = grid.topo.rse("IHEP-EOS").protocols["local"]
-    return Endpoint(f"{proto.hostname}:{proto.port}", "/" + proto.prefix.strip("/"))
+    return endpoint_of(grid)
 
 
 @pytest.fixture
@@ -66,92 +62,22 @@ def blocks_to_clean(grid: Any) -> Iterator[set[str]]:
         verify.cleanup_rules(grid.client(), sorted(blocks))
 
 
-def _config(grid: Any, topic: str, streams: tuple[str, ...], **sections: dict[str, Any]) -> IngestConfig:
-    cfg = load_config(DEFAULT_FILE, env={})
-    base: dict[str, dict[str, Any]] = {
-        "kafka": {"bootstrap_servers": grid.cfg.kafka_bootstrap, "topic": topic, "group_id": f"g-{topic}"},
-        "dlq": {"topic": f"{topic}.dlq"},
-        "blocks": {"streams": list(streams), "grace_s": 0.0, "close_check_s": 1.0},
-        "metrics": {"port": 0},
-        "run": {"once_idle_s": 2.0},
-    }
-    for name, values in sections.items():
-        base.setdefault(name, {}).update(values)
-    return cfg.with_overrides(**base)
-
-
-def _env(cfg: IngestConfig) -> dict[str, str]:
-    """The same settings for a `python -m juno_ingest` child, through JUNO_INGEST_* variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUNO_INGEST_")}
-    for section, values in cfg.as_dict(hide_secrets=False).items():
-        if not isinstance(values, dict):
-            continue
-        for key, value in values.items():
-            if key == "settings" or value is None:
-                continue
-            text = ",".join(value) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) \
-                else str(value)
-            env[f"JUNO_INGEST_{section}_{key}".upper()] = text
-    return env
-
-
-def _publish(grid: Any, plan: sim.SimPlan, topic: str, messages: list[sim.SimMessage] | None = None) -> None:
-    sim.ensure_topic(grid.cfg.kafka_bootstrap, topic, partitions=3)
-    sim.publish(plan.messages if messages is None else messages, grid.cfg.kafka_bootstrap, topic)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _today() -> Any:
-    return datetime.now(UTC).date()
-
-
-def _originals(bootstrap: str, topic: str) -> dict[tuple[int, int], bytes | None]:
-    """(partition, offset) → value of every message in a topic."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{_tag()}", "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False, "session.timeout.ms": 6000})
-    out: dict[tuple[int, int], bytes | None] = {}
-    try:
-        consumer.subscribe([topic])
-        deadline = time.monotonic() + 60
-        while not consumer.assignment() and time.monotonic() < deadline:  # joining the group takes seconds
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error() is None:
-                    out[(msg.partition(), msg.offset())] = msg.value()
-        last = time.monotonic()
-        while time.monotonic() - last < 4:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error() is None:
-                    out[(msg.partition(), msg.offset())] = msg.value()
-                    last = time.monotonic()
-    finally:
-        consumer.close()
-    return out
-
-
-# -- acceptance: days x streams → blocks with the policy's rules ---------------------------------
-
-
 def test_days_and_streams_become_blocks_with_rules(grid: Any, endpoint: Endpoint, blocks_to_clean: set[str]) -> None:
     files = 5000 if FULL else 600
-    streams = _streams(2)
-    topic = f"ingest-accept-{_tag()}"
+    streams = unique_streams(2)
+    topic = f"ingest-accept-{unique_tag()}"
     plan = sim.make_plan(sim.SimSpec(files=files, size=256, days=3, streams=streams, duplicates=files // 20,
                                      reorder=50, files_per_run=100, prefix=endpoint.prefix))
     blocks_to_clean |= set(plan.expected_blocks())
     sim.write_files(plan, endpoint)
-    _publish(grid, plan, topic)
+    publish_plan(grid, plan, topic)
 
-    summary = Ingester(_config(grid, topic, streams)).run(once=True)
+    summary = Ingester(ingest_config(grid, topic, streams)).run(once=True)
 
     assert (summary.registered, summary.duplicates, summary.dead_lettered) == (files, files // 20, 0), summary
     assert len(plan.expected_blocks()) == 6
     client = grid.client()
-    today = _today()
+    today = utc_today()
     problems = verify.check_rucio(client, plan, closed_before=today, open_from=today)
     assert not problems, problems
     # Past days' blocks are closed with their placement decided (IN2P3's third); rules follow the record.
@@ -169,8 +95,8 @@ def test_days_and_streams_become_blocks_with_rules(grid: Any, endpoint: Endpoint
     late = sim.make_plan(sim.SimSpec(files=1, size=64, streams=(streams[0],), last_day=naming.parse_block(past).day,
                                      prefix=endpoint.prefix))
     sim.write_files(late, endpoint)
-    _publish(grid, late, topic)
-    summary = Ingester(_config(grid, topic, streams)).run(once=True)
+    publish_plan(grid, late, topic)
+    summary = Ingester(ingest_config(grid, topic, streams)).run(once=True)
     assert summary.dead_codes == Counter({"late": 1}), summary
 
 
@@ -180,15 +106,15 @@ def test_days_and_streams_become_blocks_with_rules(grid: Any, endpoint: Endpoint
 def test_bad_messages_are_dead_lettered_with_reasons_and_replay_changes_nothing(
         grid: Any, endpoint: Endpoint, blocks_to_clean: set[str]) -> None:
     valid, malformed, conflicts = (4000, 750, 250) if FULL else (300, 45, 15)
-    streams = _streams(2)
-    topic = f"ingest-dlq-{_tag()}"
+    streams = unique_streams(2)
+    topic = f"ingest-dlq-{unique_tag()}"
     plan = sim.make_plan(sim.SimSpec(files=valid, size=128, days=2, streams=streams, duplicates=20, reorder=20,
                                      malformed=malformed, conflicts=conflicts, prefix=endpoint.prefix))
     blocks_to_clean |= set(plan.expected_blocks())
     sim.write_files(plan, endpoint)
-    _publish(grid, plan, topic)
-    port = _free_port()
-    cfg = _config(grid, topic, streams, metrics={"port": port})
+    publish_plan(grid, plan, topic)
+    port = free_port()
+    cfg = ingest_config(grid, topic, streams, metrics={"port": port})
 
     # Run it in a thread to scrape its Prometheus endpoint (loopback) while it idles before exiting.
     ingester = Ingester(cfg)
@@ -217,7 +143,7 @@ def test_bad_messages_are_dead_lettered_with_reasons_and_replay_changes_nothing(
     letters = verify.dead_letters(grid.cfg.kafka_bootstrap, cfg.dlq.topic)
     assert len(letters) == bad
     # Each dead letter is the original message, with its origin and reason.
-    originals = _originals(grid.cfg.kafka_bootstrap, topic)
+    originals = read_originals(grid.cfg.kafka_bootstrap, topic)
     for letter in letters:
         assert letter.topic == topic and letter.reason and letter.code
         assert originals[(letter.partition, letter.offset)] == letter.value
@@ -225,23 +151,23 @@ def test_bad_messages_are_dead_lettered_with_reasons_and_replay_changes_nothing(
     assert Counter(d.code for d in letters) == want
     conflict = next(d for d in letters if d.code == "conflict")
     assert "already registered with different content" in conflict.reason or "arrived twice" in conflict.reason
-    assert not verify.check_rucio(grid.client(), plan, closed_before=_today(), open_from=_today())
+    assert not verify.check_rucio(grid.client(), plan, closed_before=utc_today(), open_from=utc_today())
 
     # The same topic again from the start (a new group: a full replay): no new DID, no error.
     replay = Ingester(cfg.with_overrides(kafka={"group_id": f"replay-{topic}"},
                                          dlq={"topic": f"{topic}.dlq2"})).run(once=True)
     assert (replay.registered, replay.duplicates, replay.dead_lettered) == (0, valid + 20, bad), replay
-    assert not verify.check_rucio(grid.client(), plan, closed_before=_today(), open_from=_today())
+    assert not verify.check_rucio(grid.client(), plan, closed_before=utc_today(), open_from=utc_today())
 
 
 def test_dead_letter_limit_stops_and_commits_nothing(grid: Any, endpoint: Endpoint) -> None:
     # SPADE announces files that are not on storage (as with a wrong RSE or storage configured):
     # the ingester stops instead of draining the topic into the dead-letter topic.
-    streams = _streams(1)
-    topic = f"ingest-limit-{_tag()}"
+    streams = unique_streams(1)
+    topic = f"ingest-limit-{unique_tag()}"
     plan = sim.make_plan(sim.SimSpec(files=40, size=64, streams=streams, prefix=endpoint.prefix))
-    _publish(grid, plan, topic)  # files never written
-    cfg = _config(grid, topic, streams, dlq={"min_messages": 10, "max_ratio": 0.5})
+    publish_plan(grid, plan, topic)  # files never written
+    cfg = ingest_config(grid, topic, streams, dlq={"min_messages": 10, "max_ratio": 0.5})
     # However many of the 40 the first batch held when the limit was reached: the reason names them.
     with pytest.raises(DeadLetterLimitExceeded, match=r"not_on_storage x\d+"):
         Ingester(cfg).run(once=True)
@@ -258,64 +184,21 @@ def test_dead_letter_limit_stops_and_commits_nothing(grid: Any, endpoint: Endpoi
 # -- crashes: kill -9 at random moments --------------------------------------------------------
 
 
-class Child:
-    """`python -m juno_ingest run` in a subprocess (the grid's namespace is inherited), logs to a file."""
-
-    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
-        self.log = log
-        self.start = log.stat().st_size if log.exists() else 0
-        self.fh = open(log, "ab")  # noqa: SIM115 - closed in wait/kill
-        self.proc = subprocess.Popen([sys.executable, "-m", "juno_ingest", "run", "--json", *args], env=env,
-                                     cwd=REPO, stdout=subprocess.PIPE, stderr=self.fh)
-
-    def events(self) -> list[dict[str, Any]]:
-        with open(self.log, "rb") as fh:
-            fh.seek(self.start)
-            out = []
-            for line in fh.read().decode(errors="replace").splitlines():
-                if line.startswith("{"):
-                    try:
-                        out.append(json.loads(line))
-                    except ValueError:
-                        pass
-            return out
-
-    def wait_for(self, msg: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(e.get("msg") == msg for e in self.events()):
-                return True
-            if self.proc.poll() is not None:
-                return False
-            time.sleep(0.05)
-        return False
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-        self.fh.close()
-
-    def finish(self, timeout: float) -> tuple[int, dict[str, Any]]:
-        out, _ = self.proc.communicate(timeout=timeout)
-        self.fh.close()
-        lines = [line for line in out.decode().splitlines() if line.startswith("{")]
-        return self.proc.returncode, (json.loads(lines[-1]) if lines else {})
-
-
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(grid: Any, endpoint: Endpoint, tmp_path: Path,
                                                                 blocks_to_clean: set[str]) -> None:
     import random
 
     files, kills, batch = (10_000, 10, 200) if FULL else (600, 3, 25)
-    streams = _streams(2)
-    topic = f"ingest-kill-{_tag()}"
+    streams = unique_streams(2)
+    topic = f"ingest-kill-{unique_tag()}"
     plan = sim.make_plan(sim.SimSpec(files=files, size=128, days=2, streams=streams, duplicates=files // 50,
                                      reorder=30, prefix=endpoint.prefix))
     blocks_to_clean |= set(plan.expected_blocks())
     sim.write_files(plan, endpoint)
-    _publish(grid, plan, topic)
-    cfg = _config(grid, topic, streams, batch={"max_messages": batch, "max_wait_s": 0.2}, rucio={"bulk_size": batch})
-    env = _env(cfg)
+    publish_plan(grid, plan, topic)
+    cfg = ingest_config(grid, topic, streams, batch={"max_messages": batch, "max_wait_s": 0.2},
+                        rucio={"bulk_size": batch})
+    env = child_env(cfg)
     log = tmp_path / "ingest.log"
     rng = random.Random()
     killed_after: list[int] = []
@@ -336,9 +219,13 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(grid: Any, endpoi
     assert code == 0, log.read_text()[-3000:]
     print(f"batches committed before each kill -9: {killed_after}; last run: {summary}")
     assert any(killed_after), "every kill came before the first commit: the test did not test much"
-    problems = verify.check_rucio(grid.client(), plan, closed_before=_today(), open_from=_today())
+    problems = verify.check_rucio(grid.client(), plan, closed_before=utc_today(), open_from=utc_today())
     assert not problems, problems
     assert verify.dead_letters(grid.cfg.kafka_bootstrap, cfg.dlq.topic, idle_s=2, max_wait_s=15) == []
+    # Events: at least once across the kills: every file announced, every block's creation too.
+    got = read_events(grid.cfg.kafka_bootstrap, cfg.events.topic)
+    assert {e.name for _, _, e in got if e.kind == "file_registered"} == {f.lfn for f in plan.files}
+    assert {e.name for _, _, e in got if e.kind == "block_created"} == set(plan.expected_blocks())
 
 
 # -- Rucio unreachable mid-run -----------------------------------------------------------------------
@@ -349,17 +236,17 @@ def test_rucio_outage_loses_nothing_and_the_backlog_drains(grid: Any, endpoint: 
     from juno_grid import procs, rucio_server
 
     files, outage_s = (5000, 30.0) if FULL else (600, 10.0)
-    streams = _streams(1)
-    topic = f"ingest-outage-{_tag()}"
+    streams = unique_streams(1)
+    topic = f"ingest-outage-{unique_tag()}"
     plan = sim.make_plan(sim.SimSpec(files=files, size=128, days=1, streams=streams, prefix=endpoint.prefix))
     blocks_to_clean |= set(plan.expected_blocks())
     sim.write_files(plan, endpoint)
     half = len(plan.messages) // 2
-    _publish(grid, plan, topic, plan.messages[:half])
-    cfg = _config(grid, topic, streams, batch={"max_messages": 50, "max_wait_s": 0.2},
+    publish_plan(grid, plan, topic, plan.messages[:half])
+    cfg = ingest_config(grid, topic, streams, batch={"max_messages": 50, "max_wait_s": 0.2},
                   rucio={"retry_initial_s": 0.5, "retry_max_s": 4.0, "timeout_s": 10.0})
     log = tmp_path / "ingest.log"
-    child = Child(_env(cfg), log)
+    child = Child(child_env(cfg), log)
     try:
         assert child.wait_for("batch committed", 60), log.read_text()[-2000:]
         stopped_at = time.monotonic()
@@ -391,7 +278,7 @@ def test_rucio_outage_loses_nothing_and_the_backlog_drains(grid: Any, endpoint: 
     assert retries, "the ingester never noticed the outage"
     assert summary["registered"] == files and summary["dead_lettered"] == 0, summary
     assert summary["stopped"] == "stop requested"
-    problems = verify.check_rucio(grid.client(), plan, closed_before=None, open_from=_today())
+    problems = verify.check_rucio(grid.client(), plan, closed_before=None, open_from=utc_today())
     assert not problems, problems
 
 
@@ -407,10 +294,10 @@ def test_duplicates_after_a_clean_batch_take_the_recheck_path(grid: Any, endpoin
     from juno_ingest.registrar import NoRules, Registrar
     from juno_ingest.storage_check import StorageChecker
 
-    stream = _streams(1)
+    stream = unique_streams(1)
     plan = sim.make_plan(sim.SimSpec(files=60, size=128, days=1, streams=stream, prefix=endpoint.prefix))
     sim.write_files(plan, endpoint)
-    cfg = _config(grid, f"unused-{_tag()}", stream)
+    cfg = ingest_config(grid, f"unused-{unique_tag()}", stream)
     registrar = Registrar(default_client_factory(cfg), rse="IHEP-EOS", bulk_size=20, parallel=2, rules=NoRules())
     pipeline = Pipeline(registrar, StorageChecker(endpoint), prefix=endpoint.prefix, streams=frozenset(stream))
     offsets = iter(range(1_000))
@@ -463,10 +350,10 @@ def test_files_rucio_has_announced_under_new_blocks_create_no_empty_block(grid: 
     from juno_ingest.registrar import NoRules, Registrar
     from juno_ingest.storage_check import StorageChecker
 
-    stream = _streams(1)
+    stream = unique_streams(1)
     plan = sim.make_plan(sim.SimSpec(files=20, size=128, days=1, streams=stream, prefix=endpoint.prefix))
     sim.write_files(plan, endpoint)
-    cfg = _config(grid, f"unused-{_tag()}", stream)
+    cfg = ingest_config(grid, f"unused-{unique_tag()}", stream)
     offsets = iter(range(1_000))
 
     def incoming(values: list[bytes]) -> list[Incoming]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_ingest_live import Child, _config, _env  # the ingester as a subprocess, with a test's settings
+from ingest_helpers import Child, child_env, ingest_config  # tests/ is on sys.path (pytest rootdir import)
 
 from juno_ingest import simulate as sim
 from juno_ingest import verify
@@ -75,8 +75,8 @@ def test_three_instances_one_killed_one_added_ingest_everything_once(grid: Any, 
     sim.write_files(plan, endpoint)
     sim.ensure_topic(grid.cfg.kafka_bootstrap, topic, partitions=PARTITIONS)
     sim.publish(backlog, grid.cfg.kafka_bootstrap, topic)
-    cfg = _config(grid, topic, streams, batch={"max_messages": 200, "max_wait_s": 0.3}, rucio={"bulk_size": 200})
-    env = _env(cfg)
+    cfg = ingest_config(grid, topic, streams, batch={"max_messages": 200, "max_wait_s": 0.3}, rucio={"bulk_size": 200})
+    env = child_env(cfg)
     logs = [tmp_path / f"ingest-{i}.log" for i in range(4)]
     children: list[Child] = []
     try:

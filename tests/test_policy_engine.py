@@ -173,6 +173,39 @@ def test_finalize_records_the_placement_and_explain_shows_it(ingest: Any, policy
     assert "placement (fraction rules):" in text and "in2p3_third" in text and "IHEP-EOS" in text
 
 
+class _CountingTallyReads:
+    """The ingest client, counting the listings of placement records (the tally reads)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.tally_reads = 0
+
+    def list_dids(self, scope: str, filters: Any, **kwargs: Any) -> Any:
+        groups = filters if isinstance(filters, list) else [filters]
+        if any(str(key).startswith("juno_place_") for group in groups for key in group):
+            self.tally_reads += 1
+        return self._client.list_dids(scope, filters, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_finalize_blocks_reads_the_tallies_once_and_decides_as_one_by_one(ingest: Any, policy: Any) -> None:
+    streams = [new_stream() for _ in range(4)]  # one block each (a file's name depends on its stream)
+    names = [blocks(ingest, stream, 1)[0] for stream in streams]
+    for i, (stream, name) in enumerate(zip(streams, names, strict=True)):
+        with_files(ingest, stream, name, 1, 1000 * (i + 1))
+        ingest.close("raw", name)
+    client = _CountingTallyReads(ingest)
+    results = engine.finalize_blocks(client, "raw", names, policy=policy)
+    assert client.tally_reads == 1, "the tallies are read once for the round, not once per block"
+    assert [set(r.decided) for r in results] == [{IN2P3_KEY}] * 4
+    records = [PlacementRecord.from_meta(ingest.get_metadata("raw", n, plugin="JSON")[IN2P3_KEY]) for n in names]
+    for before, record in zip(records, records[1:], strict=False):
+        assert record.before == before.after, "each decision saw the one made before it in the round"
+    assert [r.block_bytes for r in records] == [1000, 2000, 3000, 4000]
+
+
 def test_finalize_refuses_an_open_block(ingest: Any) -> None:
     [block] = blocks(ingest, new_stream(), 1)
     with pytest.raises(engine.EngineError, match="is still open: close it"):
