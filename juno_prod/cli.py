@@ -258,7 +258,7 @@ def _children(prod: Any, did: str, *, recursive: bool) -> list[dict[str, Any]]:
                 child = f"{scope}:{name}"
                 meta = client.get_metadata(scope, name, plugin="ALL")
                 found.append({"did": child, "parent": current, "transformation": meta.get("transformation"),
-                              "step": meta.get("prod_step"), "release": meta.get("release")})
+                              "step": meta.get("step"), "release": meta.get("release")})
                 if recursive:
                     todo.append(child)
     return found

@@ -367,7 +367,7 @@ class Production:
             step = tf.steps[o["step"]]
             parent = f"{o['parent_scope']}:{o['parent_name']}" if o["parent_scope"] != MC_SCOPE else ""
             dids.append({"scope": o["scope"], "name": o["name"],
-                         "meta": {"parent": parent, "transformation": tf.name, "prod_step": step.name,
+                         "meta": {"parent": parent, "transformation": tf.name, "step": step.name,
                                   "release": step.release}})
         try:
             self.client.set_dids_metadata_bulk(dids)
