@@ -284,6 +284,8 @@ steps:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
+    c = prod.db.counts(tf_id)
+    assert sum(c.get(0, {}).values()) == n and c.get(0, {}).get("waiting", 0) < n, c  # the daemons were at work
     until(prod, _all_processed(prod, tf_id, 2, n), f"{n} jobs x 2 steps after {kills} kill -9")
     # Exactly once: one done juno_jobs job per file and step, every output once in Rucio.
     done: dict[int, int] = {0: 0, 1: 0}
@@ -294,3 +296,97 @@ steps:
     assert len(outs) == 2 * n and len({o["name"] for o in outs}) == 2 * n
     for d in prod.db.datasets(tf_id):
         assert len(list(env.client.list_files("mc", d["name"]))) == n
+
+
+def test_keep_up_starts_jobs_within_seconds_of_an_ingest_event_and_a_lost_event_loses_nothing(
+        env: Env, tmp_path: Path) -> None:
+    from confluent_kafka import Producer
+
+    from juno_ingest.events import IngestEvent
+    from juno_ingest.simulate import ensure_topic
+
+    client = env.grid.client()  # as the ingester would: raw files at IHEP-EOS in an open block
+    stream = f"k{uuid.uuid4().hex[:10]}"
+    key = f"JUNODAQ.{stream}"
+    run = random.randrange(10_000_000, 99_999_999)
+    block = f"block.JUNODAQ.{stream}.20250301"
+    client.add_container("raw", f"stream.{key}")
+    client.add_container("raw", f"stream.{key}.202503")
+    client.attach_dids("raw", f"stream.{key}", [{"scope": "raw", "name": f"stream.{key}.202503"}])
+    client.add_dataset("raw", block)
+    client.attach_dids("raw", f"stream.{key}.202503", [{"scope": "raw", "name": block}])
+    name = f"kup-t{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "kup.yaml"
+    path.write_text(f"""\
+name: {name}
+release: J25.1.0
+input: {{new_raw: {{streams: [{key}]}}}}
+steps:
+  - {{name: rtraw, payload: bin/juno-prod-step, where: [IHEP], output: {{scope: rtraw, rse: IHEP-EOS}},
+      resources: {{memory: 256MB, wall_time: 10m}}}}
+  - {{name: esd, payload: bin/juno-prod-step, where: [IHEP], output: {{scope: esd, rse: IHEP-EOS}},
+      resources: {{memory: 256MB, wall_time: 10m}}}}
+""")
+    bootstrap = env.grid.cfg.kafka_bootstrap
+    topic = f"juno.ingest.events.{stream}"
+    ensure_topic(bootstrap, topic, 1)
+    cli = env.cli_env()
+    assert CliRunner(env=cli).invoke(main, ["submit", str(path)]).exit_code == 0
+    daemon_env = {**os.environ, **cli, "JUNO_PROD_KAFKA": bootstrap, "JUNO_PROD_KAFKA_TOPIC": topic}
+    # A long interval: only an event can make the daemon look again within this test.
+    proc = subprocess.Popen([sys.executable, "-m", "juno_prod.cli", "run", "--interval", "600"], env=daemon_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    prod = env.production()
+    tf_id = int(prod.db.transformation(name)["id"])  # type: ignore[index]
+
+    def add_raw(seq: int) -> tuple[str, str]:
+        fname = f"RUN.{run}.JUNODAQ.Physics.ds-2.{stream}.20250301120000.{seq:03d}.dat"
+        local = storage.make_file(tmp_path / fname, 30_000 + seq)
+        item = storage.put_replica(client, "IHEP-EOS", "raw", fname, local, register=False)
+        client.attach_dids("raw", block, [{k: item[k] for k in ("scope", "name", "bytes", "adler32")}],
+                           rse="IHEP-EOS")
+        return fname, str(item["adler32"])
+
+    try:
+        time.sleep(12)  # the first cycle (nothing to do) and the consumer's group join
+        fname, adler = add_raw(1)
+        event = IngestEvent(kind="file_registered", scope="raw", name=fname, at=_now(), dataset=f"raw:{block}",
+                            rse="IHEP-EOS", bytes=30_001, adler32=adler, run=run, stream=key)
+        producer = Producer({"bootstrap.servers": bootstrap})
+        sent = time.monotonic()
+        producer.produce(topic, key=event.key(), value=event.encode())
+        producer.flush(10)
+        waited = None
+        while time.monotonic() - sent < 60:
+            rows = [f for f in prod.db.files(tf_id, step=0) if f["name"] == fname]
+            if rows and rows[0]["state"] != "waiting":
+                waited = time.monotonic() - sent
+                break
+            time.sleep(0.2)
+        assert waited is not None and waited < 20, f"no job for {fname} {waited} s after its event"
+        lost, _ = add_raw(2)  # registered, but its event is lost
+        time.sleep(4)
+        assert not [f for f in prod.db.files(tf_id) if f["name"] == lost]  # the daemon slept: only events wake it
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert f'"msg": "event", "kind": "file_registered", "did": "raw:{fname}"' in err  # woken by the event
+    client.set_status("raw", block, open=False)  # the day ends: the block closes
+    # The periodic look at Rucio (here: cycles of this process) finds the file whose event was lost.
+    until(prod, _all_processed(prod, tf_id, 2, 2), "both raw files through rtraw and esd, datasets closed")
+    outs = prod.db.outputs(tf_id)
+    assert {o["rse"] for o in outs} == {"IHEP-EOS"}
+    assert {o["name"] for o in outs if o["step"] == 1} == {
+        f"{n[:-4]}_J25.1.0_J25.1.0.esd" for n in (fname, lost)}
+    for claim in prod.db.claims(tf_id, states=["done"]):
+        assert {j["site"] for j in prod.sess.store.jobs(int(claim["task_id"]))} == {"IHEP"}
+    meta = env.client.get_metadata("rtraw", f"{lost[:-4]}_J25.1.0.rtraw", plugin="JSON")
+    assert meta["parent"] == f"raw:{lost}" and meta["transformation"] == name
+    print(f"keep-up: job created {waited:.1f} s after the ingest event")
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
