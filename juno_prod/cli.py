@@ -331,6 +331,22 @@ def stop(transformation: str, out: Output) -> int:
 
 
 @main.command()
+@click.argument("release_dir", type=click.Path(file_okay=False, path_type=Path))
+@options
+def payloads(release_dir: Path, out: Output) -> int:
+    """Install juno-prod's stand-in payloads (bin/juno-prod-step) into a release directory.
+
+    On the local grid: juno-prod payloads .grid/release/J25.1.0 (every execute node sees it as
+    /cvmfs/juno.ihep.ac.cn/J25.1.0). In production the release on CVMFS carries the real programs.
+    """
+    from juno_prod import release
+
+    done = [str(p) for p in release.install(release_dir)]
+    out.emit(done, "\n".join(f"installed {p}" for p in done))
+    return 0
+
+
+@main.command()
 @click.option("--once", is_flag=True, help="One cycle, then exit (0, or 7 if a transformation has problematic files).")
 @click.option("--interval", type=float, default=30.0, show_default=True,
               help="Seconds between cycles (an ingest event wakes the daemon at once).")
