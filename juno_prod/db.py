@@ -202,33 +202,29 @@ class Db:
     # ------------------------------------------------------------------ files
 
     def add_files(self, tf_id: int, step: int, new: Sequence[NewFile], memory_mb: int) -> int:
-        """Insert files not yet known (per tf, step, scope, name); return how many were new."""
+        """Insert files not yet known (per tf, step, scope, name); return how many were new. Known files
+        that still wait get their replica sites refreshed (replication goes on) where they changed."""
         if not new:
             return 0
         now = time.time()
-        added = 0
         with self.tx() as c:
-            known = set()
+            known: dict[tuple[str, str], tuple[int, str, str]] = {}
             names = [f.name for f in new]
             for i in range(0, len(names), 900):
-                known |= {(r[0], r[1]) for r in c.execute(
-                    select(files.c.scope, files.c.name).where(files.c.tf_id == tf_id, files.c.step == step,
-                                                              files.c.name.in_(names[i:i + 900])))}
+                for r in c.execute(select(files.c.id, files.c.scope, files.c.name, files.c.rses, files.c.state)
+                                   .where(files.c.tf_id == tf_id, files.c.step == step,
+                                          files.c.name.in_(names[i:i + 900]))):
+                    known[(r[1], r[2])] = (int(r[0]), str(r[3]), str(r[4]))
             rows = [{"tf_id": tf_id, "step": step, "scope": f.scope, "name": f.name, "bytes": f.bytes,
                      "adler32": f.adler32, "rses": ",".join(f.rses), "grp": f.grp, "state": WAITING, "attempts": 0,
                      "memory_mb": memory_mb, "updated": now} for f in new if (f.scope, f.name) not in known]
             for i in range(0, len(rows), 500):
                 c.execute(insert(files), rows[i:i + 500])
-            added = len(rows)
-        return added
-
-    def refresh_rses(self, tf_id: int, step: int, found: Sequence[NewFile]) -> None:
-        """Where waiting files are now (replication goes on): used when they are assigned."""
-        with self.tx() as c:
-            for f in found:
-                c.execute(update(files).where(files.c.tf_id == tf_id, files.c.step == step, files.c.scope == f.scope,
-                                              files.c.name == f.name, files.c.state.in_([WAITING, FAILED]))
-                          .values(rses=",".join(f.rses)))
+            for f in new:
+                have = known.get((f.scope, f.name))
+                if have and have[2] in (WAITING, FAILED) and have[1] != ",".join(f.rses):
+                    c.execute(update(files).where(files.c.id == have[0]).values(rses=",".join(f.rses)))
+        return len(rows)
 
     def claim(self, tf_id: int, step: int, grp: str, memory_mb: int, limit: int) -> tuple[str, list[dict[str, Any]]]:
         """Move up to `limit` waiting/failed files of (tf, step, grp, memory) to assigned under a new claim

@@ -83,6 +83,7 @@ class Production:
         self._policy: Any = None
         self.hints: set[str] = set()  # block DIDs an event named: looked at first (keep-up)
         self.stop = threading.Event()
+        self.hold = False  # submit on hold (benchmarks: the pool never runs the jobs)
 
     @property
     def client(self) -> Any:
@@ -216,7 +217,6 @@ class Production:
                 self.db.add_dataset(tf_id, step.index, grp, out_scope,
                                     naming.dataset_name(out_scope, tf.name, step.name, grp))
                 added = self.db.add_files(tf_id, step.index, new, step.resources.memory_mb)
-                self.db.refresh_rses(tf_id, step.index, new)
                 if closed:
                     self.db.set_dataset(tf_id, step.index, grp, input_closed=1)
                 r.discovered += added
@@ -348,7 +348,7 @@ class Production:
         target = OutputTarget(scope=scope, name=ds, rse=step.rse, patterns=(f"*.{step.ext}",), naming="file")
         plan = jplan.plan_for_jobs(task, self.client, jobs=batch.jobs, groups=batch.groups, rses=self.rses(),
                                    output=target, own_dataset=False)
-        row = control.submit(self.sess, plan)
+        row = control.submit(self.sess, plan, hold=self.hold)
         self.db.claim_submitted(token, row.id)
         log.info("submitted", extra=fields(transformation=tf.name, step=step.name, group=grp, files=len(rows),
                                            jobs=len(batch.jobs), task=row.id, memory_mb=memory))

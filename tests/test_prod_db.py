@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import multiprocessing.synchronize
+import uuid
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from juno_prod.db import Db, NewFile
 from juno_prod.model import ASSIGNED, FAILED, PROBLEMATIC, PROCESSED, WAITING
@@ -93,3 +97,37 @@ def test_settle_release_and_retry(tmp_path: Path) -> None:
     t2, rows2 = db.claim(tf, 0, "b1", 2048, 10)
     assert db.release_claim(t2, "restart") == 1
     assert db.files(tf, states=[WAITING])[0]["attempts"] == 0
+
+
+@pytest.mark.grid
+def test_several_workers_never_claim_a_file_twice_on_postgresql(grid: Any) -> None:
+    """The production backend: the grid's PostgreSQL (a database of this test's own)."""
+    import psycopg
+
+    name = f"juno_prod_{uuid.uuid4().hex[:8]}"
+    admin = f"host=127.0.0.1 port={grid.cfg.ports.postgres} user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{grid.cfg.ports.postgres}/{name}"
+    try:
+        db = Db(url)
+        tf = db.add_transformation("t", "selection", "x", "x.yaml")
+        db.add_files(tf, 0, _files(400), 512)
+        assert db.add_files(tf, 0, _files(400), 512) == 0
+        ctx = mp.get_context("fork")
+        q: mp.Queue[list[int]] = ctx.Queue()
+        start = ctx.Barrier(4)
+        procs = [ctx.Process(target=_claimer, args=(url, tf, q, start)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        results = [q.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(30)
+        claimed = [i for r in results for i in r]
+        assert len(claimed) == 400 and len(set(claimed)) == 400
+        assert sum(1 for r in results if r) >= 2, "the workers did not overlap: the test proves nothing"
+        assert db.counts(tf) == {0: {ASSIGNED: 400}}
+        db.close()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
