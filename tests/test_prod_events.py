@@ -12,7 +12,8 @@ NAME = "RUN.10554.JUNODAQ.Physics.ds-2.global_trigger.20251009140223.002.dat"
 
 def _event(kind: str, stream: str | None = "JUNODAQ.global_trigger") -> IngestEvent:
     return IngestEvent(kind=kind, scope="raw", name=NAME if kind == "file_registered" else "block.JUNODAQ.x.20251009",
-                       at=datetime(2025, 10, 9, 14, 5, 12, 31000, tzinfo=UTC), dataset="raw:block.JUNODAQ.global_trigger.20251009"
+                       at=datetime(2025, 10, 9, 14, 5, 12, 31000, tzinfo=UTC),
+                       dataset="raw:block.JUNODAQ.global_trigger.20251009"
                        if kind == "file_registered" else None, rse="IHEP-EOS", bytes=10, adler32="0a1b2c3d",
                        run=10554, stream=stream)
 
