@@ -391,9 +391,9 @@ name: kup-demo{number}
 release: J25.1.0
 input: {{new_raw: {{streams: [{streams}]}}}}
 steps:
-  - {{name: rtraw, payload: bin/juno-prod-step, where: [IHEP], files_per_job: 10,
+  - {{name: rtraw, payload: bin/juno-prod-step, where: [IHEP], files_per_job: 40,
       output: {{scope: rtraw, rse: IHEP-EOS}}, resources: {{memory: 256MB, wall_time: 10m}}}}
-  - {{name: esd, payload: bin/juno-prod-step, where: [IHEP], files_per_job: 10,
+  - {{name: esd, payload: bin/juno-prod-step, where: [IHEP], files_per_job: 40,
       output: {{scope: esd, rse: IHEP-EOS}}, resources: {{memory: 256MB, wall_time: 10m}}}}
 """
 
