@@ -271,19 +271,18 @@ steps:
     prod = env.production()
     tf_id = int(prod.db.transformation(name)["id"])  # type: ignore[index]
     while kills < 4 and time.monotonic() < deadline:
-        proc = subprocess.Popen([sys.executable, "-m", "juno_prod.cli", "run", "--interval", "1"], env=cli_env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(2.0, 9.0))
+        proc, logf = _daemon(cli_env, tmp_path / f"daemon{kills}.log")
+        _wait_for_line(logf, '"msg": "', proc)  # started: it logs as it works (imports take long on a busy machine)
+        time.sleep(rng.uniform(0.5, 6.0))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
-    # Then one more daemon, stopped with SIGTERM (finishes its step, commits, exits 0).
-    proc = subprocess.Popen([sys.executable, "-m", "juno_prod.cli", "run", "--interval", "1"], env=cli_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(5)
+    # Then one more daemon, stopped with SIGTERM once it has done a cycle (finishes its step, commits, exits 0).
+    proc, logf = _daemon(cli_env, tmp_path / "daemon-term.log")
+    _wait_for_line(logf, '"msg": "cycle"', proc)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
+    proc.wait(timeout=120)
+    assert proc.returncode == 0, logf.read_text()[-2000:]
     c = prod.db.counts(tf_id)
     assert sum(c.get(0, {}).values()) == n and c.get(0, {}).get("waiting", 0) < n, c  # the daemons were at work
     until(prod, _all_processed(prod, tf_id, 2, n), f"{n} jobs x 2 steps after {kills} kill -9")
@@ -334,8 +333,10 @@ steps:
     assert CliRunner(env=cli).invoke(main, ["submit", str(path)]).exit_code == 0
     daemon_env = {**os.environ, **cli, "JUNO_PROD_KAFKA": bootstrap, "JUNO_PROD_KAFKA_TOPIC": topic}
     # A long interval: only an event can make the daemon look again within this test.
-    proc = subprocess.Popen([sys.executable, "-m", "juno_prod.cli", "run", "--interval", "600"], env=daemon_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    logf = tmp_path / "daemon.log"
+    with open(logf, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "juno_prod.cli", "run", "--interval", "600"],
+                                env=daemon_env, stdout=subprocess.DEVNULL, stderr=fh)
     prod = env.production()
     tf_id = int(prod.db.transformation(name)["id"])  # type: ignore[index]
 
@@ -348,7 +349,8 @@ steps:
         return fname, str(item["adler32"])
 
     try:
-        time.sleep(12)  # the first cycle (nothing to do) and the consumer's group join
+        _wait_for_line(logf, '"msg": "cycle"', proc)  # its first cycle (nothing to do yet)
+        time.sleep(6)  # the consumer joins its group
         fname, adler = add_raw(1)
         event = IngestEvent(kind="file_registered", scope="raw", name=fname, at=_now(), dataset=f"raw:{block}",
                             rse="IHEP-EOS", bytes=30_001, adler32=adler, run=run, stream=key)
@@ -369,7 +371,8 @@ steps:
         assert not [f for f in prod.db.files(tf_id) if f["name"] == lost]  # the daemon slept: only events wake it
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+    err = logf.read_text()
     assert proc.returncode == 0, err[-3000:]
     assert f'"msg": "event", "kind": "file_registered", "did": "raw:{fname}"' in err  # woken by the event
     client.set_status("raw", block, open=False)  # the day ends: the block closes
@@ -384,6 +387,21 @@ steps:
     meta = env.client.get_metadata("rtraw", f"{lost[:-4]}_J25.1.0.rtraw", plugin="JSON")
     assert meta["parent"] == f"raw:{lost}" and meta["transformation"] == name
     print(f"keep-up: job created {waited:.1f} s after the ingest event")
+
+
+def _daemon(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "juno_prod.cli", "run", "--interval", "1"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=fh)
+    return proc, log
+
+
+def _wait_for_line(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert proc.poll() is None, f"the daemon ended (exit {proc.returncode}): {log.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} from the daemon after {timeout:.0f} s"
+        time.sleep(0.2)
 
 
 def _now() -> Any:
