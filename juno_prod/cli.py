@@ -269,8 +269,10 @@ def _children(prod: Any, did: str, *, recursive: bool) -> list[dict[str, Any]]:
 @click.option("--step", help="Only this step's problematic files.")
 @click.option("--memory", help="Run them with this much memory (e.g. 2GB) instead of the step's.")
 @click.option("--file", "names", multiple=True, help="Only this input file (name; repeatable).")
+@click.option("--dry-run", is_flag=True, help="Say how many files would go back; change nothing.")
 @options
-def retry(transformation: str, step: str | None, memory: str | None, names: tuple[str, ...], out: Output) -> int:
+def retry(transformation: str, step: str | None, memory: str | None, names: tuple[str, ...], dry_run: bool,
+          out: Output) -> int:
     """Put problematic files back: they are assigned again at the next cycle (attempts start over)."""
     from juno_jobs import units
 
@@ -284,6 +286,12 @@ def retry(transformation: str, step: str | None, memory: str | None, names: tupl
             raise click.UsageError(f"--step {step}: the steps are {', '.join(steps)}")
         idx = steps.index(step)
     mb = units.size_mb(memory) if memory else None
+    if dry_run:
+        n = sum(1 for f in prod.db.files(row["id"], step=idx, states=[PROBLEMATIC])
+                if not names or f["name"] in names)
+        out.emit({"transformation": row["name"], "files": n, "dry_run": True},
+                 f"would put {n} problematic file(s) of {row['name']} back to waiting")
+        return 0
     n = prod.db.retry(row["id"], step=idx, memory_mb=mb, names=list(names) or None)
     out.emit({"transformation": row["name"], "files": n}, f"{n} problematic file(s) of {row['name']} waiting again")
     return 0

@@ -242,6 +242,9 @@ steps:
     runner = CliRunner(env=env.cli_env())
     r = runner.invoke(main, ["files", name, "--state", "problematic"])
     assert r.exit_code == 0 and bad["name"] in r.output and "ladder" in r.output
+    r = runner.invoke(main, ["retry", name, "--dry-run"])
+    assert r.exit_code == 0 and "would put 1 problematic" in r.output, r.output
+    assert prod.db.counts(tf_id)[0][PROBLEMATIC] == 1
     r = runner.invoke(main, ["retry", name, "--memory", "1GB"])
     assert r.exit_code == 0 and "1 problematic file" in r.output, r.output
     until(prod, _all_processed(prod, tf_id, 1, 3), "the retried file processed, dataset closed")
