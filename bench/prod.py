@@ -21,7 +21,7 @@ Figures, all measured in this run:
                                                                                    (target < 1 s)
 
 Run from the repository root (as root; joins the grid's namespace, starting the grid if needed):
-    .venv/bin/python bench/prod.py [--complete-blocks 8]
+    .venv/bin/python bench/prod.py [--complete-blocks 8] [--blocks N]
 """
 
 from __future__ import annotations
@@ -180,7 +180,19 @@ def raw_attach(client: Any, n: int, tag: str) -> float:
     return time.perf_counter() - started
 
 
-def run(complete_blocks: int, keep: bool) -> int:
+def blocks_ready(client: Any, n: int) -> list[str]:
+    """The first n blocks of bench/submit.py's input, each complete (a smaller run on a busy machine)."""
+    out = []
+    for i in range(n):
+        name = f"block.{bench_submit.STREAM}.{bench_submit._block_day(i):%Y%m%d}"
+        did = client.get_did("raw", name, dynamic_depth="FILE")
+        if did.get("length") != bench_submit.FILES_PER_BLOCK:
+            raise SystemExit(f"raw:{name} is not complete: run without --blocks (registers all 40 blocks once)")
+        out.append(f"raw:{name}")
+    return out
+
+
+def run(complete_blocks: int, keep: bool, blocks: int | None) -> int:
     from juno_grid import condor
     from juno_grid.accounts import write_account_config
     from rucio.client import Client
@@ -188,7 +200,11 @@ def run(complete_blocks: int, keep: bool) -> int:
     from juno_jobs import control
 
     cfg = load()
-    bench_submit.ensure_input(Client())
+    if blocks is None:
+        bench_submit.ensure_input(Client())
+        inputs = [f"raw:{bench_submit.YEAR_CONTAINER}"]
+    else:
+        inputs = blocks_ready(Client(), blocks)
     condor.configure_bindings(cfg)
     client = prod_client()
     tag = uuid.uuid4().hex[:6]
@@ -197,7 +213,7 @@ def run(complete_blocks: int, keep: bool) -> int:
     try:
         # 1. submit → every job in the schedd
         prod = production(work / "big", "condor", client, max_idle=20_000)
-        tf = tf_file(work, f"bp-{tag}", [f"raw:{bench_submit.YEAR_CONTAINER}"])
+        tf = tf_file(work, f"bp-{tag}", inputs)
         log("submit and first cycle ...")
         started = time.perf_counter()
         prod.submit(tf)
@@ -272,10 +288,12 @@ def main() -> int:
     parser.add_argument("--complete-blocks", type=int, default=8,
                         help="blocks (2,500 files each) of the completion part")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--blocks", type=int, default=None,
+                        help="only the first N blocks (2,500 files each) of the input, already registered")
     args = parser.parse_args()
     cfg = load()
     with grid.session(cfg, daemons=False, condor_pool=True, log=log):
-        return run(args.complete_blocks, args.keep)
+        return run(args.complete_blocks, args.keep, args.blocks)
 
 
 if __name__ == "__main__":
