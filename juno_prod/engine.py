@@ -140,10 +140,15 @@ class Production:
         by_name = {t.name: t for t in self.sess.store.tasks()}
         for claim in pending:
             task = by_name.get(jj_name(claim["token"]))
+            if task is not None and self.sess.store.rounds(task.id):
+                # A round is recorded before it goes to the batch system: adopt the task (juno_jobs' sync
+                # submits a round the schedd never got, and finds one it got without the record saying so).
+                self.db.claim_submitted(claim["token"], task.id)
+                continue
             if task is not None:
-                self.db.claim_submitted(claim["token"], task.id)  # it got to juno_jobs: adopt it
-            else:
-                r.released += self.db.release_claim(claim["token"], "its jobs were never submitted (restart)")
+                # Killed while juno_jobs wrote the task (no round yet): nothing can have reached the schedd.
+                control._forget(self.sess.store, task.id, control.task_dir(task))
+            r.released += self.db.release_claim(claim["token"], "its jobs were never submitted (restart)")
 
     # 2 -------------------------------------------------------------- sync
 
