@@ -87,6 +87,7 @@ def _policy(plan: Plan) -> dict[str, Any]:
             "resources": {"memory_mb": t.resources.memory_mb, "cpus": t.resources.cpus,
                           "disk_mb": t.resources.disk_mb, "wall_s": t.resources.wall_s},
             "output_patterns": list(plan.output.patterns) if plan.output else [],
+            "output_naming": plan.output.naming if plan.output else "job", "own_dataset": plan.own_dataset,
             "rse_bases": plan.rse_bases, "output_bases": plan.output_bases}
 
 
@@ -160,10 +161,10 @@ def _submit(sess: Session, plan: Plan, *, backend: str | None, hold: bool) -> Ta
         jobs=[(j.index, ",".join(j.sites), len(j.files), j.bytes, memory) for j in plan.jobs])
     try:
         output = {"scope": plan.output.scope, "dataset": plan.output.name, "rse": plan.output.rse,
-                  "bases": plan.output_bases} if plan.output else None
+                  "bases": plan.output_bases, "naming": plan.output.naming} if plan.output else None
         taskdir.write(td, plan.task, task_id=task_id, uuid=uuid, jobs=plan.jobs, job_rses=plan.job_rses,
                       rse_bases=plan.rse_bases, explicit_pfns=plan.explicit_pfns, cfg=sess.cfg, output=output)
-        if plan.output is not None:
+        if plan.output is not None and plan.own_dataset:
             outputs.ensure_dataset(sess.client, plan.output.scope, plan.output.name)
             outputs.protect(sess.client, plan.output.scope, plan.output.name, sorted(plan.output_bases))
     except BaseException:
@@ -495,6 +496,8 @@ def _close(sess: Session, task: TaskRow, report: SyncReport) -> None:
     task = sess.store.task(task.id)
     if task.output_dataset is None or task.output_scope is None or task.dataset_closed or task.killed:
         return
+    if not task.policy.get("own_dataset", True):
+        return  # the caller (juno-prod) owns the dataset: it closes it when its whole group is done
     if sess.store.counts(task.id).get("done", 0) != task.n_jobs:
         return
     from juno_jobs import outputs

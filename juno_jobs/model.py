@@ -110,6 +110,9 @@ class OutputTarget:
     name: str  # the dataset's full name
     rse: str  # "site" or an RSE
     patterns: tuple[str, ...]
+    # "job": outputs are named <dataset>.<job:05d>.<file> (juno-submit); "file": the payload's file name is
+    # the DID name (juno-prod, whose names follow etc/naming.md and are fixed before the job runs).
+    naming: str = "job"
 
     @property
     def did(self) -> str:
@@ -117,6 +120,8 @@ class OutputTarget:
 
     def file_name(self, job: int, file: str) -> str:
         """The DID name of an output file: unique per task and job, the same for every attempt."""
+        if self.naming == "file":
+            return file
         return f"{self.name}.{job:05d}.{file}"
 
 

@@ -40,6 +40,7 @@ class Plan:
     resolve_s: float = 0.0
     rucio_calls: int = 0
     plan_s: float = 0.0
+    own_dataset: bool = True  # juno-submit creates, protects and closes the output dataset; juno-prod does its own
 
 
 
@@ -212,6 +213,28 @@ def _output_bases(plan: Plan, maker: PfnMaker) -> dict[str, dict[str, Any]]:
     return out
 
 
+def plan_for_jobs(task: Task, client: Any, *, jobs: list[JobSpec], groups: list[SiteGroup],
+                  rses: dict[str, RseInfo], output: OutputTarget | None, own_dataset: bool = True,
+                  log: Callable[[str], None] = lambda m: None) -> Plan:
+    """A plan from jobs the caller made itself (juno-prod: the files it assigned, with their output names in
+    the job variables): the same read and write bases as make_plan, nothing resolved again."""
+    started = time.perf_counter()
+    plan = Plan(task=task, account=str(client.account), jobs=jobs, groups=groups, rses=rses, output=output,
+                own_dataset=own_dataset)
+    plan.n_files = sum(len(j.files) for j in jobs)
+    plan.bytes = sum(j.bytes for j in jobs)
+    if groups:
+        _bases(plan, PfnMaker(client), log)
+        readable = set(plan.rse_bases)
+        plan.job_rses = [tuple(sorted({r for f in j.files for r in f.rses if r in readable})) for j in jobs]
+    else:
+        plan.job_rses = [() for _ in jobs]
+    if output is not None:
+        plan.output_bases = _output_bases(plan, PfnMaker(client))
+    plan.plan_s = time.perf_counter() - started
+    return plan
+
+
 def site_summary(plan: Plan) -> list[tuple[str, int, int, int]]:
     """(sites, jobs, files, bytes) per group of sites, in plan order."""
     rows: dict[tuple[str, ...], list[int]] = {}
@@ -227,4 +250,5 @@ def jobs_per_site(plan: Plan) -> dict[str, int]:
     return locality.jobs_per_site(j.sites for j in plan.jobs)
 
 
-__all__ = ["InputError", "OutputTarget", "Plan", "PlanError", "make_plan", "output_target", "site_summary"]
+__all__ = ["InputError", "OutputTarget", "Plan", "PlanError", "make_plan", "output_target", "plan_for_jobs",
+           "site_summary"]

@@ -149,7 +149,8 @@ class TaskRow:
         if not self.output_dataset or not self.output_scope:
             return None
         return OutputTarget(scope=self.output_scope, name=self.output_dataset, rse=self.output_rse or "site",
-                            patterns=tuple(self.policy.get("output_patterns", ())))
+                            patterns=tuple(self.policy.get("output_patterns", ())),
+                            naming=str(self.policy.get("output_naming", "job")))
 
 
 @dataclass(frozen=True)

@@ -144,10 +144,11 @@ def _where(path: Sequence[str | int]) -> str:
 # --------------------------------------------------------------------------- pass 1: the schema
 
 
-def _schema_issues(data: Any, root: Node, file: str) -> list[Issue]:
+def _schema_issues(data: Any, root: Node, file: str, doc: Mapping[str, Any] | None = None) -> list[Issue]:
+    """Schema problems as Issues with file:line (`doc`: another schema than the task file's: juno-prod's)."""
     from jsonschema import Draft202012Validator
 
-    validator = Draft202012Validator(schema())
+    validator = Draft202012Validator(doc if doc is not None else schema())
     issues: list[Issue] = []
     for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
         if err.validator in ("oneOf", "anyOf") and err.context:

@@ -377,7 +377,8 @@ def stage_out(records: list[dict[str, Any]], outdir: Path, task: dict[str, Any],
     derived_re = re.compile(task["naming"]["derived_file"])
     done = []
     for rec in records:
-        name = f"{out['dataset']}.{job:05d}.{rec['file']}"
+        # juno-prod names outputs itself (etc/naming.md): the file name is the DID name.
+        name = rec["file"] if out.get("naming") == "file" else f"{out['dataset']}.{job:05d}.{rec['file']}"
         url = base + lfn_path(out["scope"], name, raw_re, derived_re)
         there = storage_adler32(url)
         if there == rec["adler32"]:

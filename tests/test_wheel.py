@@ -84,7 +84,7 @@ def test_ingest_config_reads_the_shipped_file(installed: Path) -> None:
     assert '"topic"' in done.stdout
 
 
-@pytest.mark.parametrize("tool", ["juno-submit", "juno-dci", "juno-policy", "juno-ingest", "juno-grid"])
+@pytest.mark.parametrize("tool", ["juno-submit", "juno-prod", "juno-dci", "juno-policy", "juno-ingest", "juno-grid"])
 def test_every_command_starts(installed: Path, tool: str) -> None:
     done = _tool(installed, tool, "--help")
     assert done.returncode == 0 and "Exit codes" in done.stdout, done.stderr[-3000:]

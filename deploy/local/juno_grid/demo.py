@@ -7,7 +7,9 @@
   3. Rucio's daemons and the transfer service replicate until every rule is OK;
   4. every copy's adler32 is read back from its storage through XRootD, and `juno-dci`'s per-site
      table (expected vs present vs verified) is printed and written as the status page;
-  5. analyst1 runs an HTCondor task over one block (skip with --no-jobs).
+  5. analyst1 runs an HTCondor task over one block (skip with --no-jobs);
+  6. keep-up production: `juno-prod` turns every raw file into RTRAW then ESD at IHEP, outputs in Rucio
+     with provenance and the policy's rules (skipped with --no-jobs).
 
 Runs inside the grid (`juno-grid exec -- python -m juno_grid.demo`). With the grid's background
 daemons running (`juno-grid up`) it watches them; without (the tests' grid) it drives them itself.
@@ -210,12 +212,14 @@ def _run(args: argparse.Namespace, cfg: GridConfig, client: Any, out: Outcome, c
         at_in2p3 = [b for b in out.closed if any(r["rse_expression"] == "IN2P3-DISK" for r in rules_by_block[b])]
         run_task(cfg, (at_in2p3 or out.closed)[0])
         say(f"   ({clock.lap()})")
+        keep_up(cfg, out, timeout=args.timeout)
+        say(f"   ({clock.lap()})")
 
     say(f"\nDemo #{out.number} done in {clock.total():.0f} s: {args.files} files ({human_bytes(args.files * size)}) "
         f"from SPADE through Kafka into Rucio, {len(out.blocks)} blocks ({len(out.closed)} closed), "
         f"{out.status['rules']['total']} policy rules OK, "
         f"{sum(r for r, _ in out.readback.values())} copies at {len(out.readback)} RSEs verified by adler32"
-        + ("" if args.no_jobs else ", an analysis task run where the data is") + ".")
+        + ("" if args.no_jobs else ", an analysis task run where the data is, keep-up RTRAW and ESD at IHEP") + ".")
     say(f"Look around: .venv/bin/juno-grid exec -- rucio rule list --did raw:{out.closed[0]}")
     say(f"             .venv/bin/juno-grid exec -- juno-policy explain raw:{out.closed[0]}")
 
@@ -380,6 +384,61 @@ def run_task(cfg: GridConfig, block: str) -> None:
     say("   $ juno-submit status --jobs")
     for line in lines[header:]:
         say(f"   {line}".rstrip())
+
+
+KUP = """\
+name: kup-demo{number}
+release: J25.1.0
+input: {{new_raw: {{streams: [{streams}]}}}}
+steps:
+  - {{name: rtraw, payload: bin/juno-prod-step, where: [IHEP], files_per_job: 40,
+      output: {{scope: rtraw, rse: IHEP-EOS}}, resources: {{memory: 256MB, wall_time: 10m}}}}
+  - {{name: esd, payload: bin/juno-prod-step, where: [IHEP], files_per_job: 40,
+      output: {{scope: esd, rse: IHEP-EOS}}, resources: {{memory: 256MB, wall_time: 10m}}}}
+"""
+
+
+def keep_up(cfg: GridConfig, out: Outcome, *, timeout: float) -> None:
+    """Keep-up production over the demo's streams: RAW → RTRAW → ESD at IHEP with juno-prod."""
+    from juno_prod import release
+
+    from .condor import release_dir
+
+    say("\n== 6. keep-up production: juno-prod reconstructs every raw file at IHEP, RAW -> RTRAW -> ESD")
+    release.install(release_dir(cfg) / "J25.1.0")
+    name = f"kup-demo{out.number}"
+    path = cfg.state_dir / "prod" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(KUP.format(number=out.number, streams=", ".join(out.streams)))
+    env = {**os.environ, "RUCIO_CONFIG": str(cfg.rucio_cfg.parent / "juno_prod.cfg")}
+    jp = [str(VENV_BIN / "juno-prod")]
+    say(f"   $ juno-prod submit {path}")
+    done = subprocess.run([*jp, "submit", str(path)], env=env, text=True, capture_output=True, timeout=120)
+    if done.returncode != 0:
+        raise DemoFailed(f"juno-prod submit failed (exit {done.returncode}): {done.stderr.strip()}")
+    say("   $ juno-prod run --once   (again until every file is through both steps)")
+    deadline = time.monotonic() + timeout
+    want = len(out.files)
+    while True:
+        run = subprocess.run([*jp, "run", "--once", "--transformation", name, "--json", "-q"], env=env,
+                             text=True, capture_output=True, timeout=600)
+        if run.returncode not in (0, 7):
+            raise DemoFailed(f"juno-prod run failed (exit {run.returncode}): {run.stderr.strip()[-500:]}")
+        data = json.loads(run.stdout)["transformations"][0]
+        steps = {s["step"]: s["files"] for s in data["steps"]}
+        if any(f.get("problematic") for f in steps.values()):
+            raise DemoFailed(f"keep-up files became problematic: {steps} (juno-prod files {name} --state problematic)")
+        if all(f.get("processed", 0) == want for f in steps.values()):
+            break
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"keep-up not done after {timeout:.0f} s: {steps}")
+        time.sleep(3)
+    status = subprocess.run([*jp, "status", name], env=env, text=True, capture_output=True, timeout=120)
+    say("   $ juno-prod status " + name)
+    for line in status.stdout.splitlines():
+        say(f"   {line}".rstrip())
+    say(f"   outputs: .venv/bin/juno-grid exec -- rucio did list 'rtraw:rtraw.{name}.*'  "
+        f"(provenance: rucio did metadata list --plugin JSON rtraw:<file>)")
 
 
 if __name__ == "__main__":

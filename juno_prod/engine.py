@@ -1,0 +1,406 @@
+"""One production cycle, over every transformation (what `juno-prod run` repeats and `run --once` does once):
+
+  1. reconcile  claims recorded but whose juno_jobs task never reached the batch system (a crash between
+                the two) go back to waiting; a task that did get there is adopted
+  2. sync       each running claim's juno_jobs task moves on (control.sync: events, outputs verified on
+                storage and registered in bulk, exactly once); files of finished jobs become processed
+                (their outputs recorded with their parent), failed (assigned again, memory ladder) or
+                problematic (reason kept)
+  3. discover   new input files in Rucio: the selection's blocks, the keep-up streams' blocks, Monte Carlo
+                stand-ins, and for later steps the previous step's output datasets (data-driven: a step's
+                jobs start as soon as its input files exist, not when the previous step is done)
+  4. assign     waiting/failed files → claims (one transaction, never twice) → jobs at the sites the step
+                allows, through juno_jobs (plan_for_jobs + control.submit), one juno_jobs task per claim
+  5. metadata   provenance on the new outputs (input DID, transformation, step, release)
+  6. close      output datasets whose input is closed and whose files are all processed
+
+Every step is idempotent, and each commits before the next begins: `kill -9` at any moment loses
+nothing (a claim whose task is missing is released; a task that exists is adopted) and duplicates
+nothing (file rows are unique, claims re-check states, registration is juno_jobs' exactly-once).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from juno_common.logs import fields
+from juno_jobs import control, outputs
+from juno_jobs import plan as jplan
+from juno_jobs.locality import LocalityError
+from juno_jobs.model import Did, InputSpec, OutputSpec, OutputTarget, RetryPolicy, RseInfo, Splitting, Task
+from juno_jobs.resolve import InputError, Resolver, rse_infos
+from juno_jobs.settings import Settings
+from juno_jobs.store import FINAL_JOB_STATES, Store
+from juno_prod import decide, naming
+from juno_prod import transformation as tfile
+from juno_prod.db import Db, NewFile
+from juno_prod.model import ACTIVE, MC, MC_SCOPE, NEW_RAW, PAUSED, PROBLEMATIC, Transformation
+
+log = logging.getLogger("juno_prod.engine")
+CLAIM_FILES = 2000  # files per claim (one juno_jobs task)
+
+
+@dataclass
+class CycleReport:
+    discovered: int = 0
+    assigned: int = 0
+    jobs: int = 0
+    processed: int = 0
+    retried: int = 0
+    problematic: int = 0
+    released: int = 0
+    closed: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, other: CycleReport) -> None:
+        for k in ("discovered", "assigned", "jobs", "processed", "retried", "problematic", "released", "closed"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.warnings += other.warnings
+
+
+def jj_name(token: str) -> str:
+    return f"prod-{token}"
+
+
+class Production:
+    """The production service: its bookkeeping (Db), juno_jobs as its job layer, a Rucio client."""
+
+    def __init__(self, db: Db, work_dir: Path, rucio: Callable[[], Any], jobs_cfg: Settings) -> None:
+        self.db = db
+        self.work_dir = work_dir
+        self.tf_dir = work_dir / "transformations"
+        self.tf_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg = jobs_cfg
+        self.sess = control.Session(cfg=jobs_cfg, store=Store(jobs_cfg.db_path), rucio=rucio,
+                                    log=lambda m: log.debug(m))
+        self._rses: dict[str, RseInfo] | None = None
+        self._policy: Any = None
+        self.hints: set[str] = set()  # block DIDs an event named: looked at first (keep-up)
+        self.stop = threading.Event()
+        self.hold = False  # submit on hold (benchmarks: the pool never runs the jobs)
+
+    @property
+    def client(self) -> Any:
+        return self.sess.client
+
+    def rses(self) -> dict[str, RseInfo]:
+        if self._rses is None:
+            self._rses = rse_infos(self.client)
+        return self._rses
+
+    # ------------------------------------------------------------------ submit
+
+    def submit(self, tf: Transformation) -> int:
+        if self.db.transformation(tf.name) is not None:
+            raise ValueError(f"transformation {tf.name} exists already: `juno-prod status {tf.name}`; give a new "
+                             "name for another campaign")
+        dest = self.tf_dir / f"{tf.name}.yaml"
+        shutil.copy2(tf.source, dest)
+        return self.db.add_transformation(tf.name, tf.kind, dest.read_text(), str(dest))
+
+    def load(self, row: dict[str, Any]) -> Transformation:
+        return tfile.load(row["source"])
+
+    # ------------------------------------------------------------------ the cycle
+
+    def cycle(self, only: str | None = None) -> CycleReport:
+        total = CycleReport()
+        for row in self.db.transformations(states=[ACTIVE, PAUSED]):
+            if only is not None and row["name"] != only:
+                continue
+            if self.stop.is_set():
+                break
+            tf = self.load(row)
+            r = CycleReport()
+            self._reconcile(row["id"], r)
+            self._sync(row["id"], tf, r)
+            self._discover(row["id"], tf, r)
+            if row["state"] == ACTIVE and not self.stop.is_set():
+                self._assign(row["id"], tf, r)
+            self._metadata(r)
+            self._close(row["id"], tf, r)
+            log.info("cycle", extra=fields(transformation=tf.name, discovered=r.discovered, assigned=r.assigned,
+                                           jobs=r.jobs, processed=r.processed, retried=r.retried,
+                                           problematic=r.problematic, released=r.released, closed=r.closed))
+            total.add(r)
+        return total
+
+    # 1 -------------------------------------------------------------- reconcile
+
+    def _reconcile(self, tf_id: int, r: CycleReport) -> None:
+        pending = self.db.claims(tf_id, states=["submitting"])
+        if not pending:
+            return
+        by_name = {t.name: t for t in self.sess.store.tasks()}
+        for claim in pending:
+            task = by_name.get(jj_name(claim["token"]))
+            if task is not None and self.sess.store.rounds(task.id):
+                # A round is recorded before it goes to the batch system: adopt the task (juno_jobs' sync
+                # submits a round the schedd never got, and finds one it got without the record saying so).
+                self.db.claim_submitted(claim["token"], task.id)
+                continue
+            if task is not None:
+                # Killed while juno_jobs wrote the task (no round yet): nothing can have reached the schedd.
+                control._forget(self.sess.store, task.id, control.task_dir(task))
+            r.released += self.db.release_claim(claim["token"], "its jobs were never submitted (restart)")
+
+    # 2 -------------------------------------------------------------- sync
+
+    def _sync(self, tf_id: int, tf: Transformation, r: CycleReport) -> None:
+        for claim in self.db.claims(tf_id, states=["running"]):
+            if self.stop.is_set():
+                return
+            task = self.sess.store.task(int(claim["task_id"]))
+            rep = control.sync(self.sess, task)
+            r.warnings += rep.warnings
+            self._settle(tf, claim, task, r)
+
+    def _settle(self, tf: Transformation, claim: dict[str, Any], task: Any, r: CycleReport) -> None:
+        step = tf.steps[claim["step"]]
+        rows = [f for f in self.db.claim_files(claim["token"]) if f["state"] == "assigned"]
+        if not rows:
+            self.db.settle(claim["token"], processed=[], failed=[], new_outputs=[], done=True)
+            return
+        jobs = {j["job"]: j for j in self.sess.store.jobs(task.id)}
+        by_job: dict[int, list[dict[str, Any]]] = {}
+        for f in rows:
+            by_job.setdefault(int(f["job"]), []).append(f)
+        ds = naming.dataset_name(step.scope, tf.name, step.name, claim["grp"])
+        processed: list[int] = []
+        failed: list[tuple[int, str, int, str]] = []
+        new_outputs: list[dict[str, Any]] = []
+        open_jobs = 0
+        for job, files_ in by_job.items():
+            j = jobs.get(job)
+            if j is None or j["state"] not in FINAL_JOB_STATES:
+                open_jobs += 1
+                continue
+            if j["state"] == "done":
+                regs = {o["name"]: o for o in self.sess.store.outputs(task.id, job)}
+                expected = {int(f["id"]): decide.output_name(tf.name, step, f) for f in files_}
+                problem = decide.outputs_ok(list(expected.values()), list(regs))
+                for f in files_:
+                    if problem:
+                        failed.append((int(f["id"]), PROBLEMATIC, int(f["memory_mb"]), problem))
+                        continue
+                    o = regs[expected[int(f["id"])]]
+                    processed.append(int(f["id"]))
+                    new_outputs.append({"tf_id": claim["tf_id"], "step": claim["step"], "scope": o["scope"],
+                                        "name": o["name"], "parent_scope": f["scope"], "parent_name": f["name"],
+                                        "dataset": ds, "rse": o["rse"], "bytes": o["bytes"],
+                                        "adler32": o["adler32"], "meta_set": 0})
+                continue
+            for f in files_:
+                out = decide.failed_file(step, attempts=int(f["attempts"]) + 1, memory_mb=int(j["memory"]),
+                                         failure=j["failure"] or ("killed" if j["state"] == "killed" else None),
+                                         exit_code=j["exit_code"], reason=j["reason"])
+                failed.append((int(f["id"]), out.state, out.memory_mb, out.reason or ""))
+        self.db.settle(claim["token"], processed=processed, failed=failed, new_outputs=new_outputs,
+                       done=open_jobs == 0)
+        r.processed += len(processed)
+        r.retried += sum(1 for f in failed if f[1] != PROBLEMATIC)
+        r.problematic += sum(1 for f in failed if f[1] == PROBLEMATIC)
+
+    # 3 -------------------------------------------------------------- discover
+
+    def _discover(self, tf_id: int, tf: Transformation, r: CycleReport) -> None:
+        for step in tf.steps:
+            if self.stop.is_set():
+                return
+            if step.index == 0:
+                found = self._discover_first(tf_id, tf)
+            else:
+                found = self._discover_next(tf_id, tf, step.index)
+            for grp, (new, closed) in found.items():
+                out_scope = step.scope
+                self.db.add_dataset(tf_id, step.index, grp, out_scope,
+                                    naming.dataset_name(out_scope, tf.name, step.name, grp))
+                added = self.db.add_files(tf_id, step.index, new, step.resources.memory_mb)
+                if closed:
+                    self.db.set_dataset(tf_id, step.index, grp, input_closed=1)
+                r.discovered += added
+
+    def _discover_first(self, tf_id: int, tf: Transformation) -> dict[str, tuple[list[NewFile], bool]]:
+        if tf.kind == MC:
+            have = sum(self.db.counts(tf_id).get(0, {}).values())
+            if have >= tf.input.jobs:
+                return {}
+            out: dict[str, tuple[list[NewFile], bool]] = {}
+            for i in range(tf.input.jobs):
+                grp = naming.mc_group(i)
+                out.setdefault(grp, ([], True))[0].append(
+                    NewFile(MC_SCOPE, naming.mc_input_name(tf.name, i), 0, None, (), grp))
+            return out
+        if tf.kind == NEW_RAW:
+            roots = [Did("raw", f"stream.{key}") for key in tf.input.streams]
+            filt: dict[str, Any] = {}
+        else:
+            roots = list(tf.input.dids)
+            filt = dict(tf.input.filter)
+        resolver = Resolver(self.client)
+        try:
+            found = resolver.check_dids(roots)
+        except InputError as err:
+            log.warning("input not found", extra=fields(transformation=tf.name, error=str(err)))
+            return {}
+        blocks, direct = resolver.datasets_of(found)
+        done = {d["grp"] for d in self.db.datasets(tf_id, 0) if d["input_closed"]}
+        todo = [b for b in blocks if b.name not in done]
+        out = {}
+        for block in todo:
+            out[block.name] = self._files_of(resolver, block, filt)
+        if direct:
+            try:
+                res = resolver.resolve(direct, filt, rses=self.rses())
+                out["files"] = ([NewFile(f.scope, f.name, f.bytes, f.adler32, f.rses, "files")
+                                 for f in res.files if f.rses], True)
+            except InputError:
+                pass
+        return out
+
+    def _files_of(self, resolver: Resolver, did: Did, filt: dict[str, Any]) -> tuple[list[NewFile], bool]:
+        """A dataset's files with AVAILABLE disk replicas, and whether it is complete (closed, all there).
+        The open flag is read first: if the dataset was closed then, the listing that follows is all of it."""
+        info = self.client.get_did(did.scope, did.name)
+        closed = not info.get("open", True)
+        try:
+            res = resolver.resolve([did], filt, rses=self.rses())
+        except InputError:
+            return [], closed  # empty (or nothing passes the filter)
+        ready = [NewFile(f.scope, f.name, f.bytes, f.adler32, f.rses, did.name) for f in res.files if f.rses]
+        return ready, closed and len(ready) == len(res.files)
+
+    def _discover_next(self, tf_id: int, tf: Transformation, k: int) -> dict[str, tuple[list[NewFile], bool]]:
+        """Step k's input: step k-1's output datasets, as Rucio has them now."""
+        resolver = Resolver(self.client)
+        done = {d["grp"] for d in self.db.datasets(tf_id, k) if d["input_closed"]}
+        out = {}
+        for d in self.db.datasets(tf_id, k - 1):
+            if d["grp"] in done:
+                continue
+            n_out = self.db.output_count(tf_id, k - 1, d["name"])
+            if not n_out:
+                continue  # nothing registered in it yet: nothing to look for in Rucio
+            files_, _ = self._files_of(resolver, Did(d["scope"], d["name"]), {})
+            out[d["grp"]] = ([NewFile(f.scope, f.name, f.bytes, f.adler32, f.rses, d["grp"]) for f in files_],
+                             bool(d["closed"]) and len(files_) == n_out)
+        return out
+
+    # 4 -------------------------------------------------------------- assign
+
+    def _assign(self, tf_id: int, tf: Transformation, r: CycleReport) -> None:
+        for step_i, grp, memory, _n in self.db.claimable(tf_id):
+            while not self.stop.is_set():
+                token, rows = self.db.claim(tf_id, step_i, grp, memory, CLAIM_FILES)
+                if not rows:
+                    break
+                try:
+                    njobs = self._submit_claim(tf_id, tf, step_i, grp, memory, token, rows)
+                except LocalityError as err:
+                    r.released += self.db.release_claim(token, f"no usable replica yet: {err}")
+                    r.warnings.append(f"{tf.name} step {tf.steps[step_i].name}: {err}")
+                    break
+                except Exception:
+                    # Nothing reached the batch system (juno_jobs forgets a refused task): the files wait.
+                    if not any(t.name == jj_name(token) for t in self.sess.store.tasks()):
+                        self.db.release_claim(token, "submission failed; tried again next cycle")
+                    raise
+                r.assigned += len(rows)
+                r.jobs += njobs
+                if len(rows) < CLAIM_FILES:
+                    break
+
+    def _ensure_dataset(self, tf_id: int, tf: Transformation, step_i: int, grp: str) -> tuple[str, str]:
+        """The output dataset in Rucio, with the rules the replication policy gives its class (the same
+        engine as raw blocks: rucio_policy.engine)."""
+        from rucio_policy import engine as policy_engine
+
+        step = tf.steps[step_i]
+        name = naming.dataset_name(step.scope, tf.name, step.name, grp)
+        row = self.db.dataset(tf_id, step_i, grp)
+        outputs.ensure_dataset(self.client, step.scope, name)
+        if row is None or not row["rules"]:
+            if self._policy is None:
+                self._policy = policy_engine.load_default_policy()
+            policy_engine.ensure_block_rules(self.client, step.scope, name, policy=self._policy)
+            self.db.set_dataset(tf_id, step_i, grp, rules=1)
+        return step.scope, name
+
+    def _submit_claim(self, tf_id: int, tf: Transformation, step_i: int, grp: str, memory: int, token: str,
+                      rows: list[dict[str, Any]]) -> int:
+        step = tf.steps[step_i]
+        batch = decide.make_jobs(tf.name, step, rows, self.rses())
+        self.db.set_jobs(token, batch.file_job)
+        scope, ds = self._ensure_dataset(tf_id, tf, step_i, grp)
+        release_dir = step.release_dir(tf.release_base)
+        args = f"--step {step.name} --release {step.release} {step.arguments}".strip()
+        task = Task(name=jj_name(token), source=self.tf_dir / f"{tf.name}.yaml",
+                    executable=None, site_executable=f"{release_dir}/{step.payload}", script=None,
+                    arguments=args, environment=dict(step.environment), release=release_dir,
+                    input=InputSpec(dids=()) if rows[0]["scope"] != MC_SCOPE else None,
+                    splitting=Splitting(files_per_job=step.files_per_job),
+                    output=OutputSpec(dataset=ds, scope=scope, files=(f"*.{step.ext}",), rse=step.rse),
+                    resources=_with_memory(step.resources, memory),
+                    # juno-prod decides retries per file (decide.failed_file): one attempt per juno_jobs job.
+                    retry=RetryPolicy(max_attempts=1), sites=decide.site_lists(step),
+                    description=f"{tf.name} step {step.name} {grp}")
+        target = OutputTarget(scope=scope, name=ds, rse=step.rse, patterns=(f"*.{step.ext}",), naming="file")
+        plan = jplan.plan_for_jobs(task, self.client, jobs=batch.jobs, groups=batch.groups, rses=self.rses(),
+                                   output=target, own_dataset=False)
+        row = control.submit(self.sess, plan, hold=self.hold)
+        self.db.claim_submitted(token, row.id)
+        log.info("submitted", extra=fields(transformation=tf.name, step=step.name, group=grp, files=len(rows),
+                                           jobs=len(batch.jobs), task=row.id, memory_mb=memory))
+        return len(batch.jobs)
+
+    # 5 -------------------------------------------------------------- metadata
+
+    def _metadata(self, r: CycleReport) -> None:
+        rows = self.db.outputs_without_meta()
+        if not rows:
+            return
+        tfs = {t["id"]: t for t in self.db.transformations()}
+        dids = []
+        for o in rows:
+            tf = self.load(tfs[o["tf_id"]])
+            step = tf.steps[o["step"]]
+            parent = f"{o['parent_scope']}:{o['parent_name']}" if o["parent_scope"] != MC_SCOPE else ""
+            dids.append({"scope": o["scope"], "name": o["name"],
+                         "meta": {"parent": parent, "transformation": tf.name, "step": step.name,
+                                  "release": step.release}})
+        try:
+            self.client.set_dids_metadata_bulk(dids)
+        except Exception as err:  # noqa: BLE001 - provenance is also in the bookkeeping; tried again next cycle
+            r.warnings.append(f"provenance metadata not set yet: {type(err).__name__}: {err}")
+            return
+        self.db.meta_done([int(o["id"]) for o in rows])
+
+    # 6 -------------------------------------------------------------- close
+
+    def _close(self, tf_id: int, tf: Transformation, r: CycleReport) -> None:
+        for d in self.db.datasets(tf_id):
+            if d["closed"] or not d["input_closed"]:
+                continue
+            counts = self.db.group_counts(tf_id, d["step"]).get(d["grp"], {})
+            if not decide.dataset_complete(True, counts):
+                continue
+            outputs.ensure_dataset(self.client, d["scope"], d["name"])
+            outputs.close_dataset(self.client, d["scope"], d["name"])
+            self.db.set_dataset(tf_id, d["step"], d["grp"], closed=1)
+            r.closed += 1
+            log.info("dataset closed", extra=fields(transformation=tf.name, dataset=f"{d['scope']}:{d['name']}"))
+
+
+def _with_memory(res: Any, memory: int) -> Any:
+    from dataclasses import replace
+
+    return replace(res, memory_mb=memory)
+
+
+__all__ = ["CycleReport", "Production", "jj_name"]
