@@ -38,6 +38,13 @@ from .transfer import EXISTS_MSG, Outcome
 # its default 5 x 120 s of retries.
 os.environ.setdefault("XRD_CONNECTIONRETRY", "1")
 os.environ.setdefault("XRD_CONNECTIONWINDOW", "10")
+# After a failed connection XRootD's client refuses, for StreamErrorWindow seconds (default 1800), every
+# later request to that host:port in the same process without trying to connect: it repeats the old error.
+# FTS3 never sees that (a fresh url-copy process per copy); a worker here outlives its copies, so a storage
+# back from an outage would keep failing, for half an hour, every copy that lands on a worker which saw it
+# down (Rucio's retries and the judge-repairer's included: the rule went STUCK again). Each copy is a new
+# attempt, as in FTS3.
+os.environ.setdefault("XRD_STREAMERRORWINDOW", "0")
 
 SCHEMES = ("root", "xroot", "davs", "https")
 MODES = ("tpc", "push", "stream")
