@@ -9,7 +9,7 @@ wrong in its own words. Those words reach Rucio verbatim, behind FTS3's "SCOPE [
 Copy modes (FTS3's, per link in the service's configuration):
   tpc       third-party copy, storage to storage: XRootD TPC for root://, HTTP-TPC *pull* (the
             destination fetches) for davs://
-  push      davs:// only: HTTP-TPC push (the source sends to the destination)
+  push      davs:// only: HTTP-TPC push (the source sends to the destination); a root:// copy fails, saying so
   stream    the bytes pass through the service: gfal2's own streamed copy for davs://; for root://
             (where gfal2 always does TPC) gfal2's POSIX reads and writes, then the same checks
 
@@ -132,7 +132,12 @@ class Gfal:
             return _failed("TRANSFER", errno.EPROTONOSUPPORT, f"Protocol not supported: {req.source} -> "
                                                               f"{req.dest} (one protocol on both ends)")
         if mode == "push" and s_scheme not in ("davs", "https"):
-            mode = "tpc"  # XRootD's TPC has one direction only: the destination pulls
+            # XRootD's third-party copy has one direction only (the destination pulls). FTS3 copies in the mode
+            # it was configured for or fails saying why: no silent change of mode.
+            return _failed("TRANSFER", errno.EOPNOTSUPP, f"Copy mode not supported: 'push' is HTTP-TPC only, and "
+                                                         f"this link copies {s_scheme}:// (XRootD third-party copy "
+                                                         f"is pulled by the destination); set the link to tpc or "
+                                                         f"stream")
         ctx = self.context(mode)
         # As FTS3's url-copy: the source is stat'ed first (its size; a missing source is the source's fault).
         try:
