@@ -9,10 +9,10 @@ client doing the same copies in the same mode, as many at a time as the service 
   davs, tpc      HTTP-TPC pull (the destination fetches)  vs  plain gfal2 (the library, no service) pull
   davs, push     HTTP-TPC push (the source sends)         vs  plain gfal2 push
   davs, stream   through the service                      vs  plain gfal2 streamed
-Rucio transfers over root (`[conveyor] scheme`): the davs rounds submit the same FTS3 jobs Rucio would
-straight to the service (all files of a round in one job, adler32 given, verify_checksum both) and time
-them from the service's own per-file records; the plain gfal2 copies run in one /usr/bin/python3
-process with as many threads as the service has workers, a gfal2 context each.
+Every round goes through Rucio (one rule per file, the daemons, the service): the root rounds with Rucio
+choosing root, the davs rounds with Rucio choosing davs (the RSEs' third-party-copy priorities, juno_grid.tpc;
+the choice in force before is restored at the end). The plain gfal2 copies run in one /usr/bin/python3 process
+with as many threads as the service has workers, a gfal2 context each.
 
 Figures per mode, all measured in this run on the same storages:
   service_mb_s   bytes / (last copy finished - first copy started), from the service's own per-file start
@@ -112,38 +112,8 @@ def gfal_round(pairs: list[tuple[str, str, str]], mode: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def service_round(cfg: GridConfig, pairs: list[tuple[str, str, str]], size: int) -> float:
-    """One FTS3 job of all pairs to the grid's service; seconds from its first copy start to its last end."""
-    import sqlite3
-
-    import requests
-
-    files = [{"sources": [s], "destinations": [d], "checksum": f"ADLER32:{c}", "filesize": size,
-              "metadata": {"request_id": uuid.uuid4().hex}} for s, d, c in pairs]
-    body = {"files": files, "params": {"verify_checksum": "both", "overwrite": True, "priority": 3}}
-    job_id = requests.post(f"{cfg.fts_url}/jobs", data=json.dumps(body), timeout=30).json()["job_id"]
-    deadline = time.monotonic() + 1800
-    while True:
-        job = requests.get(f"{cfg.fts_url}/jobs/{job_id}", timeout=30).json()
-        if job["job_state"] in ("FINISHED", "FAILED", "FINISHEDDIRTY", "CANCELED"):
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"service job {job_id} not done in 1800 s")
-        time.sleep(0.2)
-    if job["job_state"] != "FINISHED":
-        files = requests.get(f"{cfg.fts_url}/jobs/{job_id}/files", timeout=30).json()
-        raise RuntimeError(f"service job {job_id} {job['job_state']}: {files[0].get('reason')}")
-    db = sqlite3.connect(f"file:{cfg.state_dir / 'fts' / 'jobs.sqlite'}?mode=ro", uri=True, timeout=30)
-    try:
-        first, last = db.execute("SELECT min(start_time), max(finish_time) FROM files WHERE job_id = ?",
-                                 (job_id,)).fetchone()
-    finally:
-        db.close()
-    return max(last - first, 1e-3)
-
-
 def run(cfg: GridConfig, n_files: int, size: int, modes: list[str], davs_modes: list[str]) -> int:
-    from juno_grid import daemons, storage
+    from juno_grid import daemons, storage, tpc, xrootd
     from rucio.client import Client
     from rucio.db.sqla import models
     from rucio.db.sqla.constants import RequestState
@@ -153,88 +123,82 @@ def run(cfg: GridConfig, n_files: int, size: int, modes: list[str], davs_modes: 
     client = Client()
     total = n_files * size
     topo = load_topology()
-    ihep, cnaf = topo.rse("IHEP-EOS").protocols["local"], topo.rse("CNAF-DISK").protocols["local"]
-    link = f"{ihep.hostname}:{ihep.port}>{cnaf.hostname}:{cnaf.port}"
+    rse_names = [r.name for r in topo.rses]
+    tape = {r.name for r in topo.rses if r.is_tape}
+    ihep_rse, cnaf_rse = topo.rse("IHEP-EOS"), topo.rse("CNAF-DISK")
+    ihep, cnaf = ihep_rse.protocols["local"], cnaf_rse.protocols["local"]
+    links = {"root": f"{ihep.hostname}:{ihep.port}>{cnaf.hostname}:{cnaf.port}",
+             "davs": f"{xrootd.davs_url(ihep_rse).split('//')[1]}>{xrootd.davs_url(cnaf_rse).split('//')[1]}"}
+    davs_dst = f"{xrootd.davs_url(cnaf_rse)}/{cnaf.prefix.strip('/')}"
     fts_argv = grid.cmdline(cfg, grid.FTS)
     engine = grid.option(fts_argv, "--engine", "xrootd")
+    chosen_before = tpc.current(client, rse_names)
     results: dict[str, dict[str, float | int]] = {}
+    rounds = [("root", m) for m in modes] + [("davs", m) for m in davs_modes]
     try:
-        for mode in modes:
+        for scheme, mode in rounds:
+            # Rucio transfers over `scheme` (the RSEs' third-party-copy priorities), the link copies in `mode`.
+            tpc.choose(client, rse_names, tape, scheme)
             tag = uuid.uuid4().hex[:8]
             names = [f"bench.transfer.{tag}.{i:03d}.bin" for i in range(n_files)]
+            sums = []
             with tempfile.TemporaryDirectory() as tmp:
-                print(f"[{mode}] writing {n_files} x {size / 1e6:.0f} MB to IHEP-EOS ...", file=sys.stderr)
-                pfns = []
+                print(f"[{scheme} {mode}] writing {n_files} x {size / 1e6:.0f} MB to IHEP-EOS ...", file=sys.stderr)
                 for name in names:
                     local = storage.make_file(Path(tmp) / name, size)
-                    pfns.append(storage.put_replica(client, "IHEP-EOS", SCOPE, name, local)["pfn"])
+                    sums.append(storage.put_replica(client, "IHEP-EOS", SCOPE, name, local)["adler32"])
                     local.unlink()
-            dest = f"{cnaf.url}/{cnaf.prefix}/bench/xrdcp/{tag}"
-            tpc = mode == "tpc"
-            before = xrdcp_round(storage, pfns, dest + "/a", tpc=tpc)
-            set_link_mode(cfg, link, mode)
+            dids = [{"scope": SCOPE, "name": n} for n in names]
+            srcs = {r["name"]: r["rses"]["IHEP-EOS"][0] for r in client.list_replicas(dids, schemes=[scheme])}
+            sources = [srcs[n] for n in names]
+
+            def plain(sub: str, scheme: str = scheme, mode: str = mode, sources: list[str] = sources,
+                      tag: str = tag, sums: list[str] = sums) -> float:
+                if scheme == "root":
+                    dest = f"{cnaf.url}/{cnaf.prefix}/bench/xrdcp/{tag}/{sub}"
+                    return xrdcp_round(storage, sources, dest, tpc=mode == "tpc")
+                return gfal_round([(s_, f"{davs_dst}/bench/gfal/{tag}/{sub}/{i}", c)
+                                   for i, (s_, c) in enumerate(zip(sources, sums, strict=True))], mode)
+
+            before = plain("a")
+            set_link_mode(cfg, links[scheme], mode)
             time.sleep(0.5)
             started = time.perf_counter()
             # One rule per file, as Rucio makes for a list of DIDs; all of them must reach OK.
-            rule_ids = client.add_replication_rule([{"scope": SCOPE, "name": n} for n in names], 1, "CNAF-DISK",
-                                                   grouping="NONE")
+            rule_ids = client.add_replication_rule(dids, 1, "CNAF-DISK", grouping="NONE")
             daemons.drive_until(lambda ids=rule_ids: all(client.get_replication_rule(r)["state"] == "OK" for r in ids),
                                 timeout=900, pause=0.2)
             rule_to_ok = time.perf_counter() - started
-            after = xrdcp_round(storage, pfns, dest + "/b", tpc=tpc)
+            set_link_mode(cfg, links[scheme], None)
+            after = plain("b")
             session = get_session()
             try:
-                first, last = session.execute(
-                    select(func.min(models.RequestHistory.started_at), func.max(models.RequestHistory.transferred_at))
+                first, last, used = session.execute(
+                    select(func.min(models.RequestHistory.started_at), func.max(models.RequestHistory.transferred_at),
+                           func.min(models.RequestHistory.dest_url))
                     .where(models.RequestHistory.name.in_(names))
                     .where(models.RequestHistory.state == RequestState.DONE)
                 ).one()
             finally:
                 session.close()
+            if not str(used).startswith(f"{scheme}://"):
+                raise RuntimeError(f"Rucio transferred over {str(used).split(':')[0]}, not {scheme}")
             copy_s = max((last - first).total_seconds(), 1e-3)
             service = total / 1e6 / copy_s
-            plain = total / 1e6 / ((before + after) / 2)
-            results[f"root {mode}"] = {"service_mb_s": round(service, 1), "client_mb_s": round(plain, 1),
-                             "ratio": round(service / plain, 3), "rule_to_ok_s": round(rule_to_ok, 2),
-                             "copy_window_s": round(copy_s, 2)}
-            print(f"root {mode}: service {service:.1f} MB/s over {copy_s:.1f} s vs plain xrdcp"
-                  f"{' --tpc only' if tpc else ''} {plain:.1f} MB/s: ratio {service / plain:.3f}; rules OK after "
-                  f"{rule_to_ok:.1f} s", file=sys.stderr)
-        # davs: the same kind of files, HTTP modes, service vs plain gfal2 in the same mode.
-        ihep_rse, cnaf_rse = topo.rse("IHEP-EOS"), topo.rse("CNAF-DISK")
-        from juno_grid import xrootd
-
-        davs_src = f"{xrootd.davs_url(ihep_rse)}/{ihep.prefix.strip('/')}"
-        davs_dst = f"{xrootd.davs_url(cnaf_rse)}/{cnaf.prefix.strip('/')}"
-        davs_link = f"{davs_src.split('/')[2]}>{davs_dst.split('/')[2]}"
-        for mode in davs_modes:
-            tag = uuid.uuid4().hex[:8]
-            sums = []
-            with tempfile.TemporaryDirectory() as tmp:
-                print(f"[davs {mode}] writing {n_files} x {size / 1e6:.0f} MB to IHEP-EOS ...", file=sys.stderr)
-                for i in range(n_files):
-                    local = storage.make_file(Path(tmp) / f"{i}.bin", size)
-                    sums.append(storage.adler32_file(local))
-                    storage.copy(str(local), f"{ihep.url}//{ihep.prefix.strip('/')}/bench/davs/{tag}/{i}.bin")
-                    local.unlink()
-            src = [f"{davs_src}/bench/davs/{tag}/{i}.bin" for i in range(n_files)]
-            plain_a = gfal_round([(s_, f"{davs_dst}/bench/davs/{tag}/a/{i}", c) for i, (s_, c)
-                                  in enumerate(zip(src, sums, strict=True))], mode)
-            set_link_mode(cfg, davs_link, mode)
-            time.sleep(0.5)
-            svc = service_round(cfg, [(s_, f"{davs_dst}/bench/davs/{tag}/svc/{i}", c) for i, (s_, c)
-                                      in enumerate(zip(src, sums, strict=True))], size)
-            plain_b = gfal_round([(s_, f"{davs_dst}/bench/davs/{tag}/b/{i}", c) for i, (s_, c)
-                                  in enumerate(zip(src, sums, strict=True))], mode)
-            service = total / 1e6 / svc
-            plain = total / 1e6 / ((plain_a + plain_b) / 2)
-            results[f"davs {mode}"] = {"service_mb_s": round(service, 1), "client_mb_s": round(plain, 1),
-                                       "ratio": round(service / plain, 3), "copy_window_s": round(svc, 2)}
-            print(f"davs {mode}: service {service:.1f} MB/s vs plain gfal2 {plain:.1f} MB/s: ratio "
-                  f"{service / plain:.3f}", file=sys.stderr)
-            set_link_mode(cfg, davs_link, None)
+            plain_mb_s = total / 1e6 / ((before + after) / 2)
+            results[f"{scheme} {mode}"] = {
+                "service_mb_s": round(service, 1), "client_mb_s": round(plain_mb_s, 1),
+                "ratio": round(service / plain_mb_s, 3), "rule_to_ok_s": round(rule_to_ok, 2),
+                "copy_window_s": round(copy_s, 2)}
+            client_name = ("xrdcp" + (" --tpc only" if mode == "tpc" else "")) if scheme == "root" else f"gfal2 {mode}"
+            print(f"{scheme} {mode}: service {service:.1f} MB/s over {copy_s:.1f} s vs plain {client_name} "
+                  f"{plain_mb_s:.1f} MB/s: ratio {service / plain_mb_s:.3f}; rules OK after {rule_to_ok:.1f} s",
+                  file=sys.stderr)
     finally:
-        set_link_mode(cfg, link, None)
+        for link in links.values():
+            set_link_mode(cfg, link, None)
+        previous = "davs" if "davs" in chosen_before.values() else "root"
+        tpc.choose(client, rse_names, tape, previous)
     headline = f"root {FTS_COPY_MODE}" if f"root {FTS_COPY_MODE}" in results else next(iter(results))
     names = {"root stream": "root_stream", "root tpc": "root_tpc", "davs tpc": "davs_pull", "davs push": "davs_push",
              "davs stream": "davs_stream"}

@@ -103,3 +103,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return FIRST.index(module) if module in FIRST else len(FIRST)
 
     items.sort(key=rank)  # stable: within a module, and among the rest, the usual order stays
+
+
+# Which protocol Rucio transfers over (juno_grid.tpc): parametrize a test with
+# `@pytest.mark.parametrize("transfers_over", ["root", "davs"], indirect=True)`; root is chosen again after it.
+@pytest.fixture
+def transfers_over(request: pytest.FixtureRequest, grid: Grid) -> Iterator[str]:
+    from juno_grid import tpc
+
+    scheme = str(getattr(request, "param", "root"))
+    client = grid.client()
+    rses = [r.name for r in grid.topo.rses]
+    tape = {r.name for r in grid.topo.rses if r.is_tape}
+    tpc.choose(client, rses, tape, scheme)
+    try:
+        yield scheme
+    finally:
+        tpc.choose(client, rses, tape, "root")

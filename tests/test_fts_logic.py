@@ -229,3 +229,36 @@ def test_link_modes_file_is_checked_and_used_per_link() -> None:
                      ('{"links": {"nohost": "tpc"}}', "link"), ('{"other": 1}', "expected an object")]:
         with pytest.raises(ValueError, match=why):
             parse(bad, "tpc")
+
+
+def test_copy_mode_is_the_links_then_the_source_schemes_then_the_default() -> None:
+    from juno_grid.fts.links import parse
+
+    modes = parse('{"default": "stream", "schemes": {"davs": "tpc"}, "links": {"h:1>h:2": "push"}}', "tpc")
+    assert modes.mode_for("davs://h:1/x", "davs://h:2/y") == "push"
+    assert modes.mode_for("davs://h:3/x", "davs://h:2/y") == "tpc"
+    assert modes.mode_for("root://h:3//x", "root://h:2//y") == "stream"
+    # The service's --scheme-mode applies unless the file says otherwise for that scheme.
+    assert parse('{"default": "tpc"}', "tpc", {"davs": "push"}).mode_for("davs://a:1/x", "davs://b:2/y") == "push"
+    with pytest.raises(ValueError, match="'schemes' must map a URL scheme"):
+        parse('{"schemes": {"davs": "fast"}}', "tpc")
+
+
+def test_tpc_choice_ranks_the_chosen_protocol_first_and_keeps_tape_recalls_on_root() -> None:
+    from juno_grid import tpc
+
+    def proto(scheme: str, port: int, read: int | None, write: int | None) -> dict:
+        return {"scheme": scheme, "hostname": "h", "port": port,
+                "domains": {"wan": {"third_party_copy_read": read, "third_party_copy_write": write}}}
+
+    have = {"DISK": [proto("root", 1, 1, 1), proto("davs", 2, 2, 2)],
+            "TAPE": [proto("root", 3, 1, 1), proto("davs", 4, 2, 2)]}
+    assert tpc.chosen(have) == {"DISK": "root", "TAPE": "root"}
+    want = {(r.rse, r.scheme): (r.read, r.write) for r in tpc.wanted(have, {"TAPE"}, "davs")}
+    assert want == {("DISK", "davs"): (1, 1), ("DISK", "root"): (2, 2),
+                    ("TAPE", "davs"): (None, 1), ("TAPE", "root"): (2, 2)}
+    assert {(r.rse, r.scheme) for r in tpc.wanted(have, {"TAPE"}, "root")} == set(want)
+    assert all((r.read, r.write) == ((1, 1) if r.scheme == "root" else (2, 2))
+               for r in tpc.wanted(have, {"TAPE"}, "root"))
+    with pytest.raises(ValueError, match="choose one of root, davs"):
+        tpc.rank("root", "gsiftp", is_tape=False)

@@ -114,36 +114,44 @@ class Storage:
         return data
 
 
+def _start_xrootd(base: Path, name: str, port: int,
+                  owner: tuple[int, int] | None) -> tuple[subprocess.Popen[bytes], Path]:
+    """An XRootD server exporting <base>/<name>/data on `port`; returns its process and data directory."""
+    assert not _port_open(port), f"port {port} is taken: another XRootD left running?"
+    data, run = base / name / "data", base / name / "run"
+    data.mkdir(parents=True)
+    run.mkdir(parents=True)
+    cfg = base / name / "xrootd.cfg"
+    cfg.write_text(XRD_CONFIG.format(data=data, run=run))
+    if owner:
+        for p in (base, base / name, data, run):
+            os.chown(p, *owner)
+    argv = ["xrootd", "-p", str(port), "-c", str(cfg), "-l", str(base / name / "xrootd.log"), "-n", f"ftstest{name}"]
+    if owner:
+        argv[1:1] = ["-R", XRD_USER]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return proc, data
+
+
+def _xrootd_owner() -> tuple[int, int] | None:
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    entry = pwd.getpwnam(XRD_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
 @pytest.fixture(scope="module")
 def storage() -> Iterator[Storage]:
     root = Path(tempfile.mkdtemp(prefix="fts-test-xrootd-"))
-    as_root = os.geteuid() == 0
-    owner = None
-    if as_root:
-        import pwd
-
-        entry = pwd.getpwnam(XRD_USER)
-        owner = (entry.pw_uid, entry.pw_gid)
+    owner = _xrootd_owner()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         dirs = {}
         for name, port in (("src", SRC_PORT), ("dst", DST_PORT)):
-            assert not _port_open(port), f"port {port} is taken: another XRootD left running?"
-            data, run = root / name / "data", root / name / "run"
-            data.mkdir(parents=True)
-            run.mkdir(parents=True)
-            cfg = root / name / "xrootd.cfg"
-            cfg.write_text(XRD_CONFIG.format(data=data, run=run))
-            if owner:
-                for p in (root, root / name, data, run):
-                    os.chown(p, *owner)
-            argv = ["xrootd", "-p", str(port), "-c", str(cfg), "-l", str(root / name / "xrootd.log"),
-                    "-n", f"ftstest{name}"]
-            if as_root:
-                argv[1:1] = ["-R", XRD_USER]
-            procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.STDOUT))
-            dirs[name] = data
+            proc, dirs[name] = _start_xrootd(root, name, port, owner)
+            procs.append(proc)
         for port in (SRC_PORT, DST_PORT):
             _wait(lambda p=port: _port_open(p), f"xrootd on {port}")
         yield Storage(dirs["src"], dirs["dst"], owner)
@@ -295,6 +303,40 @@ def test_unreachable_destination_fails_with_its_reason(storage: Storage, fts: Ft
     assert job["job_state"] == "FAILED"
     assert job["files"][0]["reason"].startswith("DESTINATION [111] "), job["files"][0]["reason"]
     assert time.monotonic() - started < 30  # not the XRootD client's default 10 minutes of retries
+
+
+def test_storage_back_from_an_outage_takes_copies_at_once(storage: Storage, engine: str, tmp_path: Path) -> None:
+    # One copy slot, so the copy after the outage runs in the very worker that saw the storage down: the
+    # gfal2 engine's workers outlive their copies, and XRootD's client would otherwise repeat the old
+    # connection error for half an hour without trying again (FTS3 runs each copy in a fresh process).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    service = Fts(tmp_path / "state", workers=1, engine=engine)
+    service.start()
+    server = None
+    xrd_root = Path(tempfile.mkdtemp(prefix="fts-test-outage-"))  # XRootD's user must reach it (not tmp_path)
+    try:
+        payload = storage.put("outage/f", 10_000)
+
+        def to_outage(dest: str) -> dict[str, Any]:
+            files = entry("outage/f", dest, data=payload)
+            files["destinations"] = [f"root://127.0.0.1:{port}//{dest}"]
+            return files
+
+        down = service.wait(service.submit([to_outage("down/a"), to_outage("down/b")]))
+        assert [f["file_state"] for f in down["files"]] == ["FAILED", "FAILED"], down
+        assert all("[111]" in f["reason"] for f in down["files"]), down
+        server, data = _start_xrootd(xrd_root, "outage", port, _xrootd_owner())
+        _wait(lambda: _port_open(port), f"xrootd on {port}")
+        back = service.wait(service.submit([to_outage("up/a"), to_outage("up/b")]))
+        assert back["job_state"] == "FINISHED", back
+        assert (data / "up" / "a").read_bytes() == (data / "up" / "b").read_bytes() == payload
+    finally:
+        if server is not None:
+            _stop(server)
+        service.stop()
+        shutil.rmtree(xrd_root, ignore_errors=True)
 
 
 def test_copy_timeout_fails_with_its_reason_and_leaves_nothing(storage: Storage, engine: str, tmp_path: Path) -> None:

@@ -36,6 +36,26 @@ def test_topology_matches_sites_yaml(grid) -> None:
     assert client.get_distance("IHEP-EOS", "CNAF-DISK")[0]["distance"] == 2
 
 
+def test_juno_grid_tpc_shows_and_chooses_the_transfer_protocol(grid) -> None:
+    from click.testing import CliRunner
+    from juno_grid.cli import main
+
+    runner = CliRunner()
+    shown = runner.invoke(main, ["tpc", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert set(json.loads(shown.output)["transfers_over"].values()) == {"root"}
+    dry = runner.invoke(main, ["tpc", "davs", "--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.output
+    changes = json.loads(dry.output)["changes"]
+    assert len(changes) == 2 * len(grid.topo.rses)  # root and davs of every RSE re-ranked
+    assert {(c["rse"], c["third_party_copy_read"]) for c in changes if c["scheme"] == "davs"} == {
+        (r.name, None if r.is_tape else 1) for r in grid.topo.rses}
+    # --dry-run changed nothing; a protocol it does not know is refused with the choices.
+    assert set(json.loads(runner.invoke(main, ["tpc", "--json"]).output)["transfers_over"].values()) == {"root"}
+    bad = runner.invoke(main, ["tpc", "gsiftp"])
+    assert bad.exit_code == 2 and "'root', 'davs'" in bad.output
+
+
 @pytest.mark.parametrize("rse", ["IHEP-EOS", "IHEP-TAPE", "CNAF-DISK", "CNAF-TAPE", "JINR-DISK", "IN2P3-DISK"])
 def test_upload_to_each_storage_and_read_back_adler32(grid, tmp_path: Path, rse: str) -> None:
     local = storage.make_file(tmp_path / "f.bin", 1_234_567)

@@ -36,6 +36,7 @@ def main() -> None:
                                    run a command inside the grid (RUCIO_CONFIG etc. set)
       juno-grid down               stop exactly what `up` started
       juno-grid client-config      a rucio client config per local account (.grid/rucio/<account>.cfg)
+      juno-grid tpc davs           Rucio's transfers over HTTP-TPC (davs) instead of XRootD (root)
 
     State lives in .grid/ of the checkout (JUNO_GRID_DIR to move it).
     """
@@ -125,6 +126,53 @@ def client_config(out: Output, accounts: tuple[str, ...]) -> None:
     else:
         for path in shown:
             out.say(path)
+
+
+@main.command()
+@click.argument("protocol", required=False, type=click.Choice(["root", "davs"]))
+@click.option("--dry-run", is_flag=True, help="Show the priority changes, change nothing.")
+@shared
+def tpc(out: Output, protocol: str | None, dry_run: bool) -> None:
+    """Show or choose the protocol Rucio's transfers use between the grid's storages: root or davs.
+
+    Rucio takes, for each transfer, the protocols the two RSEs rank first for third-party copy
+    (`[conveyor] scheme = root,davs`, as production does); this re-ranks every RSE's root and davs
+    protocols. etc/sites.yaml registers root first; `juno-grid up` leaves a choice made here as it is.
+
+    \b
+      juno-grid tpc                show what each RSE receives transfers over
+      juno-grid tpc davs           HTTP third-party copy (tape recalls stay on root: see juno_grid/tpc.py)
+      juno-grid tpc root --dry-run
+    """
+    from rucio.client import Client
+
+    from rucio_policy import topology
+
+    from . import tpc as tpc_mod
+
+    grid.enter(_cfg())
+    topo = topology.load()
+    rses = [r.name for r in topo.rses]
+    client = Client()
+    if protocol is None:
+        now = tpc_mod.current(client, rses)
+        if out.as_json:
+            out.json({"transfers_over": now})
+        else:
+            for rse, scheme in now.items():
+                out.say(f"{rse:<12} {scheme or '-'}")
+        return
+    todo = tpc_mod.changes(client, rses, {r.name for r in topo.rses if r.is_tape}, protocol)
+    if not dry_run:
+        tpc_mod.apply(client, todo)
+    if out.as_json:
+        out.json({"protocol": protocol, "dry_run": dry_run, "changes": [r.as_dict() for r in todo]})
+        return
+    for r in todo:
+        out.say(f"{'would set' if dry_run else 'set'} {r.rse} {r.scheme}: third_party_copy_read={r.read} "
+                f"third_party_copy_write={r.write}")
+    if not todo:
+        out.say(f"Rucio already transfers over {protocol}")
 
 
 @main.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

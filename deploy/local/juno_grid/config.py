@@ -26,6 +26,9 @@ FTS_WORKERS = 8
 # FTS3's fallback). The grid streams: TPC's ~2.5 s floor per file makes thousands of small raw
 # files crawl; bench/transfer.py measures both.
 FTS_COPY_MODE = os.environ.get("JUNO_FTS_COPY_MODE", "stream")
+# davs:// links copy by HTTP third-party copy, pulled by the destination (FTS3's default for HTTP): it has no
+# per-file floor like XRootD's TPC.
+FTS_DAVS_COPY_MODE = os.environ.get("JUNO_FTS_DAVS_COPY_MODE", "tpc")
 # What copies: "gfal2", FTS3's own copy library (root:// and davs://, the checks on the copy's own
 # connection), or "xrootd" (xrdcp/xrdfs processes, root:// only). gfal2's Python binding is Debian's
 # python3-gfal2, built for Debian's /usr/bin/python3 (3.11, as the venv's): the service, which needs only

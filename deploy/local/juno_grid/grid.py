@@ -15,7 +15,16 @@ from typing import Any
 from rucio_policy import topology as topology_mod
 
 from . import daemon_set, kafka, netns, postgres, procs, rucio_server, tls, xrootd
-from .config import FTS_COPY_MODE, FTS_ENGINE, FTS_PYTHON, FTS_WORKERS, REPO_ROOT, VENV_BIN, GridConfig
+from .config import (
+    FTS_COPY_MODE,
+    FTS_DAVS_COPY_MODE,
+    FTS_ENGINE,
+    FTS_PYTHON,
+    FTS_WORKERS,
+    REPO_ROOT,
+    VENV_BIN,
+    GridConfig,
+)
 
 FTS = "fts"
 # Before the daemons ran as processes of their own, one in-process loop ran them all under this name:
@@ -69,6 +78,7 @@ def start_fts(cfg: GridConfig) -> None:
     procs.spawn(cfg.run_dir, cfg.log_dir, FTS,
                 [python, "-m", "juno_grid.fts", "--port", str(cfg.ports.fts), "--engine", FTS_ENGINE,
                  "--state", str(cfg.state_dir / "fts"), "--workers", str(FTS_WORKERS), "--copy-mode", FTS_COPY_MODE,
+                 "--scheme-mode", f"davs={FTS_DAVS_COPY_MODE}",
                  "--links", str(cfg.state_dir / "fts" / "links.json")], env=env)
     procs.wait_for(lambda: procs.port_open(cfg.ports.fts), "transfer service (FTS3 API)", timeout=30,
                    log=cfg.log_dir / f"{FTS}.log")

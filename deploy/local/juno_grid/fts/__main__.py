@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="every link's mode unless --links says otherwise. tpc: storage to storage, as FTS3 "
                              "(default; HTTP-TPC pull for davs); push: HTTP-TPC push (davs, gfal2 engine); "
                              "stream: bytes through this service")
+    parser.add_argument("--scheme-mode", action="append", default=[], metavar="SCHEME=MODE",
+                        help="the mode of every link whose source speaks SCHEME, unless --links says otherwise "
+                             "(e.g. davs=tpc: HTTP-TPC pull, FTS3's default for HTTP); repeatable")
     parser.add_argument("--engine", default="xrootd", choices=["xrootd", "gfal2"],
                         help="xrootd: xrdcp/xrdfs processes (root:// only); gfal2: FTS3's copy library, in this "
                              "process (root:// and davs://; needs Debian's python3-gfal2: run with /usr/bin/python3)")
@@ -47,12 +50,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     if args.copy_mode == "push" and args.engine != "gfal2":
         parser.error("--copy-mode push is HTTP-TPC push: it needs --engine gfal2")
+    scheme_modes = dict(item.partition("=")[::2] for item in args.scheme_mode)
+    if any(m not in ("tpc", "push", "stream") or not k for k, m in scheme_modes.items()):
+        parser.error(f"--scheme-mode {args.scheme_mode}: expected SCHEME=tpc|push|stream")
 
     jsonlog.setup(args.log_level)
     args.state.mkdir(parents=True, exist_ok=True)
     store = Store(args.state / "jobs.sqlite")
     settings = Settings(workers=args.workers, vo=args.vo, drain_timeout=args.drain_timeout, copy_mode=args.copy_mode,
-                        engine=args.engine, links_file=args.links,
+                        engine=args.engine, links_file=args.links, scheme_modes=scheme_modes,
                         limits=Limits(base_timeout=args.copy_timeout))
     service = Service(store, settings)
 

@@ -40,6 +40,7 @@ class Settings:
     copy_mode: str = "tpc"  # default for every link: tpc | stream (| push with gfal2): see links.py
     engine: str = "xrootd"  # xrootd: xrdcp/xrdfs processes (copier.XRootD); gfal2: gfal_copy.Gfal in-process
     links_file: Path | None = None  # per-link copy modes (links.py)
+    scheme_modes: dict[str, str] = field(default_factory=dict)  # per source scheme, before copy_mode (links.py)
 
 
 class Stopping(RuntimeError):
@@ -51,7 +52,7 @@ class Service:
         self.store = store
         self.settings = settings
         self.xrd = xrd or XRootD(settings.op_timeout, mode="stream" if settings.copy_mode == "stream" else "tpc")
-        self.links = LinkModes(settings.links_file, settings.copy_mode)
+        self.links = LinkModes(settings.links_file, settings.copy_mode, settings.scheme_modes)
         self.gfal: GfalWorkers | None = None
         if settings.engine == "gfal2":
             self.gfal = GfalWorkers()
