@@ -40,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 import submit as bench_submit  # noqa: E402 - bench/submit.py's input fixture
+from complete import _make_dirs  # noqa: E402 - outputs placed as bench/complete.py places them
 from juno_grid import grid  # noqa: E402
 from juno_grid.config import load  # noqa: E402
 
@@ -150,17 +151,6 @@ def finish_jobs(cfg: Any, prod: Any, tf: Any) -> int:
                 events.append(json.dumps({"round": 1, "proc": job, "kind": kind, "time": now, **extra}))
         td.local_events.write_text("\n".join(events) + "\n")
     return written
-
-
-def _make_dirs(path: Path, root: Path) -> None:
-    st = root.stat()
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for d in reversed(missing):
-        d.mkdir(exist_ok=True)
-        os.chown(d, st.st_uid, st.st_gid)
 
 
 def raw_attach(client: Any, n: int, tag: str) -> float:

@@ -222,10 +222,13 @@ def _first_line(text: str) -> str:
 # --------------------------------------------------------------------------- pass 2: meaning
 
 
-class _Builder:
-    def __init__(self, path: Path, root: Node, data: Mapping[str, Any]) -> None:
+class FileChecker:
+    """Checks the meaning of one YAML file after its schema: collects Issues with file:line (task files
+    here, juno-prod's transformation files too)."""
+
+    def __init__(self, path: Path, root: Node, data: Mapping[str, Any], display: str | None = None) -> None:
         self.path = path
-        self.file = str(path)
+        self.file = display or str(path)
         self.root = root
         self.data = data
         self.issues: list[Issue] = []
@@ -239,12 +242,26 @@ class _Builder:
         try:
             mb = units.size_mb(value)
         except units.UnitError as err:
-            self.error(where, str(err))
+            self.error(where, str(err), "write a size, e.g. 512MB or 2GB")
             return default
         if mb <= 0:
             self.error(where, f"{value!r} is zero", "give a positive size")
         return mb
 
+    def duration_s(self, value: Any, where: Sequence[str | int], default: int) -> int:
+        if value is None:
+            return default
+        try:
+            s = units.duration_s(value)
+        except units.UnitError as err:
+            self.error(where, str(err), "write a duration, e.g. 30m, 2h or 1h30m")
+            return default
+        if s <= 0:
+            self.error(where, f"{value!r} is zero", "give a positive duration")
+        return s
+
+
+class _Builder(FileChecker):
     def build(self) -> Task:
         d = self.data
         executable, site_executable = self._executable()

@@ -16,13 +16,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from yaml.nodes import Node
-
 from juno_common.etc import etc_file
 from juno_common.yamlfile import Issue, compose, line_of, value_of
-from juno_jobs import units
 from juno_jobs.model import Did, Range, Resources, RetryPolicy
-from juno_jobs.taskfile import _duplicates, _line_at, _schema_issues, _where
+from juno_jobs.taskfile import FileChecker, _duplicates, _schema_issues
 from juno_prod.model import DEFAULT_RELEASE_BASE, MC, NEW_RAW, SELECTION, InputSel, Step, Transformation
 
 SCHEMA_PATH = etc_file("transformation.schema.json")
@@ -42,41 +39,7 @@ def schema() -> dict[str, Any]:
     return dict(json.loads(SCHEMA_PATH.read_text()))
 
 
-class _Builder:
-    def __init__(self, path: Path, root: Node, data: Mapping[str, Any], display: str) -> None:
-        self.path = path
-        self.root = root
-        self.data = data
-        self.display = display
-        self.issues: list[Issue] = []
-
-    def error(self, where: Sequence[str | int], message: str, fix: str = "") -> None:
-        self.issues.append(Issue(self.display, _line_at(self.root, where), _where(where), message, fix))
-
-    def mb(self, value: Any, where: Sequence[str | int], default: int) -> int:
-        if value is None:
-            return default
-        try:
-            mb = units.size_mb(value)
-        except units.UnitError as err:
-            self.error(where, str(err), "write a size, e.g. 512MB or 2GB")
-            return default
-        if mb <= 0:
-            self.error(where, f"{value!r} is zero", "give a positive size")
-        return mb
-
-    def seconds(self, value: Any, where: Sequence[str | int], default: int) -> int:
-        if value is None:
-            return default
-        try:
-            s = units.duration_s(value)
-        except units.UnitError as err:
-            self.error(where, str(err), "write a duration, e.g. 30m, 2h or 1h30m")
-            return default
-        if s <= 0:
-            self.error(where, f"{value!r} is zero", "give a positive duration")
-        return s
-
+class _Builder(FileChecker):
     def build(self) -> Transformation:
         d = self.data
         sel = self._input()
@@ -154,12 +117,13 @@ class _Builder:
                        "keep-up runs at IHEP, where new raw data lands (JUNO's computing model)",
                        "write where: [IHEP]")
         res = raw.get("resources") or {}
-        memory = self.mb(res.get("memory"), [*at, "resources", "memory"], 2048)
+        memory = self.size_mb(res.get("memory"), [*at, "resources", "memory"], 2048)
         resources = Resources(memory_mb=memory, cpus=int(res.get("cpus", 1)),
-                              disk_mb=self.mb(res.get("disk"), [*at, "resources", "disk"], 4096),
-                              wall_s=self.seconds(res.get("wall_time"), [*at, "resources", "wall_time"], 4 * 3600))
+                              disk_mb=self.size_mb(res.get("disk"), [*at, "resources", "disk"], 4096),
+                              wall_s=self.duration_s(res.get("wall_time"), [*at, "resources", "wall_time"], 4 * 3600))
         rt = raw.get("retry") or {}
-        ladder = tuple(self.mb(v, [*at, "retry", "memory", k], memory) for k, v in enumerate(rt.get("memory") or []))
+        ladder = tuple(self.size_mb(v, [*at, "retry", "memory", k], memory)
+                       for k, v in enumerate(rt.get("memory") or []))
         if ladder and (list(ladder) != sorted(set(ladder))):
             self.error([*at, "retry", "memory"], "the memory ladder must climb (each step above the last)",
                        "e.g. [2GB, 4GB, 8GB]")
