@@ -411,3 +411,81 @@ def _now() -> Any:
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+def test_keep_up_end_to_end_spade_to_ingest_to_event_to_rtraw_and_esd(env: Env, tmp_path: Path) -> None:
+    """The whole keep-up chain with nothing stood in: SPADE's messages → juno-ingest (Rucio, its events on
+    Kafka) → the juno-prod daemon woken by those events → RAW→RTRAW jobs at IHEP → RTRAW→ESD → outputs in
+    rtraw and esd with provenance, each dataset with the replication policy's rules."""
+    from datetime import UTC, datetime, timedelta
+
+    from ingest_helpers import endpoint_of, ingest_config, publish_plan, unique_streams
+
+    from juno_ingest import simulate as sim
+    from juno_ingest.consumer import Ingester
+
+    streams = unique_streams(1)
+    plan = sim.make_plan(sim.SimSpec(files=4, size=4096, days=1, streams=streams, prefix=endpoint_of(env.grid).prefix),
+                         now=datetime.now(UTC) - timedelta(days=1))  # yesterday: the ingester closes the block
+    sim.write_files(plan, endpoint_of(env.grid))
+    topic = f"kup-e2e-{uuid.uuid4().hex[:8]}"
+    cfg = ingest_config(env.grid, topic, streams)
+    sim.ensure_topic(env.grid.cfg.kafka_bootstrap, cfg.events.topic, 3)
+    name = f"kup-e2e-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "kup.yaml"
+    path.write_text(f"""\
+name: {name}
+release: J25.1.0
+input: {{new_raw: {{streams: [{streams[0]}]}}}}
+steps:
+  - {{name: rtraw, payload: bin/juno-prod-step, where: [IHEP], output: {{scope: rtraw, rse: IHEP-EOS}},
+      resources: {{memory: 256MB, wall_time: 10m}}}}
+  - {{name: esd, payload: bin/juno-prod-step, where: [IHEP], output: {{scope: esd, rse: IHEP-EOS}},
+      resources: {{memory: 256MB, wall_time: 10m}}}}
+""")
+    cli = env.cli_env()
+    assert CliRunner(env=cli).invoke(main, ["submit", str(path)]).exit_code == 0
+    daemon_env = {**os.environ, **cli, "JUNO_PROD_KAFKA": env.grid.cfg.kafka_bootstrap,
+                  "JUNO_PROD_KAFKA_TOPIC": cfg.events.topic}
+    logf = tmp_path / "daemon.log"
+    with open(logf, "wb") as fh:  # a long interval: within this test only the ingester's events wake it
+        proc = subprocess.Popen([sys.executable, "-m", "juno_prod.cli", "run", "--interval", "600"],
+                                env=daemon_env, stdout=subprocess.DEVNULL, stderr=fh)
+    prod = env.production()
+    tf_id = int(prod.db.transformation(name)["id"])  # type: ignore[index]
+    lfns = {f.lfn for f in plan.files}
+    try:
+        _wait_for_line(logf, '"msg": "cycle"', proc)
+        time.sleep(6)  # the consumer joins its group
+        publish_plan(env.grid, plan, topic)
+        summary = Ingester(cfg).run(once=True)
+        assert summary.registered == 4 and summary.dead_lettered == 0, summary
+        ingested = time.monotonic()
+        while time.monotonic() - ingested < 120:
+            if {f["name"] for f in prod.db.files(tf_id, step=0) if f["state"] != "waiting"} == lfns:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the event-driven daemon made no rtraw jobs for every file: {prod.db.files(tf_id)}")
+        woke = time.monotonic() - ingested
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    err = logf.read_text()
+    assert proc.returncode == 0, err[-3000:]
+    assert '"msg": "event", "kind": "file_registered"' in err  # the ingester's own events woke it
+    until(prod, _all_processed(prod, tf_id, 2, 4), "4 raw files through rtraw and esd, datasets closed")
+    outs = prod.db.outputs(tf_id)
+    assert {o["rse"] for o in outs} == {"IHEP-EOS"}
+    assert {o["name"] for o in outs if o["step"] == 1} == {f"{n[:-4]}_J25.1.0_J25.1.0.esd" for n in lfns}
+    for claim in prod.db.claims(tf_id, states=["done"]):
+        assert {j["site"] for j in prod.sess.store.jobs(int(claim["task_id"]))} == {"IHEP"}
+    raw = sorted(lfns)[0]
+    rtraw = f"{raw[:-4]}_J25.1.0.rtraw"
+    assert _sha(_read(env.grid, "IHEP-EOS", "raw", raw)) in _read(env.grid, "IHEP-EOS", "rtraw", rtraw).decode(
+        errors="replace"), "the rtraw output was made from its raw file's bytes"
+    meta = env.client.get_metadata("rtraw", rtraw, plugin="JSON")
+    assert meta["parent"] == f"raw:{raw}" and meta["transformation"] == name
+    for ds in prod.db.datasets(tf_id):
+        assert list(env.client.list_did_rules(ds["scope"], ds["name"])), f"no policy rule on {ds['scope']}:{ds['name']}"
+    print(f"keep-up end to end: rtraw jobs for all 4 files {woke:.1f} s after the ingester's run")
