@@ -15,7 +15,7 @@ import os
 import re
 import shlex
 import string
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -524,23 +524,32 @@ def _env_value(value: Any) -> str:
 # --------------------------------------------------------------------------- entry point
 
 
+def read_checked(path: Path, error: Callable[[list[Issue]], Exception], examples: str,
+                 doc: Mapping[str, Any] | None = None) -> tuple[Node, dict[str, Any]]:
+    """A YAML file's node tree and data once its syntax, keys and schema pass (task files here, juno-prod's
+    transformation files with `doc`); otherwise raise error(issues) with every problem at file:line."""
+    display = str(path)
+    root, issues = compose(path, display)
+    if root is None:
+        raise error(issues)
+    issues = list(_duplicates(root, "", display))
+    if issues:
+        raise error(issues)
+    data = value_of(root)
+    if not isinstance(data, dict):
+        raise error([Issue(display, line_of(root), "", f"expected a mapping of keys, found {_kind(data)}",
+                           f"see {examples} for examples")])
+    issues = _schema_issues(data, root, display, doc)
+    if issues:
+        raise error(issues)
+    return root, data
+
+
 def load(path: Path | str) -> Task:
     """Read and check a task file; raise TaskFileError with every problem found."""
     path = Path(path)
     display = str(path)
-    root, issues = compose(path, display)
-    if root is None:
-        raise TaskFileError(issues)
-    issues = list(_duplicates(root, "", display))
-    if issues:
-        raise TaskFileError(issues)
-    data = value_of(root)
-    if not isinstance(data, dict):
-        raise TaskFileError([Issue(display, line_of(root), "", f"expected a mapping of keys, found {_kind(data)}",
-                                   "see etc/tasks/ for examples")])
-    issues = _schema_issues(data, root, display)
-    if issues:
-        raise TaskFileError(issues)
+    root, data = read_checked(path, TaskFileError, "etc/tasks/")
     builder = _Builder(path.resolve(), root, data)
     task = builder.build()
     if builder.issues:

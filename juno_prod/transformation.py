@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from juno_common.etc import etc_file
-from juno_common.yamlfile import Issue, compose, line_of, value_of
+from juno_common.yamlfile import Issue
 from juno_jobs.model import Did, Range, Resources, RetryPolicy
-from juno_jobs.taskfile import FileChecker, _duplicates, _schema_issues
+from juno_jobs.taskfile import FileChecker, read_checked
 from juno_prod.model import DEFAULT_RELEASE_BASE, MC, NEW_RAW, SELECTION, InputSel, Step, Transformation
 
 SCHEMA_PATH = etc_file("transformation.schema.json")
@@ -145,19 +145,7 @@ def load(path: Path | str) -> Transformation:
     """Read and check a transformation file; raise TransformationError with every problem found."""
     path = Path(path)
     display = str(path)
-    root, issues = compose(path, display)
-    if root is None:
-        raise TransformationError(issues)
-    issues = list(_duplicates(root, "", display))
-    if issues:
-        raise TransformationError(issues)
-    data = value_of(root)
-    if not isinstance(data, dict):
-        raise TransformationError([Issue(display, line_of(root), "", "expected a mapping of keys",
-                                         "see etc/production/ for examples")])
-    issues = _schema_issues(data, root, display, schema())
-    if issues:
-        raise TransformationError(issues)
+    root, data = read_checked(path, TransformationError, "etc/production/", schema())
     builder = _Builder(path.resolve(), root, data, display)
     tf = builder.build()
     if builder.issues:
