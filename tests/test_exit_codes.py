@@ -30,7 +30,7 @@ from juno_common.exit_codes import MEANING, Exit
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TOOLS = ("juno-grid", "juno-policy", "juno-ingest", "juno-submit", "juno-dci")
+TOOLS = ("juno-grid", "juno-policy", "juno-ingest", "juno-submit", "juno-dci", "juno-prod")
 
 
 def test_every_code_has_one_meaning() -> None:
@@ -107,7 +107,7 @@ def dead_rucio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                    "password = x\naccount = analyst1\nrequest_retries = 1\n"
                    f"[database]\ndefault = postgresql+psycopg://rucio:x@127.0.0.1:{port}/rucio\n")
     return {**os.environ, "RUCIO_CONFIG": str(cfg), "JUNO_SUBMIT_DIR": str(root / "submit"),
-            "JUNO_SUBMIT_BACKEND": "local"}
+            "JUNO_SUBMIT_BACKEND": "local", "JUNO_PROD_DIR": str(root / "prod")}
 
 
 @pytest.mark.parametrize("argv", [
@@ -115,6 +115,7 @@ def dead_rucio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     ["juno-policy", "explain", "raw:block.JUNODAQ.x.20251009"],
     ["juno-submit", "plan", "etc/tasks/raw-checksum.yaml", "--input", "raw:block.JUNODAQ.x.20251009"],
     ["juno-dci", "status", "--no-ingest"],
+    ["juno-prod", "files", "--parent", "raw:RUN.1.JUNODAQ.Physics.ds-2.x.20251009140223.001.dat", "--children"],
 ])
 def test_a_server_that_does_not_answer_is_exit_5_with_one_clear_line(argv: list[str],
                                                                       dead_rucio: dict[str, str]) -> None:
@@ -149,6 +150,11 @@ def test_invalid_files_are_exit_3_in_every_tool(tmp_path: Path) -> None:
     done = subprocess.run([str(BIN / "juno-submit"), "plan", str(task)], capture_output=True, text=True,
                           env={**os.environ, "JUNO_SUBMIT_DIR": str(tmp_path / "s")}, timeout=60)
     assert done.returncode == Exit.INVALID and "task.yaml:" in done.stderr, done.stderr
+    tf = tmp_path / "tf.yaml"
+    tf.write_text("name: x\nsteps: lots\n")
+    done = subprocess.run([str(BIN / "juno-prod"), "validate", str(tf)], capture_output=True, text=True,
+                          env={**os.environ, "JUNO_PROD_DIR": str(tmp_path / "p")}, timeout=60)
+    assert done.returncode == Exit.INVALID and "tf.yaml:2:" in done.stdout, done  # the report, as juno-policy's
 
 
 def test_usage_errors_are_exit_2_in_every_tool() -> None:
