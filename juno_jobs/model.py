@@ -130,6 +130,7 @@ class RseInfo:
     name: str
     site: str
     tape: bool
+    juno_site: bool = True  # the RSE has a `site` attribute (topology applied); others never host jobs
 
 
 @dataclass(slots=True)  # not frozen: 100,000 of them per large task, and frozen __init__ is 3x slower

@@ -173,7 +173,7 @@ def _make_plan(task: Task, client: Any, *, owned: Callable[[str, str], bool], lo
                 job_rses = cache[key] = tuple(sorted({r for t in key for r in t if r in readable}))
             plan.job_rses.append(job_rses)
     else:
-        sites = tuple(sorted(set(task.sites.allow) or {i.site for i in rses.values() if not i.tape}))
+        sites = tuple(sorted(set(task.sites.allow) or {i.site for i in rses.values() if not i.tape and i.juno_site}))
         sites = tuple(s for s in sites if task.sites.permits(s))
         if not sites:
             raise PlanError("no site left to run at: check sites.allow and sites.deny")

@@ -116,7 +116,8 @@ def rse_infos(client: Any) -> dict[str, RseInfo]:
         attrs = clone_client(client).list_rse_attributes(rse["rse"])
         tape = bool(attrs.get("istape")) or str(attrs.get("type", "")).lower() == "tape" \
             or str(rse.get("rse_type", "")).upper() == "TAPE"
-        return RseInfo(name=rse["rse"], site=str(attrs.get("site") or rse["rse"]), tape=tape)
+        return RseInfo(name=rse["rse"], site=str(attrs.get("site") or rse["rse"]), tape=tape,
+                       juno_site=bool(attrs.get("site")))
 
     with ThreadPoolExecutor(max(1, min(WORKERS, len(rses)))) as pool:
         return {info.name: info for info in pool.map(one, rses)}

@@ -145,16 +145,19 @@ def test_a_registrar_killed_mid_task_and_started_again_registers_nothing_twice(
     assert not sess.store.outputs(task.id)
 
     env = _env(grid)
-    first = subprocess.Popen([sys.executable, "-m", "juno_jobs.cli", "--dir", str(work), "sync", "--follow"],
-                             env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while not registrar.running(work):
-        assert time.monotonic() < deadline and first.poll() is None, first.communicate()
-        time.sleep(0.05)
-    second = _cmd(work, env, "sync", "--follow", timeout=30)  # one registrar per work directory
-    assert second.returncode == 0 and "another registrar follows this work directory" in second.stderr
-    first.send_signal(signal.SIGKILL)  # whatever it got to
-    first.communicate()
+    # The test holds the task's lock, so the first registrar cannot finish the task (and stop) before the
+    # second one has been turned away: on a quiet machine it would, in well under a second.
+    with control.locked(td):
+        first = subprocess.Popen([sys.executable, "-m", "juno_jobs.cli", "--dir", str(work), "sync", "--follow"],
+                                 env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while not registrar.running(work):
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        second = _cmd(work, env, "sync", "--follow", timeout=30)  # one registrar per work directory
+        assert second.returncode == 0 and "another registrar follows this work directory" in second.stderr
+        first.send_signal(signal.SIGKILL)  # waiting for the task's lock, mid-pass
+        first.communicate()
 
     again = _cmd(work, env, "sync", "--follow", "--interval", "1", timeout=TIMEOUT)
     assert again.returncode == 0, again.stderr
@@ -180,3 +183,18 @@ def test_a_registrar_that_cannot_reach_rucio_says_so_in_status(grid: Any, work: 
     assert status.returncode == 0, status.stderr
     assert "warning: registrar: task 1: " in status.stderr and "/nonexistent/rucio.cfg" in status.stderr, status.stderr
     assert f"finishing {JOBS}" in status.stdout
+
+
+def test_an_rse_without_a_site_attribute_never_hosts_jobs(grid: Any, tmp_path: Path) -> None:
+    """Jobs without input run at JUNO's sites: an RSE in Rucio that the topology did not give a `site`
+    (another experiment's, a test's probe) is not a site, and would have no disk RSE for outputs."""
+    root = grid.client()
+    name = f"NOSITE{uuid.uuid4().hex[:6].upper()}"
+    root.add_rse(name)
+    try:
+        p = plan_mod.make_plan(taskfile.load(_task_file(tmp_path, f"nosite-{uuid.uuid4().hex[:6]}")),
+                               grid.client("analyst1"))
+        sites = {s for job in p.jobs for s in job.sites}
+        assert sites and name not in sites and sites <= {"IHEP", "CNAF", "JINR", "IN2P3"}, sites
+    finally:
+        root.delete_rse(name)
