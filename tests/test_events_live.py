@@ -211,10 +211,12 @@ def test_an_event_topic_the_broker_refuses_commits_nothing_then_recovers(grid: A
     assert retries >= 2, "publishing to a refused topic was not retried and counted"
     assert ingester.summary.batches == 0, ingester.summary  # nothing committed
     assert "event topic" in ingester.summary.stopped
-    assert len(verify.raw_files_of_streams(grid.client(), streams)) == 40  # while Rucio holds the files
+    # Rucio holds the first batch's files (the consumer may have handed over fewer than all 40).
+    held = len(verify.raw_files_of_streams(grid.client(), streams))
+    assert 0 < held <= 40
 
     # Fixed: the batch is read again (nothing was committed), its files are duplicates, and announced.
     summary = Ingester(good).run(once=True)
-    assert (summary.registered, summary.duplicates) == (0, 40), summary
+    assert (summary.registered, summary.duplicates) == (40 - held, held), summary
     got = read_events(grid.cfg.kafka_bootstrap, good.events.topic)
     assert {e.name for _, _, e in got if e.kind == "file_registered"} == {f.lfn for f in plan.files}
