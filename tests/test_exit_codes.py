@@ -168,3 +168,16 @@ def test_a_local_os_error_is_not_blamed_on_rucio() -> None:
     assert code == Exit.UNAVAILABLE and label == "I/O error"
     assert from_rucio(PermissionError(13, "Permission denied")) is None
     assert isinstance(from_rucio(PermissionError(13, "x"), "a call", inside_call=True), JunoError)
+
+
+@pytest.mark.parametrize("argv", [["exec", "--", "true"], ["daemons"], ["tpc"]])
+def test_juno_grid_commands_on_a_grid_that_is_not_up_are_exit_5_and_create_nothing(argv: list[str],
+                                                                                  tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("juno-grid needs root")
+    name = f"juno-absent-{os.getpid()}"
+    env = {**os.environ, "JUNO_GRID_DIR": str(tmp_path / "grid"), "JUNO_GRID_NETNS": name}
+    done = subprocess.run([str(BIN / "juno-grid"), *argv], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == Exit.UNAVAILABLE, (argv, done.returncode, done.stderr)
+    assert "the grid is not up" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not Path(f"/run/netns/{name}").exists()  # nothing made: no namespace left behind

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
-from juno_common.cli import CONTEXT, Output, shared_options
-from juno_common.errors import Refused
+from juno_common.cli import CONTEXT, Output, fail, shared_options
+from juno_common.errors import Refused, Unavailable
 from juno_common.exit_codes import Exit, help_epilog
 
-from . import grid
+from . import grid, netns
 from .config import GridConfig, load
 
 shared = shared_options("juno-grid")
@@ -23,6 +23,23 @@ def _cfg() -> GridConfig:
     if os.geteuid() != 0:
         raise Refused("juno-grid needs root: it makes a network namespace and runs PostgreSQL as postgres")
     return load()
+
+
+def _enter_up() -> GridConfig:
+    """Join the running grid's namespace; a grid that is not up is an error (nothing is created)."""
+    cfg = _cfg()
+    if not netns.exists(cfg.netns):
+        raise Unavailable(f"the grid is not up (no network namespace {cfg.netns!r}): run juno-grid up first")
+    grid.enter(cfg)
+    return cfg
+
+
+def _enter_up_or_fail() -> GridConfig:
+    """_enter_up for the commands without --json (exec, daemons): the error line and its exit code."""
+    try:
+        return _enter_up()
+    except (Refused, Unavailable) as err:
+        fail(Output("juno-grid", False, 0, False), str(err), err.exit_code, err.label)
 
 
 @click.group(context_settings=CONTEXT, epilog=help_epilog())
@@ -144,13 +161,13 @@ def tpc(out: Output, protocol: str | None, dry_run: bool) -> None:
       juno-grid tpc davs           HTTP third-party copy (tape recalls stay on root: see juno_grid/tpc.py)
       juno-grid tpc root --dry-run
     """
+    _enter_up()  # before the imports: Rucio's client reads RUCIO_CONFIG when imported
     from rucio.client import Client
 
     from rucio_policy import topology
 
     from . import tpc as tpc_mod
 
-    grid.enter(_cfg())
     topo = topology.load()
     rses = [r.name for r in topo.rses]
     client = Client()
@@ -182,8 +199,7 @@ def exec_(command: tuple[str, ...]) -> None:
 
     Example: juno-grid exec -- rucio list-rses
     """
-    cfg = _cfg()
-    grid.enter(cfg)
+    _enter_up_or_fail()
     try:
         os.execvp(command[0], list(command))
     except FileNotFoundError as exc:
@@ -201,8 +217,7 @@ def env() -> None:
 @click.option("--cycles", default=1, show_default=True, help="How many cycles of all daemons.")
 def daemons(cycles: int) -> None:
     """Run Rucio's replication daemons once, in this process (what tests do)."""
-    cfg = _cfg()
-    grid.enter(cfg)
+    _enter_up_or_fail()
     from . import daemons as d
 
     for _ in range(cycles):
