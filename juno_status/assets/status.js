@@ -344,7 +344,8 @@
             (t.eta_s === null ? "-" : fmtAge(t.eta_s)) + " · datasets " + t.datasets.closed + " closed, " + t.datasets.open + " open" })),
         el("table", { class: "prod" }, el("thead", {}, head), body)));
     }
-    return card("Production", fmtCount(p.transformations.length) + " transformations · juno-prod status",
+    const nt = p.transformations.length;
+    return card("Production", fmtCount(nt) + (nt === 1 ? " transformation" : " transformations") + " · as juno-prod status",
       el("div", { id: "production", "data-available": "true" },
         parts.length ? parts : el("p", { class: "muted", id: "production-none", text: "No transformation yet." })),
       el("p", { class: "footer" }, "Bookkeeping: ", el("code", { text: p.database }), " (read-only)"));
