@@ -151,43 +151,16 @@ def list_(out: Output) -> int:
 
 
 def status_data(prod: Any, row: dict[str, Any]) -> dict[str, Any]:
-    from juno_prod import decide
+    """One transformation's figures: juno_prod.report's, the very ones the status page shows."""
+    from juno_prod.report import transformation_status
 
-    tf = prod.load(row)
-    counts = prod.db.counts(row["id"])
-    now = time.time()
-    window = 3600.0
-    rate = prod.db.processed_since(row["id"], now - window) / window
-    jobs: dict[str, dict[str, dict[str, int]]] = {}
-    for claim in prod.db.claims(row["id"], states=["running", "done"]):
-        step = tf.steps[claim["step"]].name
-        for site, states in prod.sess.store.counts_by_site(int(claim["task_id"])).items():
-            per = jobs.setdefault(step, {}).setdefault(site, {})
-            for s, n in states.items():
-                per[s] = per.get(s, 0) + n
-    steps = []
-    left = 0
-    for s in tf.steps:
-        c = counts.get(s.index, {})
-        left += sum(n for st, n in c.items() if st not in ("processed", PROBLEMATIC))
-        steps.append({"step": s.name, "files": {st: c.get(st, 0) for st in FILE_STATES},
-                      "jobs": jobs.get(s.name, {})})
-    return {"name": row["name"], "kind": row["kind"], "state": row["state"], "steps": steps,
-            "processed_per_hour": round(rate * 3600, 1), "eta_s": decide.eta_s(left, rate),
-            "datasets": {"open": sum(1 for d in prod.db.datasets(row["id"]) if not d["closed"]),
-                         "closed": sum(1 for d in prod.db.datasets(row["id"]) if d["closed"])}}
+    return transformation_status(prod.db, prod.sess.store, row)
 
 
 def status_text(d: dict[str, Any]) -> str:
-    lines = [f"{d['name']} ({d['kind']}, {d['state']}): {d['processed_per_hour']} files/h processed in the last hour"
-             + (f", ETA {int(d['eta_s'])} s" if d["eta_s"] else "")
-             + f"; datasets {d['datasets']['closed']} closed, {d['datasets']['open']} open"]
-    for s in d["steps"]:
-        files = " ".join(f"{k}={v}" for k, v in s["files"].items() if v) or "no files yet"
-        lines.append(f"  {s['step']:<10} files: {files}")
-        for site, states in sorted(s["jobs"].items()):
-            lines.append(f"  {'':<10} jobs at {site}: " + " ".join(f"{k}={v}" for k, v in sorted(states.items())))
-    return "\n".join(lines)
+    from juno_prod.report import status_text as text
+
+    return text(d)
 
 
 @main.command()

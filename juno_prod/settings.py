@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,10 @@ class ProdSettings:
     jobs: jsettings.Settings
 
 
-def from_env() -> ProdSettings:
-    env = os.environ
+def locate(env: Mapping[str, str] | None = None) -> tuple[Path, str]:
+    """(work directory, database URL) from the environment, creating nothing (readers such as the status
+    page use this; from_env() also makes the directories)."""
+    env = os.environ if env is None else env
     if env.get("JUNO_PROD_DIR"):
         work = Path(env["JUNO_PROD_DIR"])
     elif env.get("JUNO_GRID_DIR"):
@@ -38,12 +41,18 @@ def from_env() -> ProdSettings:
     else:
         work = Path.home() / ".local" / "share" / "juno-prod"
     work = work.resolve()
+    return work, env.get("JUNO_PROD_DB") or f"sqlite:///{work / 'prod.sqlite'}"
+
+
+def from_env() -> ProdSettings:
+    env = os.environ
+    work, db_url = locate(env)
     work.mkdir(parents=True, exist_ok=True)
     jobs = jsettings.from_env(work_dir=work / "jobs")
     jsettings.make_dir(jobs.work_dir, jobs)
     jobs.tasks_dir.mkdir(parents=True, exist_ok=True)
     from juno_ingest.events import DEFAULT_TOPIC
 
-    return ProdSettings(work_dir=work, db_url=env.get("JUNO_PROD_DB") or f"sqlite:///{work / 'prod.sqlite'}",
+    return ProdSettings(work_dir=work, db_url=db_url,
                         kafka=env.get("JUNO_PROD_KAFKA") or None,
                         topic=env.get("JUNO_PROD_KAFKA_TOPIC") or DEFAULT_TOPIC, jobs=jobs)

@@ -57,6 +57,8 @@ def selection_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--require-verified", is_flag=True,
                      help="Count present files whose adler32 was not verified as incomplete."),
         click.option("--no-ingest", is_flag=True, help="Do not ask Kafka for the ingest lag."),
+        click.option("--no-production", is_flag=True,
+                     help="Leave out juno-prod's figures (its database: JUNO_PROD_DIR or JUNO_PROD_DB)."),
         click.option("--policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                       help="Replication policy to compare with (its sites.yaml beside it). Default: "
                            "$JUNO_REPLICATION_POLICY or etc/replication.yaml."),
@@ -67,11 +69,12 @@ def selection_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _selection(blocks: str | None, failed_since: Any, history: Any, max_blocks: int, require_verified: bool,
-               no_ingest: bool, policy: Path | None) -> Selection:
+               no_ingest: bool, no_production: bool, policy: Path | None) -> Selection:
     try:
         return Selection(blocks=blocks or "block.*", transfers="blocks" if blocks else "all",
                          failed_since=failed_since, history=history, block_rows=max_blocks,
-                         ingest=not no_ingest, require_verified=require_verified, policy=policy)
+                         ingest=not no_ingest, production=not no_production,
+                         require_verified=require_verified, policy=policy)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--blocks") from None
 

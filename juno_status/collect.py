@@ -14,9 +14,10 @@ aggregate queries whatever the number of files:
               requests_history) since --failed-since, grouped by reason
   history     DONE transfers bucketed by transferred_at, cumulative per destination site
 
-then the ingest lag from Kafka (ingest_lag.py). The policy's expectation per block comes from the
-policy engine's own planner (expected.py), so this status and `juno-policy plan` cannot disagree on
-what a block should have.
+then the ingest lag from Kafka (ingest_lag.py) and production's figures from juno-prod's bookkeeping
+(juno_prod.report.overview: the same computation as `juno-prod status`). The policy's expectation per
+block comes from the policy engine's own planner (expected.py), so this status and `juno-policy plan`
+cannot disagree on what a block should have.
 
 Meanings (also in the output, key "definitions"):
   expected  files of the selected raw blocks at each RSE the policy wants them at now
@@ -69,6 +70,7 @@ class Selection:
     history: timedelta = timedelta(days=7)
     block_rows: int = 200  # per-block completeness rows in the output (incomplete first)
     ingest: bool = True  # probe Kafka for the ingest lag
+    production: bool = True  # juno-prod's figures from its bookkeeping (juno_prod.report.overview)
     require_verified: bool = False  # count present-but-unverified files as incomplete
     landing_rse: str | None = None  # default: the ingester's rucio.rse (IHEP-EOS)
     policy: Path | None = None  # default: $JUNO_REPLICATION_POLICY or etc/replication.yaml (sites.yaml beside it)
@@ -123,6 +125,13 @@ def collect(selection: Selection = Selection()) -> dict[str, Any]:
         tick = time.perf_counter()
         ingest = ingest_lag.probe().as_dict()
         timings["ingest"] = time.perf_counter() - tick
+    production = None
+    if selection.production:
+        from juno_prod.report import overview
+
+        tick = time.perf_counter()
+        production = overview()
+        timings["production"] = time.perf_counter() - tick
 
     attributes = catalog.attribute_table()
     by_rse: dict[str, RseTally] = {}
@@ -168,6 +177,7 @@ def collect(selection: Selection = Selection()) -> dict[str, Any]:
                       "failed_files": len({d for f in failed for d in f["_dids"]}),
                       "failed_rows_truncated": failed_truncated},
         "ingest": ingest,
+        "production": production,
         "blocks": {**{k: summary[k] for k in ("blocks", "complete", "incomplete", "empty", "pending_placement",
                                               "unclassified")},
                    "rses": [r["rse"] for r in rse_dicts], "rows": rows[: selection.block_rows],

@@ -48,6 +48,7 @@ def render(status: Mapping[str, Any]) -> str:
     out += _transfers(status["transfers"], sel)
     out.append("")
     out.append(_ingest(status.get("ingest")))
+    out += _production(status.get("production"))
     out += _blocks(blocks)
     if status.get("problems"):
         out.append("")
@@ -148,6 +149,19 @@ def _ingest(ingest: Mapping[str, Any] | None) -> str:
         lag = f", {human_count(ingest['lag'])} messages waiting" if ingest.get("lag") else ""
         return f"Ingest: {ingest['state']}{lag} ({ingest['detail']})"
     return f"Ingest: {ingest['state']}: {ingest['detail']}"
+
+
+def _production(production: Mapping[str, Any] | None) -> list[str]:
+    """juno-prod's figures, as `juno-prod status` prints them (the same function makes them)."""
+    if production is None:
+        return ["Production: not checked (--no-production)"]
+    if not production["available"]:
+        return [f"Production: {production['detail']}"]
+    from juno_prod.report import status_text
+
+    rows = production["transformations"]
+    return [f"Production ({production['database']}): " + (f"{len(rows)} transformation(s)" if rows else "none yet")] \
+        + [f"  {line}" for d in rows for line in status_text(d).splitlines()]
 
 
 def _blocks(blocks: Mapping[str, Any]) -> list[str]:

@@ -18,16 +18,23 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from juno_grid import daemons
+from test_prod_live import Env, _all_processed, make_env, until
 from test_status_collect import SCOPE, MadeBlock, block_glob, make_blocks, new_stream
+
+from juno_prod import cli as prod_cli
+from juno_prod import transformation
 
 pytestmark = pytest.mark.grid
 REPO = Path(__file__).resolve().parents[1]
@@ -72,17 +79,15 @@ def policy_state(grid, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
         engine.apply(client, engine.plan(client, policy, scope_filter=SCOPE, name_filter=block_glob(stream)))
 
 
-@pytest.fixture(scope="module")
-def server(policy_state: tuple[str, list[MadeBlock]], tmp_path_factory: pytest.TempPathFactory) -> Any:
-    stream, _ = policy_state
+@contextmanager
+def _serve(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[tuple[Any, str]]:
+    """`juno-dci serve ARGS` on a free loopback port until it answers /healthz: (process, URL)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "juno_status.cli", "serve", "--port", str(port), "--blocks",
-                                 block_glob(stream), "--refresh", "2"], stdout=err, stderr=subprocess.STDOUT,
-                                cwd=REPO)
+        proc = subprocess.Popen([sys.executable, "-m", "juno_status.cli", "serve", "--port", str(port), *args],
+                                stdout=err, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -96,11 +101,19 @@ def server(policy_state: tuple[str, list[MadeBlock]], tmp_path_factory: pytest.T
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"juno-dci serve did not come up on {url}:\n{log.read_text()}")
             time.sleep(0.2)
-        yield proc, url, log
+        yield proc, url
     finally:
         if proc.poll() is None:
-            proc.kill()  # only if the test itself did not stop it (by its PID, below)
+            proc.kill()  # only if the test itself did not stop it (by its PID)
             proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(policy_state: tuple[str, list[MadeBlock]], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    stream, _ = policy_state
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with _serve(["--blocks", block_glob(stream), "--refresh", "2"], log) as (proc, url):
+        yield proc, url, log
 
 
 def _chromium(url: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -224,3 +237,117 @@ def test_page_numbers_match_rucio(grid, policy_state: tuple[str, list[MadeBlock]
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(30) == 0, log.read_text()
     assert "SIGTERM: stopping" in log.read_text() and log.read_text().rstrip().endswith("stopped")
+
+
+class _ProdDom(HTMLParser):
+    """The production section's data-* attributes: per transformation, per step's files and jobs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.available: str | None = None
+        self.none_text: list[str] = []
+        self.tfs: dict[str, dict[str, str]] = {}
+        self.files: dict[tuple[str, str], dict[str, int]] = {}
+        self.jobs: dict[tuple[str, str], dict[str, dict[str, int]]] = {}
+        self.sites_table = False
+        self._row: dict[str, str] = {}
+        self._in_none = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        self._in_none = a.get("id") == "production-none"
+        if a.get("id") == "production":
+            self.available = a.get("data-available")
+        if a.get("id") == "sites":
+            self.sites_table = True
+        if "prod-tf" in a.get("class", "").split():
+            self.tfs[a["data-transformation"]] = a
+        if tag == "tr":
+            self._row = a
+        key = (self._row.get("data-transformation", ""), self._row.get("data-step", ""))
+        if "data-step" not in self._row:
+            return
+        if tag == "td" and a.get("data-field", "").startswith("files-"):
+            self.files.setdefault(key, {})[a["data-field"][len("files-"):]] = int(a["data-value"])
+        if tag == "span" and "data-site" in a and "data-state" in a:
+            self.jobs.setdefault(key, {}).setdefault(a["data-site"], {})[a["data-state"]] = int(a["data-value"])
+
+    def handle_data(self, data: str) -> None:
+        if self._in_none:
+            self.none_text.append(data)
+
+
+@pytest.mark.condor
+def test_production_view_shows_what_juno_prod_status_says(grid: Any, tmp_path: Path) -> None:
+    """A small Monte Carlo transformation run by the juno-prod engine on the live pool; the page's production
+    numbers (rendered by Chromium) equal `juno-prod status --json`'s; without a production database the
+    section says so and the rest of the page still draws."""
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: apt-get install -y chromium (deploy/local/bin/install-system)")
+    env: Env = make_env(grid)
+    name = f"pv-t{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "tf.yaml"
+    path.write_text(f"""\
+name: {name}
+release: J25.1.0
+input: {{jobs: 2}}
+steps:
+  - {{name: detsim, payload: bin/juno-prod-step, where: anywhere, output: {{scope: mc, rse: site}},
+      resources: {{memory: 256MB, wall_time: 10m}}}}
+  - {{name: rec, payload: bin/juno-prod-step, output: {{scope: mc, rse: site}},
+      resources: {{memory: 256MB, wall_time: 10m}}}}
+""")
+    prod = env.production()
+    tf_id = prod.submit(transformation.load(path))
+    started = time.monotonic()
+    until(prod, _all_processed(prod, tf_id, 2, 2), "2 jobs x 2 steps processed")
+    ran = time.monotonic() - started
+    r = CliRunner(env=env.cli_env()).invoke(prod_cli.main, ["status", "--json"])
+    assert r.exit_code == 0, r.output
+    cli = json.loads(r.output)
+    assert [d["name"] for d in cli] == [name]
+    assert all(sum(s["jobs"].get(site, {}).get("done", 0) for site in s["jobs"]) == 2 for s in cli[0]["steps"]), cli
+
+    serve_env = {**os.environ, "JUNO_PROD_DIR": str(env.work)}
+    args = ["--blocks", f"block.NONE.{uuid.uuid4().hex[:8]}.*", "--no-ingest", "--refresh", "2"]
+    with _serve(args, tmp_path / "serve.log", serve_env) as (proc, url):
+        with urllib.request.urlopen(url + "/api/status", timeout=120) as response:
+            api = json.load(response)
+        dom_run = _chromium(url + "/", tmp_path / "profile", "--window-size=1400,1000", "--dump-dom")
+        assert dom_run.returncode == 0, dom_run.stderr[-2000:]
+        shot = tmp_path / "status-production.png"
+        shot_run = _chromium(url + "/", tmp_path / "profile", "--window-size=1400,1400", f"--screenshot={shot}")
+        assert shot_run.returncode == 0 and shot.stat().st_size > 10_000, shot_run.stderr[-2000:]
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(30) == 0
+    results = REPO / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, results / "status-production.png")
+    print(f"production view: transformation run in {ran:.0f} s, page served and drawn in "
+          f"{time.monotonic() - started - ran:.0f} s")
+
+    assert api["production"]["available"] is True and api["production"]["transformations"] == cli
+    dom = _ProdDom()
+    dom.feed(dom_run.stdout)
+    assert dom.available == "true"
+    d = cli[0]
+    page = dom.tfs[name]
+    assert float(page["data-processed-per-hour"]) == d["processed_per_hour"] > 0
+    assert page["data-eta-s"] == ("" if d["eta_s"] is None else str(d["eta_s"]))
+    assert (int(page["data-datasets-closed"]), int(page["data-datasets-open"])) == (d["datasets"]["closed"], 0)
+    for step in d["steps"]:
+        assert dom.files[(name, step["step"])] == step["files"], step["step"]
+        assert dom.jobs[(name, step["step"])] == step["jobs"], step["step"]
+
+    # No production database: the section says so; the rest of the page is drawn as before.
+    from juno_prod.report import overview
+    from juno_status.page import render_page
+
+    missing = overview({"JUNO_PROD_DIR": str(tmp_path / "no-prod")})
+    report = tmp_path / "report.html"
+    report.write_text(render_page({**api, "production": missing}, live=False))
+    run = _chromium(report.as_uri(), tmp_path / "profile", "--dump-dom")
+    assert run.returncode == 0, run.stderr[-2000:]
+    dom = _ProdDom()
+    dom.feed(run.stdout)
+    assert dom.available == "false" and "".join(dom.none_text) == missing["detail"] and dom.sites_table

@@ -303,6 +303,54 @@
         : el("p", { class: "muted", text: "No block with files matches " + s.selection.blocks + "." }), keys);
   }
 
+  // Production (juno-prod): the figures of `juno-prod status --json`, made by the same function.
+  function productionCard(s) {
+    const p = s.production;
+    if (p === undefined) return null;
+    if (p === null || !p.available) {
+      return el("section", { class: "card", id: "production", "data-available": "false" },
+        el("h2", {}, el("span", { text: "Production" }), el("span", { class: "note", text: "juno-prod" })),
+        el("p", { class: "muted", id: "production-none", text: p === null ? "Not checked (--no-production)." : p.detail }));
+    }
+    const states = ["waiting", "assigned", "processed", "failed", "problematic"];
+    const tones = { processed: "ok", failed: "warn", problematic: "bad", assigned: "info" };
+    const parts = [];
+    for (const t of p.transformations) {
+      const head = el("tr", {}, el("th", { text: "Step" }), states.map((st) => el("th", { class: "num", text: st })),
+        el("th", { text: "done" }), el("th", { text: "Jobs by site and state" }));
+      const body = el("tbody");
+      for (const st of t.steps) {
+        const total = states.reduce((a, k) => a + (st.files[k] || 0), 0);
+        const done = (st.files.processed || 0);
+        const jobs = Object.keys(st.jobs).sort().map((site) => el("div", { class: "jobs-site", "data-site": site },
+          el("b", { text: site }), " ", Object.keys(st.jobs[site]).sort().map((state) =>
+            el("span", { class: "pill " + (state === "done" ? "ok" : state === "failed" || state === "held" ? "bad" : "info"),
+              "data-site": site, "data-state": state, "data-value": st.jobs[site][state], text: state + " " + fmtCount(st.jobs[site][state]) }))));
+        body.appendChild(el("tr", { "data-transformation": t.name, "data-step": st.step },
+          el("td", { class: "blk", text: st.step }),
+          states.map((k) => num("files-" + k, st.files[k] || 0, fmtCount(st.files[k] || 0),
+            { class: "num" + (st.files[k] ? (k === "problematic" ? " bad-text" : "") : " state-zero") })),
+          el("td", { title: pct(done, total) + " processed" }, el("div", { class: "bar" },
+            el("span", { class: "verified", style: "width:" + (total ? 100 * done / total : 0) + "%" })),
+            el("div", { class: "small", text: pct(done, total) })),
+          el("td", {}, jobs.length ? jobs : el("span", { class: "muted", text: "no jobs yet" }))));
+      }
+      const problems = t.steps.reduce((a, st) => a + (st.files.problematic || 0), 0);
+      parts.push(el("div", { class: "prod-tf", "data-transformation": t.name, "data-processed-per-hour": t.processed_per_hour,
+        "data-eta-s": t.eta_s === null ? "" : t.eta_s, "data-datasets-open": t.datasets.open, "data-datasets-closed": t.datasets.closed },
+        el("h3", { class: "prod-name" }, el("span", { text: t.name }), " ",
+          el("span", { class: "pill " + (t.state === "active" ? (problems ? "bad" : "ok") : "warn"), text: t.state }), " ",
+          el("span", { class: "small", text: t.kind + " · " + fmtCount(t.processed_per_hour) + " files/h in the last hour · ETA " +
+            (t.eta_s === null ? "-" : fmtAge(t.eta_s)) + " · datasets " + t.datasets.closed + " closed, " + t.datasets.open + " open" })),
+        el("table", { class: "prod" }, el("thead", {}, head), body)));
+    }
+    const nt = p.transformations.length;
+    return card("Production", fmtCount(nt) + (nt === 1 ? " transformation" : " transformations") + " · as juno-prod status",
+      el("div", { id: "production", "data-available": "true" },
+        parts.length ? parts : el("p", { class: "muted", id: "production-none", text: "No transformation yet." })),
+      el("p", { class: "footer" }, "Bookkeeping: ", el("code", { text: p.database }), " (read-only)"));
+  }
+
   function definitions(s) {
     const defs = el("dl", { class: "defs" });
     for (const [k, v] of Object.entries(s.definitions)) { defs.appendChild(el("dt", { text: k })); defs.appendChild(el("dd", { text: v })); }
@@ -331,7 +379,7 @@
     app.replaceChildren(...[
       tiles(s), missingCard(s), sitesTable(s),
       el("div", { class: "grid2" }, chart(s), rulesCard(s)),
-      transfersCard(s), blocksCard(s), definitions(s)].filter(Boolean));
+      transfersCard(s), productionCard(s), blocksCard(s), definitions(s)].filter(Boolean));
     document.body.setAttribute("data-rendered", s.generated_at);
   }
 
