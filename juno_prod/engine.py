@@ -175,6 +175,9 @@ class Production:
         processed: list[int] = []
         failed: list[tuple[int, str, int, str]] = []
         new_outputs: list[dict[str, Any]] = []
+        regs_by_job: dict[int, dict[str, Any]] = {}
+        for o in self.sess.store.outputs(task.id):  # one query for the task, not one per job
+            regs_by_job.setdefault(int(o["job"]), {})[o["name"]] = o
         open_jobs = 0
         for job, files_ in by_job.items():
             j = jobs.get(job)
@@ -182,7 +185,7 @@ class Production:
                 open_jobs += 1
                 continue
             if j["state"] == "done":
-                regs = {o["name"]: o for o in self.sess.store.outputs(task.id, job)}
+                regs = regs_by_job.get(job, {})
                 expected = {int(f["id"]): decide.output_name(tf.name, step, f) for f in files_}
                 problem = decide.outputs_ok(list(expected.values()), list(regs))
                 for f in files_:
