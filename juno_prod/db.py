@@ -392,6 +392,13 @@ class Db:
             return int(c.execute(select(func.count()).select_from(outputs).where(
                 outputs.c.tf_id == tf_id, outputs.c.step == step, outputs.c.dataset == dataset)).scalar_one())
 
+    def output_counts(self, tf_id: int, step: int) -> dict[str, int]:
+        """dataset → outputs recorded (one query for every dataset of a step)."""
+        with self.engine.connect() as c:
+            return {str(ds): int(n) for ds, n in c.execute(
+                select(outputs.c.dataset, func.count()).where(outputs.c.tf_id == tf_id, outputs.c.step == step)
+                .group_by(outputs.c.dataset))}
+
     def outputs_without_meta(self, limit: int = 1000) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
             return [dict(r) for r in c.execute(select(outputs).where(outputs.c.meta_set == 0).limit(limit)).mappings()]
