@@ -21,7 +21,7 @@ Figures, all measured in this run:
                                                                                    (target < 1 s)
 
 Run from the repository root (as root; joins the grid's namespace, starting the grid if needed):
-    .venv/bin/python bench/prod.py [--complete-blocks 8] [--blocks N]
+    .venv/bin/python bench/prod.py [--complete-blocks 8] [--blocks N] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def blocks_ready(client: Any, n: int) -> list[str]:
     return out
 
 
-def run(complete_blocks: int, keep: bool, blocks: int | None) -> int:
+def run(complete_blocks: int, keep: bool, blocks: int | None, profile: Path | None = None) -> int:
     from juno_grid import condor
     from juno_grid.accounts import write_account_config
     from rucio.client import Client
@@ -241,9 +241,19 @@ def run(complete_blocks: int, keep: bool, blocks: int | None) -> int:
         log("  raw bulk API (before) ...")
         raw_before = raw_attach(client, n_out, f"{tag}a")
         log(f"    {raw_before:.2f} s")
+        profiler = None
+        if profile is not None:  # diagnosis only: the figures of a profiled run are not comparable
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         started = time.perf_counter()
         r2 = small.cycle()
         complete_s = time.perf_counter() - started
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(str(profile))
+            log(f"  profile of the completion cycle: {profile} (python -m pstats)")
         log(f"  one cycle: {r2.processed} processed, {r2.discovered} next-step files found, {r2.jobs} next-step "
             f"jobs created in {complete_s:.2f} s; warnings {r2.warnings[:2]}")
         log("  raw bulk API (after) ...")
@@ -280,10 +290,12 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--blocks", type=int, default=None,
                         help="only the first N blocks (2,500 files each) of the input, already registered")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="write a cProfile of the completion cycle to this file (diagnosis; slows it down)")
     args = parser.parse_args()
     cfg = load()
     with grid.session(cfg, daemons=False, condor_pool=True, log=log):
-        return run(args.complete_blocks, args.keep, args.blocks)
+        return run(args.complete_blocks, args.keep, args.blocks, args.profile)
 
 
 if __name__ == "__main__":

@@ -368,7 +368,8 @@ def run(once: bool, interval: float, metrics_port: int | None, only: str | None,
                     keys |= set(prod.load(t).input.streams)
             return keys
 
-        consumer = EventConsumer(cfg.kafka, cfg.topic, streams, wake)
+        consumer = EventConsumer(cfg.kafka, cfg.topic, streams, wake, hint=prod.hint)
+        prod.events = True  # keep-up looks at the blocks events name; the streams are walked every few minutes
         consumer.start()
     try:
         while True:

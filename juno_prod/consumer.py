@@ -1,10 +1,11 @@
 """Keep-up's trigger: juno-ingest's events on Kafka (juno_ingest.events, version 1).
 
 A thread polls the topic; a `file_registered` (or `block_closed`) event of a stream some keep-up
-transformation reads wakes the daemon, whose next cycle looks at that block in Rucio and creates the jobs
-within seconds. Events are hints, never the record: offsets are committed only after the cycle that
-followed them committed its work (at-least-once), and the periodic look at Rucio catches anything an event
-missed. Messages this contract cannot read are counted and skipped (they hold no work to lose).
+transformation reads wakes the daemon, whose next cycle looks at that block in Rucio (named by the event;
+the stream containers are walked only every few minutes, engine.KEEPUP_WALK_S) and creates the jobs within
+seconds. Events are hints, never the record: offsets are committed only after the cycle that followed them
+committed its work (at-least-once), and the periodic walk of the streams catches anything an event missed.
+Messages this contract cannot read are counted and skipped (they hold no work to lose).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def wanted(event: ievents.IngestEvent, streams: set[str]) -> bool:
 
 class EventConsumer:
     def __init__(self, bootstrap: str, topic: str, streams: Callable[[], set[str]], wake: threading.Event,
-                 group: str = "juno-prod") -> None:
+                 group: str = "juno-prod", hint: Callable[[str], None] = lambda did: None) -> None:
         from confluent_kafka import Consumer
 
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
@@ -39,6 +40,7 @@ class EventConsumer:
         self.consumer.subscribe([topic])
         self.streams = streams
         self.wake = wake
+        self.hint = hint  # the block an event named (the engine looks at it without walking the streams)
         self.pending = False
         self.last_event_at: float | None = None
         self._stop = threading.Event()
@@ -71,6 +73,7 @@ class EventConsumer:
             if wanted(event, self.streams()):
                 self.last_event_at = time.time()
                 log.info("event", extra=fields(kind=event.kind, did=event.did, dataset=event.dataset))
+                self.hint(event.block)
                 self.wake.set()
 
     def commit(self) -> None:

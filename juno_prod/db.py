@@ -31,6 +31,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     create_engine,
     event,
     func,
@@ -220,10 +221,14 @@ class Db:
                      "memory_mb": memory_mb, "updated": now} for f in new if (f.scope, f.name) not in known]
             for i in range(0, len(rows), 500):
                 c.execute(insert(files), rows[i:i + 500])
+            moved = []
             for f in new:
                 have = known.get((f.scope, f.name))
                 if have and have[2] in (WAITING, FAILED) and have[1] != ",".join(f.rses):
-                    c.execute(update(files).where(files.c.id == have[0]).values(rses=",".join(f.rses)))
+                    moved.append({"fid": have[0], "new_rses": ",".join(f.rses)})
+            if moved:  # one executemany, not a statement per file
+                c.execute(update(files).where(files.c.id == bindparam("fid")).values(rses=bindparam("new_rses")),
+                          moved)
         return len(rows)
 
     def claim(self, tf_id: int, step: int, grp: str, memory_mb: int, limit: int) -> tuple[str, list[dict[str, Any]]]:
@@ -260,9 +265,11 @@ class Db:
 
     def set_jobs(self, token: str, jobs: dict[int, int]) -> None:
         """file id → job index within the claim's juno_jobs task."""
-        with self.tx() as c:
-            for fid, job in jobs.items():
-                c.execute(update(files).where(files.c.id == fid).values(job=job))
+        if not jobs:
+            return
+        with self.tx() as c:  # one executemany: thousands of files per claim
+            c.execute(update(files).where(files.c.id == bindparam("fid")).values(job=bindparam("new_job")),
+                      [{"fid": fid, "new_job": job} for fid, job in jobs.items()])
 
     def claim_submitted(self, token: str, task_id: int) -> None:
         with self.tx() as c:
@@ -299,13 +306,17 @@ class Db:
                     c.execute(update(files).where(files.c.id.in_(processed[i:i + 900]), files.c.claim == token,
                                                   files.c.state == ASSIGNED)
                               .values(state=PROCESSED, attempts=files.c.attempts + 1, reason=None, updated=now))
-            for fid, state, memory, reason in failed:
-                c.execute(update(files).where(files.c.id == fid, files.c.claim == token, files.c.state == ASSIGNED)
-                          .values(state=state, attempts=files.c.attempts + 1, memory_mb=memory, reason=reason,
-                                  updated=now))
+            if failed:
+                c.execute(update(files).where(files.c.id == bindparam("fid"), files.c.claim == token,
+                                              files.c.state == ASSIGNED)
+                          .values(state=bindparam("new_state"), attempts=files.c.attempts + 1,
+                                  memory_mb=bindparam("new_memory"), reason=bindparam("new_reason"), updated=now),
+                          [{"fid": fid, "new_state": state, "new_memory": memory, "new_reason": reason}
+                           for fid, state, memory, reason in failed])
             if new_outputs:
-                have = {r[0] for r in c.execute(select(outputs.c.name).where(
-                    outputs.c.name.in_([o["name"] for o in new_outputs])))}
+                names = [o["name"] for o in new_outputs]
+                have = {r[0] for i in range(0, len(names), 900) for r in c.execute(
+                    select(outputs.c.name).where(outputs.c.name.in_(names[i:i + 900])))}
                 rows = [{**o, "created": now} for o in new_outputs if o["name"] not in have]
                 if rows:
                     c.execute(insert(outputs), rows)
@@ -380,6 +391,13 @@ class Db:
         with self.engine.connect() as c:
             return int(c.execute(select(func.count()).select_from(outputs).where(
                 outputs.c.tf_id == tf_id, outputs.c.step == step, outputs.c.dataset == dataset)).scalar_one())
+
+    def output_counts(self, tf_id: int, step: int) -> dict[str, int]:
+        """dataset → outputs recorded (one query for every dataset of a step)."""
+        with self.engine.connect() as c:
+            return {str(ds): int(n) for ds, n in c.execute(
+                select(outputs.c.dataset, func.count()).where(outputs.c.tf_id == tf_id, outputs.c.step == step)
+                .group_by(outputs.c.dataset))}
 
     def outputs_without_meta(self, limit: int = 1000) -> list[dict[str, Any]]:
         with self.engine.connect() as c:

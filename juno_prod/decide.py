@@ -5,7 +5,7 @@ an output dataset is complete. Unit-tested fast in tests/test_prod_decide.py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -109,6 +109,24 @@ def dataset_complete(input_closed: bool, counts: Mapping[str, int]) -> bool:
     """An output dataset closes when no more input can come and every input file is processed."""
     total = sum(counts.values())
     return input_closed and total > 0 and counts.get(PROCESSED, 0) == total
+
+
+def keepup_walk_due(last_walk: float | None, now: float, every_s: float) -> bool:
+    """Keep-up: walk the whole stream containers (every block in Rucio) now? On the first cycle, and at
+    least every `every_s`: events are hints, and one that was lost must not lose its block's files."""
+    return last_walk is None or now - last_walk >= every_s
+
+
+def hinted_blocks(hints: Iterable[str], streams: Iterable[str]) -> list[tuple[str, str]]:
+    """(scope, name) of the blocks events named that belong to one of the streams (pure; `hints` are
+    'scope:name' DIDs, blocks are named `block.<stream>.<YYYYMMDD>`: etc/naming.md)."""
+    prefixes = tuple(f"block.{s}." for s in streams)
+    out = set()
+    for did in hints:
+        scope, sep, name = did.partition(":")
+        if sep and name.startswith(prefixes):
+            out.add((scope, name))
+    return sorted(out)
 
 
 def eta_s(left: int, rate_per_s: float) -> float | None:

@@ -24,7 +24,9 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from juno_jobs import control, outputs
 from juno_jobs import plan as jplan
 from juno_jobs.locality import LocalityError
 from juno_jobs.model import Did, InputSpec, OutputSpec, OutputTarget, RetryPolicy, RseInfo, Splitting, Task
-from juno_jobs.resolve import InputError, Resolver, rse_infos
+from juno_jobs.resolve import InputError, Resolver, clone_client, rse_infos
 from juno_jobs.settings import Settings
 from juno_jobs.store import FINAL_JOB_STATES, Store
 from juno_prod import decide, naming
@@ -44,6 +46,9 @@ from juno_prod.model import ACTIVE, MC, MC_SCOPE, NEW_RAW, PAUSED, PROBLEMATIC, 
 
 log = logging.getLogger("juno_prod.engine")
 CLAIM_FILES = 2000  # files per claim (one juno_jobs task)
+KEEPUP_WALK_S = 300.0  # keep-up: the stream containers are walked at least this often (events may be lost)
+DISCOVER_WORKERS = 4  # datasets listed in Rucio at once (next steps' input)
+SYNC_WORKERS = 2  # claims synced at once: storage checks of one overlap the Rucio registration of another
 
 
 @dataclass
@@ -81,7 +86,10 @@ class Production:
                                     log=lambda m: log.debug(m))
         self._rses: dict[str, RseInfo] | None = None
         self._policy: Any = None
-        self.hints: set[str] = set()  # block DIDs an event named: looked at first (keep-up)
+        self.hints: set[str] = set()  # block DIDs events named (keep-up): `hint` adds, from any thread
+        self._hints_lock = threading.Lock()
+        self.events = False  # keep-up events are consumed (juno-prod run with Kafka): hints arrive
+        self._walked: dict[int, float] = {}  # keep-up transformation → when its streams were last walked
         self.stop = threading.Event()
         self.hold = False  # submit on hold (benchmarks: the pool never runs the jobs)
 
@@ -93,6 +101,11 @@ class Production:
         if self._rses is None:
             self._rses = rse_infos(self.client)
         return self._rses
+
+    def hint(self, did: str) -> None:
+        """An event named this block (scope:name): the next cycle looks at it without walking the streams."""
+        with self._hints_lock:
+            self.hints.add(did)
 
     # ------------------------------------------------------------------ submit
 
@@ -153,13 +166,40 @@ class Production:
     # 2 -------------------------------------------------------------- sync
 
     def _sync(self, tf_id: int, tf: Transformation, r: CycleReport) -> None:
-        for claim in self.db.claims(tf_id, states=["running"]):
+        """control.sync of every running claim's task, SYNC_WORKERS at once: one task's outputs are checked
+        on storage (checksum queries) while another's are registered in Rucio, instead of one after the
+        other. Each worker has its own store connection and Rucio session; juno_jobs' per-task lock keeps a
+        task to one pass at a time (a registrar, another worker). Files are settled here, in this thread,
+        as each task's pass ends."""
+        claims = self.db.claims(tf_id, states=["running"])
+        if not claims:
+            return
+        if len(claims) == 1 or SYNC_WORKERS == 1:
+            for claim in claims:
+                if self.stop.is_set():
+                    return
+                task = self.sess.store.task(int(claim["task_id"]))
+                r.warnings += control.sync(self.sess, task).warnings
+                self._settle(tf, claim, task, r)
+            return
+
+        def one(claim: dict[str, Any]) -> list[str] | None:
             if self.stop.is_set():
-                return
-            task = self.sess.store.task(int(claim["task_id"]))
-            rep = control.sync(self.sess, task)
-            r.warnings += rep.warnings
-            self._settle(tf, claim, task, r)
+                return None
+            client = clone_client(self.client)  # a session of its own (requests sessions are not shared)
+            sess = control.Session(cfg=self.cfg, store=Store(self.cfg.db_path), rucio=lambda: client,
+                                   log=self.sess.log)
+            try:
+                return control.sync(sess, sess.store.task(int(claim["task_id"]))).warnings
+            finally:
+                sess.store.close()  # in the thread that opened it (sqlite)
+
+        with ThreadPoolExecutor(SYNC_WORKERS) as pool:
+            for claim, warnings in zip(claims, pool.map(one, claims), strict=True):
+                if warnings is None:
+                    continue  # stopping: not synced
+                r.warnings += warnings
+                self._settle(tf, claim, self.sess.store.task(int(claim["task_id"])), r)
 
     def _settle(self, tf: Transformation, claim: dict[str, Any], task: Any, r: CycleReport) -> None:
         step = tf.steps[claim["step"]]
@@ -175,6 +215,9 @@ class Production:
         processed: list[int] = []
         failed: list[tuple[int, str, int, str]] = []
         new_outputs: list[dict[str, Any]] = []
+        regs_by_job: dict[int, dict[str, Any]] = {}
+        for o in self.sess.store.outputs(task.id):  # one query for the task, not one per job
+            regs_by_job.setdefault(int(o["job"]), {})[o["name"]] = o
         open_jobs = 0
         for job, files_ in by_job.items():
             j = jobs.get(job)
@@ -182,7 +225,7 @@ class Production:
                 open_jobs += 1
                 continue
             if j["state"] == "done":
-                regs = {o["name"]: o for o in self.sess.store.outputs(task.id, job)}
+                regs = regs_by_job.get(job, {})
                 expected = {int(f["id"]): decide.output_name(tf.name, step, f) for f in files_}
                 problem = decide.outputs_ok(list(expected.values()), list(regs))
                 for f in files_:
@@ -238,6 +281,10 @@ class Production:
                     NewFile(MC_SCOPE, naming.mc_input_name(tf.name, i), 0, None, (), grp))
             return out
         if tf.kind == NEW_RAW:
+            if self.events and not decide.keepup_walk_due(self._walked.get(tf_id), time.monotonic(),
+                                                          KEEPUP_WALK_S):
+                return self._discover_keepup(tf_id, tf)
+            self._walked[tf_id] = time.monotonic()  # (a walk that fails is due again: see below)
             roots = [Did("raw", f"stream.{key}") for key in tf.input.streams]
             filt: dict[str, Any] = {}
         else:
@@ -246,10 +293,13 @@ class Production:
         resolver = Resolver(self.client)
         try:
             found = resolver.check_dids(roots)
-        except InputError as err:
-            log.warning("input not found", extra=fields(transformation=tf.name, error=str(err)))
-            return {}
-        blocks, direct = resolver.datasets_of(found)
+            blocks, direct = resolver.datasets_of(found)
+        except BaseException as err:
+            self._walked.pop(tf_id, None)  # walk again next cycle
+            if isinstance(err, InputError):
+                log.warning("input not found", extra=fields(transformation=tf.name, error=str(err)))
+                return {}
+            raise
         done = {d["grp"] for d in self.db.datasets(tf_id, 0) if d["input_closed"]}
         todo = [b for b in blocks if b.name not in done]
         out = {}
@@ -264,10 +314,36 @@ class Production:
                 pass
         return out
 
+    def _discover_keepup(self, tf_id: int, tf: Transformation) -> dict[str, tuple[list[NewFile], bool]]:
+        """Keep-up between two walks of the stream containers: only the blocks events named and the blocks
+        still open in the bookkeeping (new files join open blocks) are looked at in Rucio. A hint is
+        dropped only once its block was looked at; a block no event named waits for the next walk
+        (KEEPUP_WALK_S at most)."""
+        from rucio.common.exception import DataIdentifierNotFound
+
+        with self._hints_lock:
+            hints = set(self.hints)
+        named = decide.hinted_blocks(hints, tf.input.streams)
+        closed = {d["grp"] for d in self.db.datasets(tf_id, 0) if d["input_closed"]}
+        open_known = {d["grp"] for d in self.db.datasets(tf_id, 0) if not d["input_closed"]}
+        todo = sorted({Did(s, n) for s, n in named if n not in closed} | {Did("raw", g) for g in open_known},
+                      key=lambda d: d.name)
+        resolver = Resolver(self.client)
+        out: dict[str, tuple[list[NewFile], bool]] = {}
+        for block in todo:
+            try:
+                out[block.name] = self._files_of(resolver, block, {})
+            except DataIdentifierNotFound:
+                log.warning("block named by an event not in Rucio", extra=fields(transformation=tf.name,
+                                                                                  block=str(block)))
+        with self._hints_lock:
+            self.hints -= {f"{s}:{n}" for s, n in named} & hints
+        return out
+
     def _files_of(self, resolver: Resolver, did: Did, filt: dict[str, Any]) -> tuple[list[NewFile], bool]:
         """A dataset's files with AVAILABLE disk replicas, and whether it is complete (closed, all there).
         The open flag is read first: if the dataset was closed then, the listing that follows is all of it."""
-        info = self.client.get_did(did.scope, did.name)
+        info = resolver.client.get_did(did.scope, did.name)
         closed = not info.get("open", True)
         try:
             res = resolver.resolve([did], filt, rses=self.rses())
@@ -278,19 +354,23 @@ class Production:
 
     def _discover_next(self, tf_id: int, tf: Transformation, k: int) -> dict[str, tuple[list[NewFile], bool]]:
         """Step k's input: step k-1's output datasets, as Rucio has them now."""
-        resolver = Resolver(self.client)
         done = {d["grp"] for d in self.db.datasets(tf_id, k) if d["input_closed"]}
-        out = {}
-        for d in self.db.datasets(tf_id, k - 1):
-            if d["grp"] in done:
-                continue
-            n_out = self.db.output_count(tf_id, k - 1, d["name"])
-            if not n_out:
-                continue  # nothing registered in it yet: nothing to look for in Rucio
+        n_out = self.db.output_counts(tf_id, k - 1)
+        # Datasets with nothing registered in them yet have nothing to look for in Rucio.
+        todo = [d for d in self.db.datasets(tf_id, k - 1) if d["grp"] not in done and n_out.get(d["name"])]
+        if not todo:
+            return {}
+        self.rses()  # the RSE catalogue once, before the threads share it
+
+        def one(d: dict[str, Any]) -> tuple[str, tuple[list[NewFile], bool]]:
+            resolver = Resolver(clone_client(self.client), workers=1)  # one HTTP session per thread
             files_, _ = self._files_of(resolver, Did(d["scope"], d["name"]), {})
-            out[d["grp"]] = ([NewFile(f.scope, f.name, f.bytes, f.adler32, f.rses, d["grp"]) for f in files_],
-                             bool(d["closed"]) and len(files_) == n_out)
-        return out
+            return d["grp"], ([NewFile(f.scope, f.name, f.bytes, f.adler32, f.rses, d["grp"]) for f in files_],
+                              bool(d["closed"]) and len(files_) == n_out[d["name"]])
+
+        # Each dataset's listing is a few Rucio calls that wait on the server: several at once.
+        with ThreadPoolExecutor(min(DISCOVER_WORKERS, len(todo))) as pool:
+            return dict(pool.map(one, todo))
 
     # 4 -------------------------------------------------------------- assign
 
