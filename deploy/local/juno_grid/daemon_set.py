@@ -58,7 +58,7 @@ class Daemon:
     options: tuple[tuple[str, str | None], ...] = field(default_factory=tuple)  # flag, value (None: a switch)
     count: int = 1
     # "rucio": Rucio's own continuous command. "cycles": on the local grid, `python -m juno_grid.daemons NAME`
-    # runs Rucio's own daemon function once per cycle, `threads` its consumer threads (see CYCLES_WHY).
+    # runs Rucio's own daemon function once per cycle in each of `threads` threads (see CYCLES_WHY).
     local_runner: str = "rucio"
 
     @property

@@ -36,10 +36,7 @@ def _one_cycle(graceful_stop: threading.Event, executable: str, run_once: Callab
                               sleep_time=60, run_once_fnc=run_once)
 
 
-def _runner(name: str, threads: int = 1) -> Callable[[], None]:
-    """One cycle of daemon `name`. `threads` is the conveyor's --total-threads: in Rucio the conveyor
-    daemons have one producer (one heartbeat, one partition) per process feeding that many consumer
-    threads; the other daemons' threads are separate partitions (cycle_loop does not run those)."""
+def _runner(name: str) -> Callable[[], None]:
     # Imported lazily: each import pulls in Rucio's core and reads the configuration.
     if name == "judge-evaluator":
         from rucio.daemons.judge import evaluator
@@ -56,18 +53,15 @@ def _runner(name: str, threads: int = 1) -> Callable[[], None]:
     if name == "conveyor-submitter":
         from rucio.daemons.conveyor import submitter
 
-        return lambda: submitter.submitter(once=True, partition_wait_time=0, bulk=1000, group_bulk=200,
-                                             total_threads=threads)
+        return lambda: submitter.submitter(once=True, partition_wait_time=0, bulk=1000, group_bulk=200)
     if name == "conveyor-poller":
         from rucio.daemons.conveyor import poller
 
-        return lambda: poller.poller(once=True, older_than=0, partition_wait_time=0, db_bulk=1000,
-                                       total_threads=threads)
+        return lambda: poller.poller(once=True, older_than=0, partition_wait_time=0, db_bulk=1000)
     if name == "conveyor-finisher":
         from rucio.daemons.conveyor import finisher
 
-        return lambda: finisher.finisher(once=True, partition_wait_time=0, db_bulk=1000,
-                                           total_threads=threads)
+        return lambda: finisher.finisher(once=True, partition_wait_time=0, db_bulk=1000)
     # These three have no entry point that skips the partition wait: their own run_once, one cycle,
     # through Rucio's run_daemon (heartbeats), as their main functions call it with once=True.
     if name == "replica-recoverer":
@@ -118,23 +112,26 @@ def run_once(names: Iterable[str] = ORDER) -> dict[str, str]:
 
 
 def cycle_loop(name: str, threads: int, sleep: float, stop: threading.Event) -> None:
-    """One conveyor daemon, as its own process: Rucio's daemon function once per cycle, `sleep` seconds
-    apart, with `threads` consumer threads in each cycle (Rucio's --total-threads).
-
-    One cycle at a time, as Rucio's continuous conveyor runs one producer per process: a cycle with
-    once=True registers its heartbeat at the start and removes it at the end, so independent threads each
-    cycling on their own would change the partition count under one another (measured: the submitter's
-    two fetched the same requests, "does not exist or is not in queued state"; the finisher's two updated
-    the same rules, "Locks detected ... update updated time", and left them to a later cycle)."""
-    fn = _runner(name, threads)
+    """One daemon, as its own process: `threads` threads each running Rucio's daemon function once per
+    cycle (heartbeats: each thread is a partition while its cycle runs), `sleep` seconds apart."""
+    fn = _runner(name)
     failures = 0
-    while not stop.is_set():
-        try:
-            fn()
-        except Exception:  # noqa: BLE001 - counted and logged; the daemon goes on, as Rucio's do
-            failures += 1
-            log.exception("%s cycle failed", name)
-        stop.wait(sleep)
+
+    def thread() -> None:
+        nonlocal failures
+        while not stop.is_set():
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - counted and logged; the daemon goes on, as Rucio's do
+                failures += 1
+                log.exception("%s cycle failed", name)
+            stop.wait(sleep)
+
+    workers = [threading.Thread(target=thread, name=f"{name}-{i}") for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
     print(json.dumps({"event": "stopped", "daemon": name, "failed_cycles": failures}), flush=True)
 
 
@@ -143,9 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run one Rucio daemon in cycles, as its own process (daemon_set.py "
                                                  "says which daemons the local grid runs this way, and why).")
     parser.add_argument("daemon", choices=ORDER)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="consumer threads in each cycle (Rucio's --total-threads)")
-    parser.add_argument("--sleep", type=float, default=1.0, help="seconds between cycles")
+    parser.add_argument("--threads", type=int, default=1, help="threads, each a partition of the work")
+    parser.add_argument("--sleep", type=float, default=1.0, help="seconds between a thread's cycles")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
