@@ -93,6 +93,11 @@ class Daemon:
 # come back to it ten minutes later. One cycle with once=True fetches without marking, so the cycle runner
 # looks at every pending request each second, in its own process, with Rucio's heartbeats and partitions.
 CYCLES_WHY = "conveyor: no message broker locally; continuous mode skips a fetched request for 600 s"
+# The message path (FTS3 -> broker -> conveyor-receiver) is not built locally. Brokers at hand: Debian's
+# rabbitmq-server (Erlang, STOMP plugin) and activemq (Java), PyPI's coilmq (pure Python); the transfer
+# service would also have to publish FTS3's transfer-complete messages. It would shorten the tail (transfer
+# done -> poller cycle -> finisher cycle) by about one poller cycle; on this 2-core machine shared by four
+# grids, bench/replicate's time goes to the submitter instead (daemons.cycle_loop), so it was left out.
 
 # In the order a file moves through them: rule -> locks and requests -> submitted -> polled -> finished
 # (replica AVAILABLE, rule OK); then recovery, repair, cleanup and deletion.
