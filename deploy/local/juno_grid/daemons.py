@@ -117,7 +117,7 @@ def cycle_loop(name: str, threads: int, sleep: float, stop: threading.Event) -> 
 
     Not Rucio's --total-threads (one producer feeding consumer threads): a once=True cycle fetches one
     batch and hands it to one consumer, so one cycle at a time with total_threads=2 submits serially.
-    Measured (session 6, bench/replicate on a machine at load 18-28): Rucio request -> submitted mean
+    Measured (session 6, one bench/replicate run each, 1-min load average 18-31): Rucio request -> submitted mean
     137 s, every rule OK after 276 s, against 72 s and 163 s with these independent threads. Their cost:
     a thread's heartbeat exists only while its cycle runs, so the partition count changes under the other
     thread; some requests are fetched by both (the submitter's "does not exist or is not in queued state",
