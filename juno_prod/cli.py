@@ -19,6 +19,7 @@ from juno_common.exit_codes import Exit, help_epilog
 from juno_common.logs import fields
 from juno_common.logs import setup as setup_logs
 from juno_prod.model import ACTIVE, FILE_STATES, PAUSED, PROBLEMATIC, STOPPED
+from juno_prod.report import status_text
 
 TOOL = "juno-prod"
 log = logging.getLogger("juno_prod.cli")
@@ -155,12 +156,6 @@ def status_data(prod: Any, row: dict[str, Any]) -> dict[str, Any]:
     from juno_prod.report import transformation_status
 
     return transformation_status(prod.db, prod.sess.store, row)
-
-
-def status_text(d: dict[str, Any]) -> str:
-    from juno_prod.report import status_text as text
-
-    return text(d)
 
 
 @main.command()

@@ -387,11 +387,6 @@ class Db:
         with self.engine.connect() as c:
             return [dict(r) for r in c.execute(q).mappings()]
 
-    def output_count(self, tf_id: int, step: int, dataset: str) -> int:
-        with self.engine.connect() as c:
-            return int(c.execute(select(func.count()).select_from(outputs).where(
-                outputs.c.tf_id == tf_id, outputs.c.step == step, outputs.c.dataset == dataset)).scalar_one())
-
     def output_counts(self, tf_id: int, step: int) -> dict[str, int]:
         """dataset → outputs recorded (one query for every dataset of a step)."""
         with self.engine.connect() as c:

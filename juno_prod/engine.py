@@ -324,8 +324,9 @@ class Production:
         with self._hints_lock:
             hints = set(self.hints)
         named = decide.hinted_blocks(hints, tf.input.streams)
-        closed = {d["grp"] for d in self.db.datasets(tf_id, 0) if d["input_closed"]}
-        open_known = {d["grp"] for d in self.db.datasets(tf_id, 0) if not d["input_closed"]}
+        known = self.db.datasets(tf_id, 0)
+        closed = {d["grp"] for d in known if d["input_closed"]}
+        open_known = {d["grp"] for d in known if not d["input_closed"]}
         todo = sorted({Did(s, n) for s, n in named if n not in closed} | {Did("raw", g) for g in open_known},
                       key=lambda d: d.name)
         resolver = Resolver(self.client)
