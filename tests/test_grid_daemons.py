@@ -99,3 +99,68 @@ def test_killed_daemon_is_down_then_restarted_and_rules_reach_ok(grid, tmp_path:
         if started:  # leave the grid as it was: daemons stepped in-process, not wanted as processes
             grid_mod.stop_daemons(cfg)
             grid_mod.wanted_file(cfg).write_text(wanted)
+
+
+def _conveyor_heartbeats(pids: dict[str, int]) -> dict[str, tuple[str, ...]]:
+    """daemon process name -> the thread names of its live heartbeats (Rucio's heartbeats table)."""
+    from rucio.core.heartbeat import list_heartbeats  # the stock client has no call for it
+
+    by_pid = {pid: name for name, pid in pids.items()}
+    out: dict[str, list[str]] = {name: [] for name in pids}
+    for hb in list_heartbeats():
+        if hb["pid"] in by_pid:
+            out[by_pid[hb["pid"]]].append(hb["thread_name"])
+    return {name: tuple(sorted(threads)) for name, threads in out.items()}
+
+
+def test_conveyor_threads_hold_fixed_partitions_and_no_request_stays_submitting(grid, tmp_path: Path) -> None:
+    """Each thread of a conveyor daemon is a partition for the daemon's whole life: its heartbeat stays between
+    cycles. With heartbeats that came and went with each cycle, a thread alone in its cycle took every request,
+    two threads fetched the same ones, and the submitter left requests in SUBMITTING for Rucio's 120 min."""
+    cfg = grid.cfg
+    submitter_log = cfg.log_dir / "daemon-conveyor-submitter.log"
+    log_from = submitter_log.stat().st_size if submitter_log.exists() else 0
+    wanted = grid_mod.wanted_file(cfg).read_text()
+    started = grid_mod.start_daemons(cfg)
+    grid_mod.wanted_file(cfg).write_text(json.dumps({**grid_mod.wanted(cfg), "daemons": True}))
+    try:
+        client = grid.client()
+        multi = {f"daemon-{d.name}": d.threads for d in daemon_set.DAEMONS
+                 if d.local_runner == "cycles" and d.threads > 1}
+        assert multi, "no conveyor daemon runs several threads: nothing to partition"
+        pids = {name: pid for name, pid in grid_mod.daemon_processes(cfg).items() if name in multi}
+        assert set(pids) == set(multi), pids
+
+        tag = uuid.uuid4().hex[:10]
+        names = [f"test.partition.{tag}.{i}.bin" for i in range(24)]
+        for name in names:
+            storage.put_replica(client, "IHEP-EOS", SCOPE, name, storage.make_file(tmp_path / name, 200_000))
+        rule_ids = [client.add_replication_rule([{"scope": SCOPE, "name": n}], 1, rse, grouping="NONE")[0]
+                    for rse in ("CNAF-DISK", "JINR-DISK") for n in names]
+
+        # While the rules replicate, sample the heartbeats: every multi-threaded conveyor daemon has all its
+        # threads' heartbeats every time (the first cycles wait until they are all registered).
+        samples: list[dict[str, tuple[str, ...]]] = []
+        deadline = time.monotonic() + 300
+        states: list[str] = []
+        while time.monotonic() < deadline:
+            samples.append(_conveyor_heartbeats(pids))
+            states = [client.get_replication_rule(r)["state"] for r in rule_ids]
+            if all(s == "OK" for s in states) and len(samples) >= 20:
+                break
+            time.sleep(0.2)
+        assert all(s == "OK" for s in states), Counter(states)
+        counts = Counter((name, len(threads)) for s in samples for name, threads in s.items())
+        assert set(counts) == {(name, n) for name, n in multi.items()}, counts
+        assert all(len(set(s[name] for s in samples)) == 1 for name in multi), samples[:3]
+
+        # Nothing was fetched twice: the submitter never met a request the other thread had taken.
+        with submitter_log.open("rb") as f:
+            f.seek(log_from)
+            assert b"not in queued state" not in f.read()
+        copies = _copies(cfg, names)
+        assert len(copies) == 2 * len(names) and set(copies.values()) == {1}, json.dumps(copies)
+    finally:
+        if started:
+            grid_mod.stop_daemons(cfg)
+            grid_mod.wanted_file(cfg).write_text(wanted)
