@@ -29,7 +29,9 @@ Where the time goes (seconds): lead_s (first rule -> first copy starts), copy_ac
 idle_s (all_ok_s - copy_active_s), tail_s (last copy ends -> all rules seen OK); copy_busy_s (sum of single
 copies), parallel_mean (copy_busy_s / copy_active_s); fts_queue_mean_s / _max_s (a file ready in the service ->
 a worker picks it up; a later hop is ready when its previous hop ends); rucio_wait_mean_s / _max_s (Rucio
-request created -> submitted to the service).
+request created -> submitted to the service); from the first rule: rules_made_s (the last rule made: the
+ingester), requests_made_s (the last transfer request made: the judge-evaluator, as files are attached),
+last_submitted_s (the last request submitted to the service).
 
 Cleanup: the blocks' rules are deleted and the reaper removes their replicas (--keep leaves both); the
 baseline's copies are removed from the storages. Left behind: the raw DIDs (files without replicas, closed
@@ -375,6 +377,13 @@ def run(args: argparse.Namespace, cfg: GridConfig) -> int:
         waits = [_epoch(r["submitted_at"]) - _epoch(r["created_at"])  # type: ignore[operator]
                  for r in requests if r["submitted_at"] and r["created_at"]]
         durations = [b - a for a, b in intervals]
+        # When each stage had seen all of the work, from the first rule: the rules made (the ingester), the
+        # requests made (the judge-evaluator, as files are attached), the last one submitted (the submitter).
+        rules_made_s = max(_epoch(r["created_at"]) or t0_wall for rs in rules.values() for r in rs) - t0_wall
+        made = [_epoch(r["created_at"]) for r in requests if r["created_at"]]
+        sent = [_epoch(r["submitted_at"]) for r in requests if r["submitted_at"]]
+        requests_made_s = (max(made) - t0_wall) if made else None  # type: ignore[type-var,operator]
+        last_submitted_s = (max(sent) - t0_wall) if sent else None  # type: ignore[type-var,operator]
 
         # -- baseline: replay the service's copies with the plain client, same mode, same parallelism
         replay = replayed_copies(records)
@@ -398,6 +407,9 @@ def run(args: argparse.Namespace, cfg: GridConfig) -> int:
     copy_pairs = dict(Counter(f"{c.src_rse}>{c.dst_rse}" for c in flatten(replay)))
     result: dict[str, Any] = {
         "all_ok_s": round(all_ok_s, 2),
+        "rules_made_s": round(rules_made_s, 2),
+        "requests_made_s": None if requests_made_s is None else round(requests_made_s, 2),
+        "last_submitted_s": None if last_submitted_s is None else round(last_submitted_s, 2),
         "mb_s": round(mb_s, 1),
         "xrdcp_mb_s": round(xrdcp, 1),
         "ratio": round(mb_s / xrdcp, 3),

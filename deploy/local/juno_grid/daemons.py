@@ -217,9 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("daemon", choices=ORDER)
     parser.add_argument("--threads", type=int, default=1, help="threads, each a partition of the work")
     parser.add_argument("--sleep", type=float, default=1.0, help="seconds between a thread's cycles")
+    parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="Rucio's and this runner's log level (INFO: each cycle's fetch, submission, timing)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","thread":"%(threadName)s",'
+                               '"msg":"%(message)s"}')
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
