@@ -116,7 +116,10 @@ def _conveyor_heartbeats(pids: dict[str, int]) -> dict[str, tuple[str, ...]]:
 def test_conveyor_threads_hold_fixed_partitions_and_no_request_stays_submitting(grid, tmp_path: Path) -> None:
     """Each thread of a conveyor daemon is a partition for the daemon's whole life: its heartbeat stays between
     cycles. With heartbeats that came and went with each cycle, a thread alone in its cycle took every request,
-    two threads fetched the same ones, and the submitter left requests in SUBMITTING for Rucio's 120 min."""
+    two threads fetched the same ones, and the submitter left requests in SUBMITTING for Rucio's 120 min.
+    Direct links only: a multihop (JINR through CNAF) meets a race of Rucio's own when the finisher archives
+    the first hop's request while the submitter plans the second from a snapshot taken before (the first hop
+    is copied again; seen once here with daemon processes, never with daemons stepped in order)."""
     cfg = grid.cfg
     submitter_log = cfg.log_dir / "daemon-conveyor-submitter.log"
     log_from = submitter_log.stat().st_size if submitter_log.exists() else 0
@@ -136,7 +139,7 @@ def test_conveyor_threads_hold_fixed_partitions_and_no_request_stays_submitting(
         for name in names:
             storage.put_replica(client, "IHEP-EOS", SCOPE, name, storage.make_file(tmp_path / name, 200_000))
         rule_ids = [client.add_replication_rule([{"scope": SCOPE, "name": n}], 1, rse, grouping="NONE")[0]
-                    for rse in ("CNAF-DISK", "JINR-DISK") for n in names]
+                    for rse in ("CNAF-DISK", "IN2P3-DISK") for n in names]
 
         # While the rules replicate, sample the heartbeats: every multi-threaded conveyor daemon has all its
         # threads' heartbeats every time (the first cycles wait until they are all registered).
