@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from juno_jobs import outputs, retry, submit
+from juno_jobs import outputs, retry, submit, wrapper
 from juno_jobs.model import OutputTarget, Resources, RetryPolicy
 from juno_jobs.taskdir import TaskDir
 
@@ -55,7 +55,7 @@ def test_checksum_session_answers_are_read_per_path() -> None:
             "[ERROR] Server responded with an error: [3011] Unable to checksum /s/nope; no such file or directory\n\n"
             "[127.0.0.1:11096] / > query checksum /s/busy\n[ERROR] Server responded with an error: [3007] busy\n"
             "[127.0.0.1:11096] / > Goodbye.\n")
-    assert outputs.parse_checksum_session(text) == {"/s/a.txt": "084b021f", "/s/nope": None}
+    assert wrapper.parse_checksum_session(text) == {"/s/a.txt": "084b021f", "/s/nope": None}
 
 
 def test_only_the_job_own_files_travel_and_only_the_result_comes_back(tmp_path: Path) -> None:
