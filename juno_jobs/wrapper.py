@@ -10,8 +10,11 @@ directory: task.json (the payload, outputs, storage bases per RSE, argument temp
 inputs and variables) and the payload. It works in ./work, copies each output to the output RSE itself
 (never over an existing file: the same adler32 there = done, another one = a conflict that overwrites
 nothing), checks the storage's adler32 against its own, and ends by writing ./result.json, which the batch
-system brings back to the submitter with the (size-capped) stdout and stderr. No Rucio credential is
-needed or used here: the storage is written with the job's own storage credential (README, production).
+system brings back to the submitter with the (size-capped) stdout and stderr. Files move in bulk, a few
+processes per job rather than several per file: one xrdcp for all the inputs, one per output directory, both
+copying task.json `copies` files at a time, and one checksum session before and after the outputs' copy.
+No Rucio credential is needed or used here: the storage is written with the job's own storage credential
+(README, production).
 
 Site: $JUNO_SITE (the submit file sets it from the slot's JUNO_Site), else the machine ad's JUNO_Site.
 
@@ -445,8 +448,10 @@ def checksum_session(server: str, paths: list[str], timeout_s: float) -> tuple[d
     """One `xrdfs SERVER` process asked for the adler32 of every path: (parse_checksum_session's answer, the
     session's text). Its stdout and stderr share one pipe: the answers stay after their questions."""
     stdin = "".join(f"query checksum {p}\n" for p in paths)
+    # Without HOME (a batch job may have none) xrdfs's interactive mode aborts (std::logic_error, 5.8.1).
+    env = {**os.environ, "HOME": os.environ.get("HOME") or os.getcwd()}
     done = subprocess.run(["xrdfs", server], input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout_s)
+                          text=True, timeout=timeout_s, env=env)
     return parse_checksum_session(done.stdout), done.stdout
 
 
@@ -489,9 +494,10 @@ def stage_out(records: list[dict[str, Any]], outdir: Path, task: dict[str, Any],
 
     One checksum session asks the storage what is already there (the same adler32 = an earlier attempt's,
     done; another one = a conflict, nothing is copied); one xrdcp per target directory copies the rest,
-    task `copies` files at a time, never with --force (a file that appeared meanwhile makes its copy fail
-    rather than be overwritten) and with --posc (a broken copy leaves nothing); a second session compares
-    the storage's adler32 of each copied file with the worker's."""
+    task `copies` files at a time (and up to `copies` directories at once), never with --force (a file that
+    appeared meanwhile makes its copy fail rather than be overwritten) and with --posc (a broken copy leaves
+    nothing); a second session compares the storage's adler32 of each copied file with the worker's. An
+    output whose copy failed is copied again alone, for an error of its own."""
     out = task["output"]
     rse = output_rse(out, site, read_from)
     base = out["bases"].get(rse, {}).get("base")
