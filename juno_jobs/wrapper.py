@@ -421,26 +421,37 @@ def _split_url(url: str) -> tuple[str, str]:
     return url[: url.index("://") + 3] + host, "/" + path.lstrip("/")
 
 
-def parse_checksum_session(text: str) -> dict[str, str | None]:
-    """path → adler32 (None: no such file) from an `xrdfs SERVER` session fed 'query checksum PATH' lines.
-    Paths whose answer is another error are left out (juno_jobs.outputs asks again next time)."""
-    out: dict[str, str | None] = {}
-    current: str | None = None
-    marker = "> query checksum "
+_PROMPT = re.compile(r"^\[[^\]\n]*\] \S* > ")
+_NAMED = re.compile(r"Unable to checksum (\S+?);")
+
+
+def parse_checksum_session(text: str, paths: list[str]) -> dict[str, str | None]:
+    """path → adler32 (None: no such file) from an `xrdfs SERVER` session fed 'query checksum PATH' for each
+    of `paths` in turn. Each query has one answer, an "adler32 VALUE" or an "[ERROR] ..." line, in order:
+    the session's echo of the command is not used (xrdfs 5.8 cuts long lines to "<" + their tail). Paths
+    whose answer is another error are left out (asked again). If the answers do not pair up with the paths
+    (a count that differs, an error naming another path), only the errors that name their path count."""
+    answers: list[str] = []
     for line in text.splitlines():
-        at = line.find(marker)
-        if at >= 0:
-            current = line[at + len(marker):].strip()
-            continue
-        if current is None:
-            continue
+        while (m := _PROMPT.match(line)) is not None:
+            line = line[m.end():]
+        if line.startswith(("adler32 ", "[ERROR]")):
+            answers.append(line)
+
+    def missing(line: str) -> bool:
+        return "[3011]" in line or "no such file" in line.lower()
+
+    named = {m.group(1): line for line in answers if (m := _NAMED.search(line))}
+    paired = len(answers) == len(paths) and all(
+        (m := _NAMED.search(line)) is None or m.group(1) == path for path, line in zip(paths, answers, strict=True))
+    out: dict[str, str | None] = {}
+    if not paired:
+        return {path: None for path, line in named.items() if path in set(paths) and missing(line)}
+    for path, line in zip(paths, answers, strict=True):
         if line.startswith("adler32 "):
-            out[current] = line.split()[1].lower().rjust(8, "0")
-            current = None
-        elif line.startswith("[ERROR]"):
-            if "[3011]" in line or "no such file" in line.lower():
-                out[current] = None
-            current = None
+            out[path] = line.split()[1].lower().rjust(8, "0")
+        elif missing(line):
+            out[path] = None
     return out
 
 
@@ -452,7 +463,7 @@ def checksum_session(server: str, paths: list[str], timeout_s: float) -> tuple[d
     env = {**os.environ, "HOME": os.environ.get("HOME") or os.getcwd()}
     done = subprocess.run(["xrdfs", server], input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=timeout_s, env=env)
-    return parse_checksum_session(done.stdout), done.stdout
+    return parse_checksum_session(done.stdout, paths), done.stdout
 
 
 def storage_adler32s(urls: list[str]) -> dict[str, str | None]:
