@@ -46,6 +46,7 @@ import socket
 import string
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -459,8 +460,9 @@ def checksum_session(server: str, paths: list[str], timeout_s: float) -> tuple[d
     """One `xrdfs SERVER` process asked for the adler32 of every path: (parse_checksum_session's answer, the
     session's text). Its stdout and stderr share one pipe: the answers stay after their questions."""
     stdin = "".join(f"query checksum {p}\n" for p in paths)
-    # Without HOME (a batch job may have none) xrdfs's interactive mode aborts (std::logic_error, 5.8.1).
-    env = {**os.environ, "HOME": os.environ.get("HOME") or os.getcwd()}
+    # Without HOME (a batch job may have none) xrdfs's session mode aborts (std::logic_error, 5.5 and 5.8);
+    # it keeps its history there (HTCondor points TMPDIR at the job's scratch directory).
+    env = {**os.environ, "HOME": os.environ.get("HOME") or tempfile.gettempdir()}
     done = subprocess.run(["xrdfs", server], input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=timeout_s, env=env)
     return parse_checksum_session(done.stdout, paths), done.stdout
