@@ -97,7 +97,7 @@ def test_unknown_key_has_line_and_suggestion(tmp_path: Path) -> None:
     text = GOOD.replace("resources: {memory: 1.5GB, cpus: 2, disk: 10GB, wall_time: 1h30m}",
                         "resources:\n  memory: 2GB\n  walltime: 1h")
     assert issues(tmp_path, text) == [
-        "T:18: resources.walltime: unknown key (did you mean 'wall_time'? known keys: cpus, disk, memory, wall_time)"]
+        "T:18: resources.walltime: unknown key (did you mean 'wall_time'? known keys: copies, cpus, disk, memory, wall_time)"]
 
 
 def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
