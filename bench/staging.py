@@ -9,7 +9,7 @@ every round. `--wrapper FILE` measures another version of the wrapper (e.g. the 
 `git show REV:juno_jobs/wrapper.py > /tmp/old.py`). The wrapper runs here, in the grid's network namespace,
 with the host's xrdcp, not inside the HTCondor chroot.
 
-Run from the repository root (as root; joins the grid's namespace; the grid must be up):
+Run from the repository root (as root; joins the grid's namespace, starting the grid if needed):
     .venv/bin/python bench/staging.py [--files 40] [--rounds 3] [--copies 4] [--wrapper FILE]
 Last line: one JSON object with `files`, `stage_in_s`, `stage_out_s` (medians), `per_file_s`.
 """
@@ -53,9 +53,9 @@ def main() -> int:
     ap.add_argument("--wrapper", type=Path, default=ROOT / "juno_jobs" / "wrapper.py")
     args = ap.parse_args()
     cfg = load()
-    grid.enter(cfg)
-    from juno_jobs.pfns import NAMING
-    return 0 if run(cfg, args, NAMING) else 1
+    with grid.session(cfg, daemons=False, condor_pool=False, log=lambda m: print(m, file=sys.stderr)):
+        from juno_jobs.pfns import NAMING
+        return 0 if run(cfg, args, NAMING) else 1
 
 
 def run(cfg: Any, args: argparse.Namespace, naming: dict[str, str]) -> bool:
