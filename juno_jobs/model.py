@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from juno_jobs.wrapper import COPIES
 from rucio_policy.naming import DidRef
 
 Scalar = str | int | float | bool
@@ -66,6 +67,7 @@ class Resources:
     cpus: int = 1
     disk_mb: int = 4096
     wall_s: int = 4 * 3600
+    copies: int = COPIES  # input and output files a job copies at once (the wrapper's xrdcp --parallel)
 
 
 @dataclass(frozen=True)

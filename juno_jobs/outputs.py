@@ -21,7 +21,6 @@ protected by one rule on the output dataset (`protect`), not one rule per file.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 
 from juno_jobs.model import OutputTarget
 from juno_jobs.pfns import path_of
+from juno_jobs.wrapper import checksum_session  # one xrdfs session, as the job's stage-out asks
 
 __all__ = ["BULK", "Expected", "OutputError", "Registered", "StorageChecker", "close_dataset", "ensure_dataset",
            "expected", "known", "path_of", "protect", "register", "register_verified", "verify", "verify_and_register"]
@@ -91,29 +91,6 @@ def _server(url: str) -> tuple[str, str]:
     return f"{scheme}://{host}", "/" + path.lstrip("/")
 
 
-def parse_checksum_session(text: str) -> dict[str, str | None]:
-    """path → adler32 (None: no such file) from an `xrdfs SERVER` session fed 'query checksum PATH' lines.
-    Paths whose answer is another error are left out (asked again next time)."""
-    out: dict[str, str | None] = {}
-    current: str | None = None
-    marker = "> query checksum "
-    for line in text.splitlines():
-        at = line.find(marker)
-        if at >= 0:
-            current = line[at + len(marker):].strip()
-            continue
-        if current is None:
-            continue
-        if line.startswith("adler32 "):
-            out[current] = line.split()[1].lower().rjust(8, "0")
-            current = None
-        elif line.startswith("[ERROR]"):
-            if "[3011]" in line or "no such file" in line.lower():
-                out[current] = None
-            current = None
-    return out
-
-
 class StorageChecker:
     """The storage's own adler32 of many files, by checksum query: no bytes move."""
 
@@ -122,9 +99,7 @@ class StorageChecker:
         self.timeout_s = timeout_s
 
     def _session(self, server: str, paths: Sequence[str]) -> dict[str, str | None]:
-        stdin = "".join(f"query checksum {p}\n" for p in paths)
-        done = subprocess.run(["xrdfs", server], input=stdin, capture_output=True, text=True, timeout=self.timeout_s)
-        return parse_checksum_session(done.stdout + "\n" + done.stderr)
+        return checksum_session(server, list(paths), self.timeout_s)[0]
 
     def checksums(self, urls: Iterable[str]) -> dict[str, str | None]:
         """url → adler32, None when the file is not there; urls the storage did not answer are missing."""

@@ -145,8 +145,9 @@ def write(td: TaskDir, task: Task, *, task_id: int, uuid: str, jobs: Sequence[Jo
         payload = {"kind": "site", "path": str(task.site_executable)}
     spec = {"id": task_id, "uuid": uuid, "name": task.name, "payload": payload, "release": task.release,
             "environment": dict(task.environment), "outputs": list(task.output.files) if task.output else [],
-            "wall_s": task.resources.wall_s, "rse_bases": rse_bases, "naming": pfns.NAMING,
-            "arguments": splitting.tokenize(task.arguments), "output": output, "log_limit": cfg.log_limit}
+            "wall_s": task.resources.wall_s, "copies": task.resources.copies, "rse_bases": rse_bases,
+            "naming": pfns.NAMING, "arguments": splitting.tokenize(task.arguments), "output": output,
+            "log_limit": cfg.log_limit}
     td.task_json.write_text(json.dumps(spec, indent=1))
     encoded: dict[tuple[str, ...], str] = {}  # few distinct site and RSE lists: encode each once
 

@@ -435,7 +435,7 @@ class _Builder(FileChecker):
         return Resources(memory_mb=self.size_mb(raw.get("memory"), ["resources", "memory"], base.memory_mb),
                          cpus=int(raw.get("cpus", base.cpus)),
                          disk_mb=self.size_mb(raw.get("disk"), ["resources", "disk"], base.disk_mb),
-                         wall_s=wall_s)
+                         wall_s=wall_s, copies=int(raw.get("copies", base.copies)))
 
     def _retry(self, resources: Resources) -> RetryPolicy:
         raw = self.data.get("retry") or {}

@@ -120,7 +120,8 @@ class _Builder(FileChecker):
         memory = self.size_mb(res.get("memory"), [*at, "resources", "memory"], 2048)
         resources = Resources(memory_mb=memory, cpus=int(res.get("cpus", 1)),
                               disk_mb=self.size_mb(res.get("disk"), [*at, "resources", "disk"], 4096),
-                              wall_s=self.duration_s(res.get("wall_time"), [*at, "resources", "wall_time"], 4 * 3600))
+                              wall_s=self.duration_s(res.get("wall_time"), [*at, "resources", "wall_time"], 4 * 3600),
+                              copies=int(res.get("copies", Resources.copies)))
         rt = raw.get("retry") or {}
         ladder = tuple(self.size_mb(v, [*at, "retry", "memory", k], memory)
                        for k, v in enumerate(rt.get("memory") or []))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from juno_jobs import outputs, retry, submit
+from juno_jobs import outputs, retry, submit, wrapper
 from juno_jobs.model import OutputTarget, Resources, RetryPolicy
 from juno_jobs.taskdir import TaskDir
 
@@ -55,7 +55,24 @@ def test_checksum_session_answers_are_read_per_path() -> None:
             "[ERROR] Server responded with an error: [3011] Unable to checksum /s/nope; no such file or directory\n\n"
             "[127.0.0.1:11096] / > query checksum /s/busy\n[ERROR] Server responded with an error: [3007] busy\n"
             "[127.0.0.1:11096] / > Goodbye.\n")
-    assert outputs.parse_checksum_session(text) == {"/s/a.txt": "084b021f", "/s/nope": None}
+    paths = ["/s/a.txt", "/s/nope", "/s/busy"]
+    assert wrapper.parse_checksum_session(text, paths) == {"/s/a.txt": "084b021f", "/s/nope": None}
+
+
+def test_checksum_session_answers_pair_with_the_questions_not_with_the_echo() -> None:
+    """xrdfs 5.8 (the worker nodes') echoes a long command as '<' and its tail: the answers, in order, count."""
+    long = [f"/eos/juno/dci/rtraw/J25.1.0/2026/1206/RUN.4144940.JUNODAQ.Physics.ds-2.t.2026120600003{i}.001_J.rtraw"
+            for i in range(3)]
+    text = ("[127.0.0.1:11094] / > \n<ysics.ds-2.t.20261206000030.001_J.rtraw\nadler32 0a0b0c0d\n\n"
+            "[127.0.0.1:11094] / > \n<ysics.ds-2.t.20261206000031.001_J.rtraw\n"
+            f"[ERROR] Server responded with an error: [3011] Unable to checksum {long[1]}; no such file or directory"
+            "\n\n"
+            "[127.0.0.1:11094] / > \n<ysics.ds-2.t.20261206000032.001_J.rtraw\nadler32 1234abcd\n\n"
+            "[127.0.0.1:11094] / > Goodbye.\n")
+    assert wrapper.parse_checksum_session(text, long) == {long[0]: "0a0b0c0d", long[1]: None, long[2]: "1234abcd"}
+    # Answers that do not pair up (one missing, or an error naming another path): only named errors count.
+    assert wrapper.parse_checksum_session(text, long[1:]) == {long[1]: None}
+    assert wrapper.parse_checksum_session(text, [long[0], long[2], long[1]]) == {long[1]: None}
 
 
 def test_only_the_job_own_files_travel_and_only_the_result_comes_back(tmp_path: Path) -> None:

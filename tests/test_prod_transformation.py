@@ -28,6 +28,14 @@ def test_keep_up_runs_at_ihep_and_mc_runs_anywhere() -> None:
     mc = tfile.load(EXAMPLES[[p.name for p in EXAMPLES].index("mc.yaml")])
     assert mc.steps[0].where == "anywhere" and mc.steps[1].where == "input"
     assert mc.input.jobs == 6
+    assert {s.resources.copies for s in kup.steps} == {4}  # files a job copies at once: the wrapper's default
+
+
+def test_a_step_says_how_many_files_its_jobs_copy_at_once(tmp_path: Path) -> None:
+    text = EXAMPLES[[p.name for p in EXAMPLES].index("kup.yaml")].read_text()
+    assert "wall_time: 1h}" in text
+    tf = tfile.load(_write(tmp_path, text.replace("wall_time: 1h}", "wall_time: 1h, copies: 8}", 1)))
+    assert [s.resources.copies for s in tf.steps] == [8, 4]
 
 
 def _write(tmp_path: Path, text: str) -> Path:

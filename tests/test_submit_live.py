@@ -297,6 +297,67 @@ def test_a_job_never_overwrites_bytes_on_storage(grid: Any, tmp_path: Path) -> N
     assert storage.remote_adler32(url) == rec["adler32"]
 
 
+def test_a_job_copies_many_files_at_once_and_each_keeps_its_checks(grid: Any, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wrapper moves files in bulk (one xrdcp for the inputs, one per output directory, `copies` at a time)
+    and still checks each one: every output lands with its adler32, a second run copies only what is new,
+    an output whose PFN holds other bytes stops the job before anything is copied, and an input whose bytes
+    differ from Rucio's adler32 fails the job naming that file."""
+    from juno_jobs import wrapper
+    from juno_jobs.pfns import NAMING, PfnMaker
+
+    client = grid.client("analyst1")
+    scope = "user.analyst1"
+    dataset = f"user.analyst1.{_unique('bulk')}"
+    monkeypatch.delenv("HOME", raising=False)  # as in an HTCondor job: xrdfs's session mode needs one
+    base_url = PfnMaker(client).write_url("CNAF-DISK", scope, f"{dataset}.00000.sample")
+    base = base_url[: -len(outputs.path_of(scope, f"{dataset}.00000.sample"))]
+    bases = {"CNAF-DISK": {"site": "CNAF", "base": base}}
+    task = {"naming": NAMING, "copies": 3, "rse_bases": bases,
+            "output": {"scope": scope, "dataset": dataset, "rse": "site", "bases": bases}}
+    outdir = tmp_path / "outputs"
+    outdir.mkdir()
+
+    def made(n: int) -> list[dict[str, Any]]:
+        recs = []
+        for i in range(n):
+            (outdir / f"o{i}.txt").write_bytes(f"output {i} of {dataset}\n".encode())
+            recs.append({"file": f"o{i}.txt", "bytes": (outdir / f"o{i}.txt").stat().st_size,
+                         "adler32": storage.adler32_file(outdir / f"o{i}.txt")})
+        return recs
+
+    six = made(6)  # six hashed paths: six directories
+    done = wrapper.stage_out(six, outdir, task, 0, "CNAF", [])
+    assert [d["storage_adler32"] for d in done] == [r["adler32"] for r in six]
+    assert all(storage.remote_adler32(d["url"]) == d["adler32"] for d in done)
+    seven = made(7)
+    again = wrapper.stage_out(seven, outdir, task, 0, "CNAF", [])
+    assert [d["url"] for d in again[:6]] == [d["url"] for d in done]
+    assert storage.remote_adler32(again[6]["url"]) == seven[6]["adler32"]
+    # Other bytes at one PFN: a conflict, and the other new output is not copied either.
+    (outdir / "o1.txt").write_bytes(b"not what is on storage\n")
+    (outdir / "o8.txt").write_bytes(b"a new one\n")
+    clash = [{"file": "o8.txt", "bytes": 10, "adler32": storage.adler32_file(outdir / "o8.txt")},
+             {"file": "o1.txt", "bytes": 23, "adler32": storage.adler32_file(outdir / "o1.txt")}]
+    with pytest.raises(wrapper.Failure) as err:
+        wrapper.stage_out(clash, outdir, task, 0, "CNAF", [])
+    assert err.value.kind == "conflict" and done[1]["url"] in str(err.value)
+    assert storage.remote_adler32(done[1]["url"]) == six[1]["adler32"]
+    assert storage.remote_adler32(base + outputs.path_of(scope, f"{dataset}.00000.o8.txt")) is None
+    # The seven back as inputs, in one go; then with one adler32 that is not the file's.
+    inputs = [[scope, d["name"], d["bytes"], d["adler32"]] for d in again]
+    spec = {"rses": ["CNAF-DISK"], "sites": ["CNAF"], "inputs": inputs}
+    got = wrapper.stage_in(spec, task, "CNAF", tmp_path / "in1")
+    assert [g["adler32"] for g in got] == [r["adler32"] for r in seven]
+    assert [(tmp_path / "in1" / i[1]).read_bytes() for i in inputs] == [
+        f"output {i} of {dataset}\n".encode() for i in range(7)]
+    inputs[4] = [*inputs[4][:3], "0badc0de"]
+    with pytest.raises(wrapper.Failure) as err:
+        wrapper.stage_in(spec, task, "CNAF", tmp_path / "in2")
+    assert err.value.kind == "input" and f"{scope}:{inputs[4][1]}" in str(err.value)
+    assert "Rucio says 0badc0de" in str(err.value)
+
+
 def test_jobs_never_carry_rucio_credentials(grid: Any, backend: str, work_dir: Path, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The submitter has a Rucio config (with a password) in its environment; the job sees none of it."""

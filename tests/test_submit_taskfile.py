@@ -66,6 +66,10 @@ def test_good_task_loads_typed(tmp_path: Path) -> None:
         "user.analyst1", "my-out", ("*.root", "summary.txt"), "CNAF-DISK")
     assert (task.resources.memory_mb, task.resources.cpus, task.resources.disk_mb, task.resources.wall_s) == (
         1536, 2, 10240, 5400)
+    assert task.resources.copies == 4  # the wrapper's default
+    more = GOOD.replace("wall_time: 1h30m}", "wall_time: 1h30m, copies: 8}")
+    assert taskfile.load(write(tmp_path, more)).resources.copies == 8
+    assert issues(tmp_path, GOOD.replace("wall_time: 1h30m}", "wall_time: 1h30m, copies: 0}"))
     assert task.retry.max_attempts == 4
     assert task.retry.memory_ladder_mb == (2048, 4096, 8192)
     assert task.retry.exit_codes == frozenset({1, 75})
@@ -97,7 +101,8 @@ def test_unknown_key_has_line_and_suggestion(tmp_path: Path) -> None:
     text = GOOD.replace("resources: {memory: 1.5GB, cpus: 2, disk: 10GB, wall_time: 1h30m}",
                         "resources:\n  memory: 2GB\n  walltime: 1h")
     assert issues(tmp_path, text) == [
-        "T:18: resources.walltime: unknown key (did you mean 'wall_time'? known keys: cpus, disk, memory, wall_time)"]
+        "T:18: resources.walltime: unknown key (did you mean 'wall_time'? known keys: copies, cpus, disk, memory, "
+        "wall_time)"]
 
 
 def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
