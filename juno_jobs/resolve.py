@@ -297,6 +297,21 @@ class Resolver:
         with ThreadPoolExecutor(self.workers) as pool:
             return [f for part in pool.map(one, chunks) for f in part]
 
+    def dataset_files(self, did: Did, filt: Mapping[str, FilterValue] | None, rses: Mapping[str, RseInfo]
+                      ) -> list[InputFile]:
+        """One dataset's files (those passing the filter) with the disk RSEs holding AVAILABLE replicas, for a
+        caller that knows the dataset exists (no get_did, no walk; list_files and list_dataset_replicas, as
+        `resolve` does per dataset). Empty when nothing is in it or passes; a missing dataset raises
+        Rucio's DataIdentifierNotFound."""
+        filt = filt or {}
+
+        def wanted_rse(rse: str) -> bool:
+            info = rses.get(rse)
+            return info is not None and not info.tape
+
+        files, _ = self._dataset(did, filt, rses, wanted_rse)
+        return self._metadata_filter(files, filt)
+
     def resolve(self, dids: Sequence[Did], filt: Mapping[str, FilterValue] | None = None,
                 rses: Mapping[str, RseInfo] | None = None, wanted_site: Callable[[str], bool] = lambda s: True
                 ) -> Resolution:
