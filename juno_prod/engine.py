@@ -295,8 +295,13 @@ class Production:
             roots = [Did("raw", f"stream.{key}") for key in tf.input.streams]
             filt: dict[str, Any] = {}
         else:
-            roots = list(tf.input.dids)
+            # A root that is a dataset this campaign has taken completely (closed in Rucio, every file
+            # recorded) has nothing more to give: not asked again. Containers are walked (new blocks).
+            complete = {d["grp"] for d in self.db.datasets(tf_id, 0) if d["input_closed"]}
+            roots = [d for d in tf.input.dids if d.name not in complete]
             filt = dict(tf.input.filter)
+            if not roots:
+                return {}
         resolver = Resolver(self.client)
         try:
             found = resolver.check_dids(roots)
@@ -387,7 +392,9 @@ class Production:
 
         def one(d: dict[str, Any]) -> tuple[str, tuple[list[NewFile], bool]]:
             resolver = Resolver(clone_client(self.client), workers=1)  # one HTTP session per thread
-            files_, _ = self._files_of(resolver, Did(d["scope"], d["name"]), {})
+            # Complete when juno-prod closed it (the bookkeeping, read before this listing) and every output
+            # recorded in it is listed: Rucio's own open flag is not asked for.
+            files_, _ = self._files_of(resolver, Did(d["scope"], d["name"]), {}, closed=bool(d["closed"]))
             return d["grp"], ([NewFile(f.scope, f.name, f.bytes, f.adler32, f.rses, d["grp"]) for f in files_],
                               bool(d["closed"]) and len(files_) == n_out[d["name"]])
 
@@ -522,7 +529,8 @@ class Production:
             counts = self.db.group_counts(tf_id, d["step"]).get(d["grp"], {})
             if not decide.dataset_complete(True, counts):
                 continue
-            outputs.ensure_dataset(self.client, d["scope"], d["name"])
+            if not d["rules"]:
+                outputs.ensure_dataset(self.client, d["scope"], d["name"])  # (made with its rules otherwise)
             outputs.close_dataset(self.client, d["scope"], d["name"])
             self.db.set_dataset(tf_id, d["step"], d["grp"], closed=1)
             r.closed += 1
