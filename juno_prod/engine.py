@@ -9,8 +9,10 @@
   3. discover   new input files in Rucio: the selection's blocks, the keep-up streams' blocks, Monte Carlo
                 stand-ins, and for later steps the previous step's output datasets (data-driven: a step's
                 jobs start as soon as its input files exist, not when the previous step is done)
-  4. assign     waiting/failed files → claims (one transaction, never twice) → jobs at the sites the step
-                allows, through juno_jobs (plan_for_jobs + control.submit), one juno_jobs task per claim
+  4. assign     the output datasets still missing, all at once (one add_dids, each policy rule sent once for
+                all of them); waiting/failed files → claims (one transaction, never twice) → jobs at the
+                sites the step allows, through juno_jobs (plan_for_jobs with the service's cached URL bases
+                + control.submit), one juno_jobs task per claim
   5. metadata   provenance on the new outputs (input DID, transformation, step, release)
   6. close      output datasets whose input is closed and whose files are all processed
 
