@@ -22,6 +22,7 @@ Figures, all measured in this run:
 
 Run from the repository root (as root; joins the grid's namespace, starting the grid if needed):
     .venv/bin/python bench/prod.py [--complete-blocks 8] [--blocks N] [--profile FILE]
+    (FILE: the completion cycle's cProfile; FILE.submit: submit and its first cycle's)
 """
 
 from __future__ import annotations
@@ -182,6 +183,18 @@ def blocks_ready(client: Any, n: int) -> list[str]:
     return out
 
 
+def _profiler(profile: Path | None) -> Any:
+    """A running cProfile when --profile was given (diagnosis only: a profiled run's figures are not
+    comparable)."""
+    if profile is None:
+        return None
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
+
+
 def run(complete_blocks: int, keep: bool, blocks: int | None, profile: Path | None = None) -> int:
     from juno_grid import condor
     from juno_grid.accounts import write_account_config
@@ -205,9 +218,14 @@ def run(complete_blocks: int, keep: bool, blocks: int | None, profile: Path | No
         prod = production(work / "big", "condor", client, max_idle=20_000)
         tf = tf_file(work, f"bp-{tag}", inputs)
         log("submit and first cycle ...")
+        submit_profiler = _profiler(profile)
         started = time.perf_counter()
         prod.submit(tf)
         report = prod.cycle()
+        if submit_profiler is not None:
+            submit_profiler.disable()
+            submit_profiler.dump_stats(f"{profile}.submit")
+            log(f"  profile of submit and the first cycle: {profile}.submit")
         uuids = [prod.sess.store.task(int(c["task_id"])).uuid for c in prod.db.claims(states=["running"])]
         n_jobs = report.jobs
         while (have := in_schedd(uuids)) < n_jobs:
@@ -241,12 +259,7 @@ def run(complete_blocks: int, keep: bool, blocks: int | None, profile: Path | No
         log("  raw bulk API (before) ...")
         raw_before = raw_attach(client, n_out, f"{tag}a")
         log(f"    {raw_before:.2f} s")
-        profiler = None
-        if profile is not None:  # diagnosis only: the figures of a profiled run are not comparable
-            import cProfile
-
-            profiler = cProfile.Profile()
-            profiler.enable()
+        profiler = _profiler(profile)
         started = time.perf_counter()
         r2 = small.cycle()
         complete_s = time.perf_counter() - started
@@ -291,7 +304,8 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=None,
                         help="only the first N blocks (2,500 files each) of the input, already registered")
     parser.add_argument("--profile", type=Path, default=None,
-                        help="write a cProfile of the completion cycle to this file (diagnosis; slows it down)")
+                        help="write a cProfile of the completion cycle to this file, and of submit and its "
+                        "first cycle to FILE.submit (diagnosis; slows it down)")
     args = parser.parse_args()
     cfg = load()
     with grid.session(cfg, daemons=False, condor_pool=True, log=log):

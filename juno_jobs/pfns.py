@@ -36,28 +36,35 @@ class NoReadProtocol(LookupError):
 
 class PfnMaker:
     """PFNs from the Rucio server (`lfns2pfns` REST call): the client-side rsemanager would import Rucio's
-    server core (seconds of imports) to do the same."""
+    server core (seconds of imports) to do the same.
+
+    The URL bases it found (read: per RSE; write: per RSE and scope) are kept for the maker's lifetime:
+    a service that plans many tasks (juno-prod: one per claim) keeps one maker and asks Rucio once per
+    RSE, not once per task. Threads may share a maker (`client` lets each pass its own session)."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self._bases: dict[str, str | None] = {}
+        self._write_bases: dict[tuple[str, str], str | None] = {}
 
-    def _lfns2pfns(self, rse: str, dids: list[tuple[str, str]], operation: str) -> dict[str, str]:
+    def _lfns2pfns(self, rse: str, dids: list[tuple[str, str]], operation: str, client: Any = None
+                   ) -> dict[str, str]:
         from rucio.common.exception import RSEProtocolNotSupported
 
+        client = client or self.client
         lfns = [f"{scope}:{name}" for scope, name in dids]
         for scheme in READ_SCHEMES:
             try:
-                out = self.client.lfns2pfns(rse, lfns, protocol_domain="wan", operation=operation, scheme=scheme)
+                out = client.lfns2pfns(rse, lfns, protocol_domain="wan", operation=operation, scheme=scheme)
             except RSEProtocolNotSupported:
                 continue
             return {key.split(":", 1)[1]: str(pfn) for key, pfn in out.items()}
         raise NoReadProtocol(f"RSE {rse} has no {' or '.join(READ_SCHEMES)} protocol to {operation}: jobs use xrdcp")
 
-    def base(self, rse: str, sample: InputFile) -> str | None:
+    def base(self, rse: str, sample: InputFile, client: Any = None) -> str | None:
         """The URL every PFN at `rse` starts with, or None if the RSE needs per-file PFNs."""
         if rse not in self._bases:
-            pfn = self._lfns2pfns(rse, [(sample.scope, sample.name)], "read")[sample.name]
+            pfn = self._lfns2pfns(rse, [(sample.scope, sample.name)], "read", client)[sample.name]
             path = path_of(sample.scope, sample.name)
             self._bases[rse] = pfn[: -len(path)] if pfn.endswith(path) else None
         return self._bases[rse]
@@ -78,3 +85,13 @@ class PfnMaker:
     def write_url(self, rse: str, scope: str, name: str) -> str:
         """Where a new file scope:name goes at `rse` (outputs)."""
         return self._lfns2pfns(rse, [(scope, name)], "write")[name]
+
+    def write_base(self, rse: str, scope: str, sample: str) -> str | None:
+        """The URL every new file of `scope` at `rse` starts with (Rucio's write PFN of `sample` minus the
+        path the wrapper computes), or None when Rucio places files elsewhere. Asked once per RSE and scope."""
+        key = (rse, scope)
+        if key not in self._write_bases:
+            pfn = self.write_url(rse, scope, sample)
+            path = path_of(scope, sample)
+            self._write_bases[key] = pfn[: -len(path)] if pfn.endswith(path) else None
+        return self._write_bases[key]

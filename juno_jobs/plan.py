@@ -15,7 +15,7 @@ from typing import Any
 
 from juno_jobs import gcpause, locality, splitting
 from juno_jobs.model import InputFile, JobSpec, OutputTarget, RseInfo, SiteGroup, Task
-from juno_jobs.pfns import NoReadProtocol, PfnMaker, path_of
+from juno_jobs.pfns import NoReadProtocol, PfnMaker
 from juno_jobs.resolve import InputError, Resolver, clone_client, rse_infos
 
 
@@ -110,7 +110,7 @@ def _bases(plan: Plan, maker: PfnMaker, log: Callable[[str], None]) -> None:
     def one(item: tuple[str, InputFile]) -> tuple[str, str | None | NoReadProtocol]:
         rse, sample = item
         try:
-            return rse, PfnMaker(clone_client(maker.client)).base(rse, sample)
+            return rse, maker.base(rse, sample, clone_client(maker.client))
         except NoReadProtocol as err:
             return rse, err
 
@@ -200,37 +200,39 @@ def _output_bases(plan: Plan, maker: PfnMaker) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for rse in candidates:
         try:
-            pfn = maker.write_url(rse, target.scope, sample)
+            base = maker.write_base(rse, target.scope, sample)
         except NoReadProtocol as err:
             if target.rse != "site":
                 raise PlanError(f"output.rse {rse}: {err}") from None
             continue
-        path = path_of(target.scope, sample)
-        if not pfn.endswith(path):
-            raise PlanError(f"output RSE {rse} places files at paths other than the juno algorithm's ({pfn}): "
-                            "jobs could not stage their outputs out there; choose another output.rse")
-        out[rse] = {"site": plan.rses[rse].site, "base": pfn[: -len(path)]}
+        if base is None:
+            raise PlanError(f"output RSE {rse} places files at paths other than the juno algorithm's "
+                            f"({maker.write_url(rse, target.scope, sample)}): jobs could not stage their outputs "
+                            "out there; choose another output.rse")
+        out[rse] = {"site": plan.rses[rse].site, "base": base}
     return out
 
 
 def plan_for_jobs(task: Task, client: Any, *, jobs: list[JobSpec], groups: list[SiteGroup],
                   rses: dict[str, RseInfo], output: OutputTarget | None, own_dataset: bool = True,
-                  log: Callable[[str], None] = lambda m: None) -> Plan:
+                  log: Callable[[str], None] = lambda m: None, pfns: PfnMaker | None = None) -> Plan:
     """A plan from jobs the caller made itself (juno-prod: the files it assigned, with their output names in
-    the job variables): the same read and write bases as make_plan, nothing resolved again."""
+    the job variables): the same read and write bases as make_plan, nothing resolved again. `pfns`: a maker
+    the caller keeps across plans (the URL bases it already knows are not asked again)."""
+    maker = pfns if pfns is not None else PfnMaker(client)
     started = time.perf_counter()
     plan = Plan(task=task, account=str(client.account), jobs=jobs, groups=groups, rses=rses, output=output,
                 own_dataset=own_dataset)
     plan.n_files = sum(len(j.files) for j in jobs)
     plan.bytes = sum(j.bytes for j in jobs)
     if groups:
-        _bases(plan, PfnMaker(client), log)
+        _bases(plan, maker, log)
         readable = set(plan.rse_bases)
         plan.job_rses = [tuple(sorted({r for f in j.files for r in f.rses if r in readable})) for j in jobs]
     else:
         plan.job_rses = [() for _ in jobs]
     if output is not None:
-        plan.output_bases = _output_bases(plan, PfnMaker(client))
+        plan.output_bases = _output_bases(plan, maker)
     plan.plan_s = time.perf_counter() - started
     return plan
 

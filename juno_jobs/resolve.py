@@ -238,7 +238,8 @@ class Resolver:
         return datasets, files
 
     def _dataset(self, did: Did, filt: Mapping[str, FilterValue], rses: Mapping[str, RseInfo],
-                 wanted_rse: Callable[[str], bool]) -> tuple[list[InputFile], int]:
+                 wanted_rse: Callable[[str], bool], partial_if_complete: bool = True
+                 ) -> tuple[list[InputFile], int]:
         client = self._client()
         listed = self._call(list_files, client, did.scope, did.name)
         kept = name_filter(listed, filt)
@@ -256,6 +257,8 @@ class Resolver:
             elif wanted_rse(rse):
                 partial.append(rse)
         at: dict[str, list[str]] = {}
+        if not partial_if_complete and any(wanted_rse(r) for r in complete):
+            partial = []  # every file is at a complete disk copy: copies in progress are not asked file by file
         if partial:
             # A copy in progress: ask Rucio file by file, but only about those RSEs.
             expression = "|".join(sorted(partial))
@@ -296,6 +299,26 @@ class Resolver:
 
         with ThreadPoolExecutor(self.workers) as pool:
             return [f for part in pool.map(one, chunks) for f in part]
+
+    def dataset_files(self, did: Did, filt: Mapping[str, FilterValue] | None, rses: Mapping[str, RseInfo]
+                      ) -> list[InputFile]:
+        """One dataset's files (those passing the filter) with the disk RSEs holding AVAILABLE replicas, for a
+        caller that knows the dataset exists (no get_did, no walk; list_files and list_dataset_replicas, as
+        `resolve` does per dataset). Empty when nothing is in it or passes; a missing dataset raises
+        Rucio's DataIdentifierNotFound.
+
+        Unlike `resolve`, an RSE holding part of the dataset is asked about file by file (list_replicas,
+        which builds a PFN per file on the server: seconds per thousand files) only when no disk RSE holds
+        all of it: with a complete disk copy every file has a usable replica, and a copy in progress (the
+        replication policy's rules on juno-prod's fresh outputs) only adds choices."""
+        filt = filt or {}
+
+        def wanted_rse(rse: str) -> bool:
+            info = rses.get(rse)
+            return info is not None and not info.tape
+
+        files, _ = self._dataset(did, filt, rses, wanted_rse, partial_if_complete=False)
+        return self._metadata_filter(files, filt)
 
     def resolve(self, dids: Sequence[Did], filt: Mapping[str, FilterValue] | None = None,
                 rses: Mapping[str, RseInfo] | None = None, wanted_site: Callable[[str], bool] = lambda s: True

@@ -60,10 +60,10 @@ def production() -> Any:
     return Production(Db(cfg.db_url), cfg.work_dir, _rucio, cfg.jobs), cfg
 
 
-def _row(prod: Any, ref: str) -> dict[str, Any]:
-    row = prod.db.transformation(ref)
+def _row(db: Any, ref: str) -> dict[str, Any]:
+    row = db.transformation(ref)
     if row is None:
-        names = ", ".join(t["name"] for t in prod.db.transformations()) or "none yet"
+        names = ", ".join(t["name"] for t in db.transformations()) or "none yet"
         raise NotFound(f"no transformation {ref!r} (known: {names}); `juno-prod list`")
     return dict(row)
 
@@ -166,9 +166,23 @@ def status(transformation: str | None, out: Output) -> int:
 
     Reads the bookkeeping only (fast); `juno-prod run` is what moves things on.
     """
-    prod, _ = production()
-    rows = [_row(prod, transformation)] if transformation else prod.db.transformations()
-    data = [status_data(prod, r) for r in rows]
+    from juno_prod import settings
+    from juno_prod.report import readers, transformation_status
+
+    work, url = settings.locate()
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        if transformation:  # nothing submitted here yet (and `status` creates nothing)
+            raise NotFound(f"no transformation {transformation!r} (known: none yet); `juno-prod list`")
+        out.emit([], lambda: "no transformations yet")
+        return 0
+    db, store = readers(work, url)  # the bookkeeping only: no engine, Rucio or HTCondor to import
+    try:
+        rows = [_row(db, transformation)] if transformation else db.transformations()
+        data = [transformation_status(db, store, r) for r in rows]
+    finally:
+        if store is not None:
+            store.db.close()
+        db.close()
     out.emit(data if not transformation else data[0],
              lambda: "\n".join(status_text(d) for d in data) or "no transformations yet")
     return 0
@@ -197,7 +211,7 @@ def files(transformation: str | None, states: tuple[str, ...], step: str | None,
         return 0
     if not transformation:
         raise click.UsageError("give a TRANSFORMATION, or --parent DID")
-    row = _row(prod, transformation)
+    row = _row(prod.db, transformation)
     tf = prod.load(row)
     idx = None
     if step is not None:
@@ -245,7 +259,7 @@ def retry(transformation: str, step: str | None, memory: str | None, names: tupl
     from juno_jobs import units
 
     prod, _ = production()
-    row = _row(prod, transformation)
+    row = _row(prod.db, transformation)
     tf = prod.load(row)
     idx = None
     if step is not None:
@@ -267,7 +281,7 @@ def retry(transformation: str, step: str | None, memory: str | None, names: tupl
 
 def _set_state(ref: str, state: str, out: Output) -> int:
     prod, _ = production()
-    row = _row(prod, ref)
+    row = _row(prod.db, ref)
     if row["state"] == STOPPED and state != STOPPED:
         raise Refused(f"{row['name']} is stopped: its jobs were removed; submit it under another name to start over")
     prod.db.set_state(row["id"], state)

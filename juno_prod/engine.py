@@ -9,8 +9,10 @@
   3. discover   new input files in Rucio: the selection's blocks, the keep-up streams' blocks, Monte Carlo
                 stand-ins, and for later steps the previous step's output datasets (data-driven: a step's
                 jobs start as soon as its input files exist, not when the previous step is done)
-  4. assign     waiting/failed files → claims (one transaction, never twice) → jobs at the sites the step
-                allows, through juno_jobs (plan_for_jobs + control.submit), one juno_jobs task per claim
+  4. assign     the output datasets still missing, all at once (one add_dids, each policy rule sent once for
+                all of them); waiting/failed files → claims (one transaction, never twice) → jobs at the
+                sites the step allows, through juno_jobs (plan_for_jobs with the service's cached URL bases
+                + control.submit), one juno_jobs task per claim
   5. metadata   provenance on the new outputs (input DID, transformation, step, release)
   6. close      output datasets whose input is closed and whose files are all processed
 
@@ -36,6 +38,7 @@ from juno_jobs import control, outputs
 from juno_jobs import plan as jplan
 from juno_jobs.locality import LocalityError
 from juno_jobs.model import Did, InputSpec, OutputSpec, OutputTarget, RetryPolicy, RseInfo, Splitting, Task
+from juno_jobs.pfns import PfnMaker
 from juno_jobs.resolve import InputError, Resolver, clone_client, rse_infos
 from juno_jobs.settings import Settings
 from juno_jobs.store import FINAL_JOB_STATES, Store
@@ -45,7 +48,7 @@ from juno_prod.db import Db, NewFile
 from juno_prod.model import ACTIVE, MC, MC_SCOPE, NEW_RAW, PAUSED, PROBLEMATIC, Transformation
 
 log = logging.getLogger("juno_prod.engine")
-CLAIM_FILES = 2000  # files per claim (one juno_jobs task)
+CLAIM_FILES = 5000  # files per claim (one juno_jobs task, one cluster): a block of raw data is one claim
 KEEPUP_WALK_S = 300.0  # keep-up: the stream containers are walked at least this often (events may be lost)
 DISCOVER_WORKERS = 4  # datasets listed in Rucio at once (next steps' input)
 SYNC_WORKERS = 2  # claims synced at once: storage checks of one overlap the Rucio registration of another
@@ -85,6 +88,7 @@ class Production:
         self.sess = control.Session(cfg=jobs_cfg, store=Store(jobs_cfg.db_path), rucio=rucio,
                                     log=lambda m: log.debug(m))
         self._rses: dict[str, RseInfo] | None = None
+        self._pfns: PfnMaker | None = None  # the RSEs' read and write URL bases, asked once per service
         self._policy: Any = None
         self.hints: set[str] = set()  # block DIDs events named (keep-up): `hint` adds, from any thread
         self._hints_lock = threading.Lock()
@@ -101,6 +105,11 @@ class Production:
         if self._rses is None:
             self._rses = rse_infos(self.client)
         return self._rses
+
+    def pfns(self) -> PfnMaker:
+        if self._pfns is None:
+            self._pfns = PfnMaker(self.client)
+        return self._pfns
 
     def hint(self, did: str) -> None:
         """An event named this block (scope:name): the next cycle looks at it without walking the streams."""
@@ -288,8 +297,13 @@ class Production:
             roots = [Did("raw", f"stream.{key}") for key in tf.input.streams]
             filt: dict[str, Any] = {}
         else:
-            roots = list(tf.input.dids)
+            # A root that is a dataset this campaign has taken completely (closed in Rucio, every file
+            # recorded) has nothing more to give: not asked again. Containers are walked (new blocks).
+            complete = {d["grp"] for d in self.db.datasets(tf_id, 0) if d["input_closed"]}
+            roots = [d for d in tf.input.dids if d.name not in complete]
             filt = dict(tf.input.filter)
+            if not roots:
+                return {}
         resolver = Resolver(self.client)
         try:
             found = resolver.check_dids(roots)
@@ -302,9 +316,7 @@ class Production:
             raise
         done = {d["grp"] for d in self.db.datasets(tf_id, 0) if d["input_closed"]}
         todo = [b for b in blocks if b.name not in done]
-        out = {}
-        for block in todo:
-            out[block.name] = self._files_of(resolver, block, filt)
+        out = dict(self._blocks_files(todo, filt))
         if direct:
             try:
                 res = resolver.resolve(direct, filt, rses=self.rses())
@@ -341,17 +353,34 @@ class Production:
             self.hints -= {f"{s}:{n}" for s, n in named} & hints
         return out
 
-    def _files_of(self, resolver: Resolver, did: Did, filt: dict[str, Any]) -> tuple[list[NewFile], bool]:
+    def _files_of(self, resolver: Resolver, did: Did, filt: dict[str, Any], closed: bool | None = None
+                  ) -> tuple[list[NewFile], bool]:
         """A dataset's files with AVAILABLE disk replicas, and whether it is complete (closed, all there).
-        The open flag is read first: if the dataset was closed then, the listing that follows is all of it."""
-        info = resolver.client.get_did(did.scope, did.name)
-        closed = not info.get("open", True)
-        try:
-            res = resolver.resolve([did], filt, rses=self.rses())
-        except InputError:
-            return [], closed  # empty (or nothing passes the filter)
-        ready = [NewFile(f.scope, f.name, f.bytes, f.adler32, f.rses, did.name) for f in res.files if f.rses]
-        return ready, closed and len(ready) == len(res.files)
+        The open flag is read first (here, unless the caller read it just before: `closed`): if the
+        dataset was closed then, the listing that follows is all of it."""
+        if closed is None:
+            closed = not resolver.client.get_did(did.scope, did.name).get("open", True)
+        files = resolver.dataset_files(did, filt, self.rses())
+        ready = [NewFile(f.scope, f.name, f.bytes, f.adler32, f.rses, did.name) for f in files if f.rses]
+        return ready, closed and len(ready) == len(files)
+
+    def _blocks_files(self, blocks: list[Did], filt: dict[str, Any]) -> list[tuple[str, tuple[list[NewFile], bool]]]:
+        """_files_of for many datasets: their open flags in one bulk call (read before any listing), then
+        DISCOVER_WORKERS listings at once, each thread with its own HTTP session."""
+        if not blocks:
+            return []
+        closed: dict[tuple[str, str], bool] = {}
+        for i in range(0, len(blocks), 1000):
+            for m in self.client.get_metadata_bulk([{"scope": b.scope, "name": b.name} for b in blocks[i:i + 1000]]):
+                closed[(str(m["scope"]), str(m["name"]))] = not m.get("is_open", True)
+        self.rses()  # the RSE catalogue once, before the threads share it
+
+        def one(block: Did) -> tuple[str, tuple[list[NewFile], bool]]:
+            resolver = Resolver(clone_client(self.client), workers=1)
+            return block.name, self._files_of(resolver, block, filt, closed.get((block.scope, block.name), False))
+
+        with ThreadPoolExecutor(min(DISCOVER_WORKERS, len(blocks))) as pool:
+            return list(pool.map(one, blocks))
 
     def _discover_next(self, tf_id: int, tf: Transformation, k: int) -> dict[str, tuple[list[NewFile], bool]]:
         """Step k's input: step k-1's output datasets, as Rucio has them now."""
@@ -365,7 +394,9 @@ class Production:
 
         def one(d: dict[str, Any]) -> tuple[str, tuple[list[NewFile], bool]]:
             resolver = Resolver(clone_client(self.client), workers=1)  # one HTTP session per thread
-            files_, _ = self._files_of(resolver, Did(d["scope"], d["name"]), {})
+            # Complete when juno-prod closed it (the bookkeeping, read before this listing) and every output
+            # recorded in it is listed: Rucio's own open flag is not asked for.
+            files_, _ = self._files_of(resolver, Did(d["scope"], d["name"]), {}, closed=bool(d["closed"]))
             return d["grp"], ([NewFile(f.scope, f.name, f.bytes, f.adler32, f.rses, d["grp"]) for f in files_],
                               bool(d["closed"]) and len(files_) == n_out[d["name"]])
 
@@ -376,7 +407,9 @@ class Production:
     # 4 -------------------------------------------------------------- assign
 
     def _assign(self, tf_id: int, tf: Transformation, r: CycleReport) -> None:
-        for step_i, grp, memory, _n in self.db.claimable(tf_id):
+        claimable = self.db.claimable(tf_id)
+        self._ensure_datasets(tf_id, tf, sorted({(step_i, grp) for step_i, grp, _m, _n in claimable}))
+        for step_i, grp, memory, _n in claimable:
             while not self.stop.is_set():
                 token, rows = self.db.claim(tf_id, step_i, grp, memory, CLAIM_FILES)
                 if not rows:
@@ -397,28 +430,52 @@ class Production:
                 if len(rows) < CLAIM_FILES:
                     break
 
-    def _ensure_dataset(self, tf_id: int, tf: Transformation, step_i: int, grp: str) -> tuple[str, str]:
-        """The output dataset in Rucio, with the rules the replication policy gives its class (the same
-        engine as raw blocks: rucio_policy.engine)."""
+    def _ensure_datasets(self, tf_id: int, tf: Transformation, wanted: list[tuple[int, str]]) -> None:
+        """The output datasets of these (step, group)s in Rucio, with the rules the replication policy gives
+        their class (the same engine as raw blocks: rucio_policy.engine), all at once: one add_dids call
+        per 1,000 datasets, each rule sent once for all of them (ensure_blocks_rules). A dataset whose row
+        says its rules are there (created before them) is not asked about again."""
+        from rucio.common.exception import DataIdentifierAlreadyExists
+
         from rucio_policy import engine as policy_engine
 
-        step = tf.steps[step_i]
-        name = naming.dataset_name(step.scope, tf.name, step.name, grp)
-        row = self.db.dataset(tf_id, step_i, grp)
-        outputs.ensure_dataset(self.client, step.scope, name)
-        if row is None or not row["rules"]:
-            if self._policy is None:
-                self._policy = policy_engine.load_default_policy()
-            policy_engine.ensure_block_rules(self.client, step.scope, name, policy=self._policy)
+        todo: dict[tuple[int, str], tuple[str, str]] = {}
+        for step_i, grp in wanted:
+            row = self.db.dataset(tf_id, step_i, grp)
+            if row is None or not row["rules"]:
+                step = tf.steps[step_i]
+                todo[(step_i, grp)] = (step.scope, naming.dataset_name(step.scope, tf.name, step.name, grp))
+        if not todo:
+            return
+        if self._policy is None:
+            self._policy = policy_engine.load_default_policy()
+        dids = sorted(set(todo.values()))
+        created: set[tuple[str, str]] = set()
+        for i in range(0, len(dids), 1000):
+            chunk = dids[i:i + 1000]
+            try:
+                self.client.add_dids([{"scope": s, "name": n, "type": "DATASET"} for s, n in chunk])
+                created.update(chunk)
+            except DataIdentifierAlreadyExists:
+                # Some exist (a cycle stopped between creating them and their rules): one by one; their
+                # state is then read back from Rucio by the policy engine.
+                for s, n in chunk:
+                    outputs.ensure_dataset(self.client, s, n)
+        by_scope: dict[str, list[str]] = {}
+        for s, n in dids:
+            by_scope.setdefault(s, []).append(n)
+        for scope, names in by_scope.items():
+            policy_engine.ensure_blocks_rules(self.client, scope, names, policy=self._policy,
+                                              new={n: {} for n in names if (scope, n) in created})
+        for step_i, grp in todo:
             self.db.set_dataset(tf_id, step_i, grp, rules=1)
-        return step.scope, name
 
     def _submit_claim(self, tf_id: int, tf: Transformation, step_i: int, grp: str, memory: int, token: str,
                       rows: list[dict[str, Any]]) -> int:
         step = tf.steps[step_i]
         batch = decide.make_jobs(tf.name, step, rows, self.rses())
         self.db.set_jobs(token, batch.file_job)
-        scope, ds = self._ensure_dataset(tf_id, tf, step_i, grp)
+        scope, ds = step.scope, naming.dataset_name(step.scope, tf.name, step.name, grp)  # _ensure_datasets made it
         release_dir = step.release_dir(tf.release_base)
         args = f"--step {step.name} --release {step.release} {step.arguments}".strip()
         task = Task(name=jj_name(token), source=self.tf_dir / f"{tf.name}.yaml",
@@ -433,7 +490,7 @@ class Production:
                     description=f"{tf.name} step {step.name} {grp}")
         target = OutputTarget(scope=scope, name=ds, rse=step.rse, patterns=(f"*.{step.ext}",), naming="file")
         plan = jplan.plan_for_jobs(task, self.client, jobs=batch.jobs, groups=batch.groups, rses=self.rses(),
-                                   output=target, own_dataset=False)
+                                   output=target, own_dataset=False, pfns=self.pfns())
         row = control.submit(self.sess, plan, hold=self.hold)
         self.db.claim_submitted(token, row.id)
         log.info("submitted", extra=fields(transformation=tf.name, step=step.name, group=grp, files=len(rows),
@@ -446,10 +503,13 @@ class Production:
         rows = self.db.outputs_without_meta()
         if not rows:
             return
-        tfs = {t["id"]: t for t in self.db.transformations()}
+        rows_by_id = {t["id"]: t for t in self.db.transformations()}
+        tfs: dict[int, Transformation] = {}
         dids = []
         for o in rows:
-            tf = self.load(tfs[o["tf_id"]])
+            if o["tf_id"] not in tfs:
+                tfs[o["tf_id"]] = self.load(rows_by_id[o["tf_id"]])  # once per transformation, not per output
+            tf = tfs[o["tf_id"]]
             step = tf.steps[o["step"]]
             parent = f"{o['parent_scope']}:{o['parent_name']}" if o["parent_scope"] != MC_SCOPE else ""
             dids.append({"scope": o["scope"], "name": o["name"],
@@ -471,7 +531,8 @@ class Production:
             counts = self.db.group_counts(tf_id, d["step"]).get(d["grp"], {})
             if not decide.dataset_complete(True, counts):
                 continue
-            outputs.ensure_dataset(self.client, d["scope"], d["name"])
+            if not d["rules"]:
+                outputs.ensure_dataset(self.client, d["scope"], d["name"])  # (made with its rules otherwise)
             outputs.close_dataset(self.client, d["scope"], d["name"])
             self.db.set_dataset(tf_id, d["step"], d["grp"], closed=1)
             r.closed += 1

@@ -79,6 +79,17 @@ def _safe_url(url: str) -> str:
         return url.split("@")[-1]
 
 
+def readers(work: Path, url: str) -> tuple[Any, Any]:
+    """The bookkeeping (Db) and juno_jobs' task store (None when no task was made yet) of the production
+    in `work` (settings.locate): all `status` reads. Neither the engine, nor Rucio, nor HTCondor is
+    imported (a command's start-up time)."""
+    from juno_jobs.store import Store
+    from juno_prod.db import Db
+
+    tasks = work / "jobs" / "tasks.sqlite"
+    return Db(url), Store(tasks) if tasks.is_file() else None
+
+
 def overview(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Every transformation's figures for the status page: {"available", "detail", "database",
     "transformations"}. No production database configured or readable → available false, detail says why."""
@@ -93,12 +104,7 @@ def overview(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     db = None
     store = None
     try:
-        from juno_jobs.store import Store
-        from juno_prod.db import Db
-
-        db = Db(url)
-        tasks = work / "jobs" / "tasks.sqlite"
-        store = Store(tasks) if tasks.is_file() else None
+        db, store = readers(work, url)
         now = time.time()
         rows = [transformation_status(db, store, r, now) for r in db.transformations()]
     except Exception as err:  # noqa: BLE001 - shown in the production section; the rest of the page goes on

@@ -801,3 +801,58 @@ splitting:
 """)
     out = _cli(grid, work_dir, "plan", str(task_file))
     assert out.exit_code == 4 and "passes input.filter (4 files looked at)" in out.output
+
+
+def test_pfn_maker_asks_rucio_for_a_write_base_once_per_rse_and_scope(grid: Any) -> None:
+    """juno-prod keeps one PfnMaker for all its claims: the write base of an RSE and scope is Rucio's PFN
+    minus the juno path, asked once, and gives the very URL Rucio gives for any other name."""
+    from juno_jobs.pfns import PfnMaker, path_of
+
+    client = grid.client("analyst1")
+    asked: list[str] = []
+    real = client.lfns2pfns
+
+    def counting(rse: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(rse)
+        return real(rse, *args, **kwargs)
+
+    client.lfns2pfns = counting
+    maker = PfnMaker(client)
+    scope = "user.analyst1"
+    names = [f"user.analyst1.{_unique('base')}.0000{i}.a.txt" for i in range(3)]
+    bases = {maker.write_base("CNAF-DISK", scope, n) for n in names}
+    assert asked == ["CNAF-DISK"] and len(bases) == 1
+    base = bases.pop()
+    assert base is not None
+    for n in names:
+        assert real("CNAF-DISK", [f"{scope}:{n}"], protocol_domain="wan", operation="write",
+                    scheme="root")[f"{scope}:{n}"] == base + path_of(scope, n)
+
+
+def test_dataset_files_asks_file_by_file_only_without_a_complete_disk_copy(grid: Any) -> None:
+    """Resolver.dataset_files (juno-prod's discovery): with a complete disk copy, a copy in progress is not
+    listed file by file (list_replicas builds a PFN per file); `resolve` (juno-submit) still does; without a
+    complete disk copy, dataset_files asks too."""
+    from juno_jobs.model import Did
+    from juno_jobs.resolve import Resolver, rse_infos
+
+    client = grid.client()
+    block = f"block.JUNODAQ.{_unique('partial').replace('-', '')}.20250304"
+    names = [f"RUN.12346.JUNODAQ.Physics.ds-2.{block.split('.')[2]}.20250304120000.00{i}.dat" for i in (1, 2)]
+    items = [{"scope": "raw", "name": n, "bytes": 10 + i, "adler32": f"0000000{i}"} for i, n in enumerate(names)]
+    client.add_dataset("raw", block)
+    client.attach_dids("raw", block, items, rse="CNAF-DISK")
+    client.add_replicas(rse="JINR-DISK", files=items[:1])  # a copy in progress: one file of two
+    rses = rse_infos(client)
+    did = Did("raw", block)
+    assert {f.name: f.rses for f in Resolver(client).dataset_files(did, {}, rses)} == \
+        {names[0]: ("CNAF-DISK",), names[1]: ("CNAF-DISK",)}
+    assert {f.name: f.rses for f in Resolver(client).resolve([did], rses=rses).files} == \
+        {names[0]: ("CNAF-DISK", "JINR-DISK"), names[1]: ("CNAF-DISK",)}
+    tape_block = block.replace("20250304", "20250305")
+    client.add_dataset("raw", tape_block)
+    tape_items = [{**it, "name": it["name"].replace("20250304", "20250305")} for it in items]
+    client.attach_dids("raw", tape_block, tape_items, rse="IHEP-TAPE")  # complete, but on tape
+    client.add_replicas(rse="JINR-DISK", files=tape_items[:1])
+    files = {f.name: f.rses for f in Resolver(client).dataset_files(Did("raw", tape_block), {}, rses)}
+    assert files == {tape_items[0]["name"]: ("IHEP-TAPE", "JINR-DISK"), tape_items[1]["name"]: ("IHEP-TAPE",)}
