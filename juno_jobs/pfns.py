@@ -34,6 +34,12 @@ class NoReadProtocol(LookupError):
     pass
 
 
+def _base_of(pfn: str, scope: str, name: str) -> str | None:
+    """The URL base of `pfn` (what precedes the juno path of scope:name), None if it does not end so."""
+    path = path_of(scope, name)
+    return pfn[: -len(path)] if pfn.endswith(path) else None
+
+
 class PfnMaker:
     """PFNs from the Rucio server (`lfns2pfns` REST call): the client-side rsemanager would import Rucio's
     server core (seconds of imports) to do the same.
@@ -65,8 +71,7 @@ class PfnMaker:
         """The URL every PFN at `rse` starts with, or None if the RSE needs per-file PFNs."""
         if rse not in self._bases:
             pfn = self._lfns2pfns(rse, [(sample.scope, sample.name)], "read", client)[sample.name]
-            path = path_of(sample.scope, sample.name)
-            self._bases[rse] = pfn[: -len(path)] if pfn.endswith(path) else None
+            self._bases[rse] = _base_of(pfn, sample.scope, sample.name)
         return self._bases[rse]
 
     def pfns(self, rse: str, files: Iterable[InputFile]) -> dict[str, str]:
@@ -91,7 +96,5 @@ class PfnMaker:
         path the wrapper computes), or None when Rucio places files elsewhere. Asked once per RSE and scope."""
         key = (rse, scope)
         if key not in self._write_bases:
-            pfn = self.write_url(rse, scope, sample)
-            path = path_of(scope, sample)
-            self._write_bases[key] = pfn[: -len(path)] if pfn.endswith(path) else None
+            self._write_bases[key] = _base_of(self.write_url(rse, scope, sample), scope, sample)
         return self._write_bases[key]

@@ -501,6 +501,11 @@ def output_rse(out: dict[str, Any], site: str, read_from: list[str]) -> str:
     return next((r for r in read_from if r in here), here[0])
 
 
+def _conflict(url: str, there: str, ours: str) -> Failure:
+    return Failure("conflict", f"{url} already holds other bytes (adler32 {there}, this job's file has {ours}): "
+                               "nothing was overwritten")
+
+
 def stage_out(records: list[dict[str, Any]], outdir: Path, task: dict[str, Any], job: int, site: str,
               read_from: list[str]) -> list[dict[str, Any]]:
     """Copy each output to its PFN at the output RSE; never over other bytes. Adds name, rse, url.
@@ -528,8 +533,7 @@ def stage_out(records: list[dict[str, Any]], outdir: Path, task: dict[str, Any],
         if there[url] == rec["adler32"]:
             log(f"output {name} is already at {rse} with adler32 {there[url]} (an earlier attempt): done")
         elif there[url] is not None:
-            raise Failure("conflict", f"{url} already holds other bytes (adler32 {there[url]}, this job's file "
-                                      f"has {rec['adler32']}): nothing was overwritten")
+            raise _conflict(url, there[url], rec["adler32"])
         else:
             todo.setdefault(url.rsplit("/", 1)[0] + "/", []).append(i)
     staging = outdir.parent / ".stage-out"
@@ -569,8 +573,7 @@ def stage_out(records: list[dict[str, Any]], outdir: Path, task: dict[str, Any],
                         there[urls[i]] = now
                         continue
                     if now is not None:
-                        raise Failure("conflict", f"{urls[i]} already holds other bytes (adler32 {now}, this "
-                                                  f"job's file has {records[i]['adler32']}): nothing was overwritten")
+                        raise _conflict(urls[i], now, records[i]["adler32"])
                     raise Failure("stageout", f"xrdcp of {records[i]['file']} to {urls[i]} failed (exit "
                                               f"{cp.returncode}): {cp.stderr.strip()[-300:]}")
             copied[i] = seconds / len(members)

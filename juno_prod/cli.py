@@ -167,22 +167,17 @@ def status(transformation: str | None, out: Output) -> int:
     Reads the bookkeeping only (fast); `juno-prod run` is what moves things on.
     """
     from juno_prod import settings
-    from juno_prod.report import readers, transformation_status
+    from juno_prod.report import no_database, reading, transformation_status
 
     work, url = settings.locate()
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+    if no_database(url):
         if transformation:  # nothing submitted here yet (and `status` creates nothing)
             raise NotFound(f"no transformation {transformation!r} (known: none yet); `juno-prod list`")
         out.emit([], lambda: "no transformations yet")
         return 0
-    db, store = readers(work, url)  # the bookkeeping only: no engine, Rucio or HTCondor to import
-    try:
+    with reading(work, url) as (db, store):  # the bookkeeping only: no engine, Rucio or HTCondor to import
         rows = [_row(db, transformation)] if transformation else db.transformations()
         data = [transformation_status(db, store, r) for r in rows]
-    finally:
-        if store is not None:
-            store.db.close()
-        db.close()
     out.emit(data if not transformation else data[0],
              lambda: "\n".join(status_text(d) for d in data) or "no transformations yet")
     return 0

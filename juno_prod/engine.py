@@ -296,11 +296,11 @@ class Production:
             self._walked[tf_id] = time.monotonic()  # (a walk that fails is due again: see below)
             roots = [Did("raw", f"stream.{key}") for key in tf.input.streams]
             filt: dict[str, Any] = {}
-        else:
-            # A root that is a dataset this campaign has taken completely (closed in Rucio, every file
-            # recorded) has nothing more to give: not asked again. Containers are walked (new blocks).
-            complete = {d["grp"] for d in self.db.datasets(tf_id, 0) if d["input_closed"]}
-            roots = [d for d in tf.input.dids if d.name not in complete]
+        # The input datasets this campaign has taken completely (closed in Rucio, every file recorded): not
+        # listed again; a root that is one of them has nothing more to give. Containers are walked (new blocks).
+        done = {d["grp"] for d in self.db.datasets(tf_id, 0) if d["input_closed"]}
+        if tf.kind != NEW_RAW:
+            roots = [d for d in tf.input.dids if d.name not in done]
             filt = dict(tf.input.filter)
             if not roots:
                 return {}
@@ -314,7 +314,6 @@ class Production:
                 log.warning("input not found", extra=fields(transformation=tf.name, error=str(err)))
                 return {}
             raise
-        done = {d["grp"] for d in self.db.datasets(tf_id, 0) if d["input_closed"]}
         todo = [b for b in blocks if b.name not in done]
         out = dict(self._blocks_files(todo, filt))
         if direct:

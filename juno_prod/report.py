@@ -10,7 +10,8 @@ configured, or it cannot be read), without stopping the rest of the page.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +80,29 @@ def _safe_url(url: str) -> str:
         return url.split("@")[-1]
 
 
-def readers(work: Path, url: str) -> tuple[Any, Any]:
+def no_database(url: str) -> bool:
+    """The bookkeeping is a SQLite file that does not exist yet (nothing was submitted; reading creates nothing)."""
+    return url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file()
+
+
+@contextmanager
+def reading(work: Path, url: str) -> Iterator[tuple[Any, Any]]:
     """The bookkeeping (Db) and juno_jobs' task store (None when no task was made yet) of the production
-    in `work` (settings.locate): all `status` reads. Neither the engine, nor Rucio, nor HTCondor is
-    imported (a command's start-up time)."""
+    in `work` (settings.locate), closed at the end: all `status` reads. Neither the engine, nor Rucio, nor
+    HTCondor is imported (a command's start-up time)."""
     from juno_jobs.store import Store
     from juno_prod.db import Db
 
     tasks = work / "jobs" / "tasks.sqlite"
-    return Db(url), Store(tasks) if tasks.is_file() else None
+    db = Db(url)
+    store = None
+    try:
+        store = Store(tasks) if tasks.is_file() else None
+        yield db, store
+    finally:
+        if store is not None:
+            store.db.close()
+        db.close()
 
 
 def overview(env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -98,21 +113,14 @@ def overview(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     work, url = settings.locate(env)
     shown = _safe_url(url)
     base: dict[str, Any] = {"available": False, "database": shown, "transformations": []}
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+    if no_database(url):
         return {**base, "detail": f"no production database at {shown}: set JUNO_PROD_DIR or JUNO_PROD_DB to "
                                   "juno-prod's (`juno-prod submit` creates it)"}
-    db = None
-    store = None
     try:
-        db, store = readers(work, url)
-        now = time.time()
-        rows = [transformation_status(db, store, r, now) for r in db.transformations()]
+        with reading(work, url) as (db, store):
+            now = time.time()
+            rows = [transformation_status(db, store, r, now) for r in db.transformations()]
     except Exception as err:  # noqa: BLE001 - shown in the production section; the rest of the page goes on
         return {**base, "detail": f"cannot read the production database {shown}: {type(err).__name__}: {err}"}
-    finally:
-        if store is not None:
-            store.db.close()
-        if db is not None:
-            db.close()
     return {**base, "available": True, "transformations": rows,
             "detail": f"{len(rows)} transformation(s) in {shown}"}
